@@ -1,0 +1,50 @@
+"""The project's exception tree. Every error we raise on purpose derives from CodeInterpError.
+
+    CodeInterpError
+    ├── InvalidRequest          bad input from a caller (bad path, bad policy value)
+    ├── NotFound                a named object (session, file) does not exist
+    ├── Conflict                the object is busy or in the wrong state
+    ├── QuotaExceeded           a size limit (workspace quota, upload cap) would be passed
+    └── SandboxError            the sandbox itself failed
+        ├── IsolationUnavailable  a protection is missing here; the message names the fix
+        ├── SessionClosed         the session was closed by its owner
+        └── SessionDied           the session's processes died outside an execution
+"""
+
+from __future__ import annotations
+
+
+class CodeInterpError(Exception):
+    """Root of every error raised by codeinterp on purpose."""
+
+
+class InvalidRequest(CodeInterpError):
+    """The caller asked for something malformed."""
+
+
+class NotFound(CodeInterpError):
+    """The named object does not exist."""
+
+
+class Conflict(CodeInterpError):
+    """The object is busy or in a state that does not allow the operation."""
+
+
+class QuotaExceeded(CodeInterpError):
+    """The operation would pass a configured size limit."""
+
+
+class SandboxError(CodeInterpError):
+    """The sandbox failed to start, to answer or to clean up."""
+
+
+class IsolationUnavailable(SandboxError):
+    """A protection the policy requires is not available on this machine."""
+
+
+class SessionClosed(SandboxError):
+    """The session was closed and cannot be used any more."""
+
+
+class SessionDied(SandboxError):
+    """The session's processes died outside of an execution."""

@@ -1,0 +1,254 @@
+"""`Sandbox`: the engine's entry point. It owns the zygote, the cgroups, the runtime directory and
+a warm pool of ready sessions, and creates `Session`s from policies.
+
+    async with await Sandbox.start() as sandbox:
+        session = await sandbox.create_session()
+        execution = await session.run("1 + 1")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from codeinterp.errors import InvalidRequest, IsolationUnavailable, SandboxError
+
+from . import doctor
+from .cgroups import CgroupManager
+from .policy import SandboxPolicy
+from .session import KernelProcess, Session
+from .workspace import Workspace
+from .zygote_client import ZygoteClient
+
+log = logging.getLogger("codeinterp.sandbox")
+
+# Per-session host uids come from [UID_FLOOR, UID_FLOOR + 2**30): each Sandbox picks a random
+# block, so two servers on one machine do not share uids by accident.
+UID_FLOOR = 1 << 20
+UID_BLOCK = 1 << 16
+
+
+def default_cache_dir() -> str:
+    if os.geteuid() == 0:
+        return "/var/cache/codeinterp"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "codeinterp")
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    python: str = sys.executable  # interpreter of the sandbox environment (any venv with codeinterp)
+    policy: SandboxPolicy = field(default_factory=SandboxPolicy)  # default for new sessions
+    pool_size: int = 4  # ready sessions kept for the default policy; 0 disables the pool
+    runtime_dir: str | None = None  # default: /run/codeinterp/<instance>
+    cache_dir: str | None = None  # persistent caches (matplotlib's font list)
+    interrupt_grace: float = 2.0  # seconds between SIGINT and SIGKILL on timeout or cancel
+    start_timeout: float = 30.0  # seconds for one session to become ready
+    unsafe_no_sandbox: bool = False  # run sessions without any isolation (explicit opt-in)
+
+    def __post_init__(self) -> None:
+        if self.pool_size < 0:
+            raise InvalidRequest("pool_size must be zero or more")
+        if self.interrupt_grace <= 0:
+            raise InvalidRequest("interrupt_grace must be positive")
+
+
+class Sandbox:
+    def __init__(self, config: SandboxConfig) -> None:
+        self.config = config
+        self.instance = secrets.token_hex(4)
+        self.runtime_dir = config.runtime_dir or f"/run/codeinterp/{self.instance}"
+        self.unsafe = config.unsafe_no_sandbox
+        self.zygote = ZygoteClient(config.python, config.cache_dir or default_cache_dir())
+        self.cgroups: CgroupManager | None = None
+        self.sessions: dict[str, Session] = {}
+        self._uid_base = UID_FLOOR + secrets.randbelow((1 << 30) // UID_BLOCK) * UID_BLOCK
+        self._free_uids: deque[int] = deque(range(self._uid_base, self._uid_base + UID_BLOCK))
+        self._pool: deque[Session] = deque()
+        self._pool_task: asyncio.Task[None] | None = None
+        self._pool_wakeup = asyncio.Event()
+        self._closed = False
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    @classmethod
+    async def start(cls, config: SandboxConfig | None = None) -> Sandbox:
+        """Check isolation, start the zygote and fill the warm pool in the background."""
+        sandbox = cls(config or SandboxConfig())
+        await sandbox._start()
+        return sandbox
+
+    async def _start(self) -> None:
+        if not self.unsafe:
+            problems = doctor.isolation_problems()
+            if problems:
+                raise IsolationUnavailable(
+                    "cannot isolate sessions on this machine: " + "; ".join(problems)
+                    + ". Fix that (see `codeinterp doctor`), or pass unsafe_no_sandbox=True "
+                    "(CLI: --unsafe-no-sandbox) to run code with no isolation at all."
+                )
+            self.cgroups = CgroupManager(self.instance)
+        else:
+            log.warning("sessions run WITHOUT a sandbox: code can read and change this machine")
+        os.makedirs(os.path.join(self.runtime_dir, "sessions"), mode=0o700, exist_ok=True)
+        os.chmod(self.runtime_dir, 0o700)
+        os.makedirs(os.path.join(self.runtime_dir, "root"), mode=0o755, exist_ok=True)
+        try:
+            hello = await self.zygote.start()
+            if not self.unsafe and not hello.get("seccomp"):
+                raise IsolationUnavailable(
+                    f"seccomp is unavailable: {hello.get('seccomp_error')}; "
+                    "run on x86_64 or aarch64 Linux with seccomp enabled"
+                )
+        except BaseException:
+            await self.close()
+            raise
+        if self.config.pool_size:
+            self._pool_task = asyncio.create_task(self._keep_pool_full())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._pool_task is not None:
+            self._pool_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pool_task
+        for session in list(self._pool) + list(self.sessions.values()):
+            with contextlib.suppress(Exception):
+                await session.close()
+        self._pool.clear()
+        await self.zygote.close()
+        if self.cgroups is not None:
+            self.cgroups.close()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+    async def __aenter__(self) -> Sandbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    async def create_session(self, policy: SandboxPolicy | None = None) -> Session:
+        """A ready session: from the warm pool when the policy is the default, else forked now."""
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
+        policy = policy or self.config.policy
+        session: Session | None = None
+        if policy == self.config.policy:
+            while self._pool and session is None:
+                candidate = self._pool.popleft()
+                if candidate.process is not None and not candidate.process.exit_status.done():
+                    session = candidate
+                else:
+                    await candidate.close()
+            self._pool_wakeup.set()
+        if session is None:
+            session = await self._new_session(policy)
+        self.sessions[session.id] = session
+        session.last_used = time.monotonic()
+        return session
+
+    async def _new_session(self, policy: SandboxPolicy) -> Session:
+        if not self._free_uids:
+            raise SandboxError("no free session uids: close idle sessions")
+        uid = self._free_uids.popleft()
+        session_id = secrets.token_hex(8)
+        workspace = Workspace(
+            os.path.join(self.runtime_dir, "sessions", session_id), policy.limits.workspace, uid, uid
+        )
+        cgroup = None
+        try:
+            workspace.create(mount_tmpfs=not self.unsafe)
+            if self.cgroups is not None:
+                cgroup = self.cgroups.create(session_id, policy.limits)
+            session = Session(
+                session_id, policy, workspace, cgroup, uid,
+                spawner=self._spawn, releaser=self._release,
+                interrupt_grace=self.config.interrupt_grace,
+            )
+            await session.start()
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove(time.monotonic() + 2)
+            workspace.destroy()
+            self._free_uids.append(uid)
+            raise
+        return session
+
+    async def _spawn(self, session: Session) -> KernelProcess:
+        spawned = await self.zygote.spawn(
+            {
+                "op": "spawn",
+                "policy": session.policy.to_dict(),
+                "uid": session.uid,
+                "gid": session.uid,
+                "cgroup_procs": session.cgroup.join_paths if session.cgroup else [],
+                "workspace": session.workspace.path,
+                "new_root": os.path.join(self.runtime_dir, "root"),
+                "unsafe": self.unsafe,
+            }
+        )
+        process = KernelProcess(spawned, session.policy.limits.output)
+        self.zygote.on_exit(spawned.pid, process.on_exit)
+        try:
+            await process.open()
+            await process.wait_ready(self.config.start_timeout)
+        except BaseException:
+            await process.close()
+            raise
+        return process
+
+    async def _release(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+        if session.cgroup is not None:
+            await asyncio.to_thread(session.cgroup.remove, time.monotonic() + 5)
+        session.workspace.destroy()
+        self._free_uids.append(session.uid)
+
+    # -- warm pool ------------------------------------------------------------------------------
+
+    async def _keep_pool_full(self) -> None:
+        while not self._closed:
+            while len(self._pool) < self.config.pool_size and not self._closed:
+                try:
+                    self._pool.append(await self._new_session(self.config.policy))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("could not refill the warm pool")
+                    await asyncio.sleep(1)
+            self._pool_wakeup.clear()
+            await self._pool_wakeup.wait()
+
+    async def wait_pool_full(self, timeout: float = 60.0) -> None:
+        """Wait until the warm pool holds `pool_size` ready sessions (for tests and benches)."""
+        deadline = time.monotonic() + timeout
+        while len(self._pool) < self.config.pool_size:
+            if time.monotonic() > deadline:
+                raise TimeoutError("warm pool did not fill in time")
+            await asyncio.sleep(0.005)
+
+    @property
+    def pool_ready(self) -> int:
+        return len(self._pool)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "unsafe": self.unsafe,
+            "zygote": self.zygote.hello,
+            "sessions": len(self.sessions),
+            "pool_ready": len(self._pool),
+        }

@@ -1,0 +1,321 @@
+"""The jail: applied in a freshly forked session process, one named step at a time.
+
+`enter_jail` is the whole sequence. It runs in the session's first process, which the zygote
+forked into a new pid namespace (so it is that namespace's pid 1), as root and single-threaded.
+Order matters and is fixed:
+
+    reset_signals → close_inherited_fds → join_cgroups → unshare_namespaces → build_root
+    → switch_root → set_up_network → split_init   (pid 1 stays behind as the reaper; pid 2 goes on)
+    → set_rlimits → drop_privileges → install_seccomp (last: it also blocks what came before)
+    → enter_session_environment
+
+A failing step raises JailError naming itself; the zygote's child reports it to the host.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import linux
+from .policy import SandboxPolicy
+
+WORKSPACE = "/mnt/data"
+HOME = "/home/sandbox"
+
+
+class JailError(Exception):
+    def __init__(self, step: str, error: BaseException) -> None:
+        super().__init__(f"jail step {step} failed: {error}")
+        self.step = step
+
+
+@dataclass
+class JailContext:
+    """What one session's jail needs; host paths stay on this side of the jail."""
+
+    policy: SandboxPolicy
+    uid: int
+    gid: int
+    cgroup_procs: list[str]
+    workspace: str  # host directory mounted at /mnt/data
+    new_root: str  # empty host directory used as the mount point of the new root
+    environment_binds: list[str]  # the Python environment, bound read-only at its own path
+    seccomp_program: bytes | None
+    channel_fd: int
+    stdout_fd: int
+    stderr_fd: int
+    repl_pid: int = field(default=0, init=False)  # namespace pid of the REPL (after split_init)
+
+
+Step = Callable[[JailContext], None]
+
+
+def reset_signals(ctx: JailContext) -> None:
+    """Undo the zygote's signal setup: an inherited SIG_IGN for SIGCHLD breaks subprocess."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as CPython sets it at start-up
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the zygote
+    os.umask(0o022)
+
+
+def close_inherited_fds(ctx: JailContext) -> None:
+    """Keep only the session channel and the output pipes; 0/1/2 become /dev/null and pipes."""
+    null = os.open("/dev/null", os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(ctx.stdout_fd, 1)
+    os.dup2(ctx.stderr_fd, 2)
+    keep = {0, 1, 2, ctx.channel_fd}
+    top = max(keep) + 1
+    os.closerange(3, ctx.channel_fd)
+    os.closerange(ctx.channel_fd + 1, max(top, 65536))
+    os.set_inheritable(ctx.channel_fd, False)
+    ctx.stdout_fd, ctx.stderr_fd = 1, 2
+
+
+def join_cgroups(ctx: JailContext) -> None:
+    """Enter the session's groups before any other process of the session exists."""
+    for path in ctx.cgroup_procs:
+        with open(path, "w") as f:
+            f.write("0")
+
+
+def unshare_namespaces(ctx: JailContext) -> None:
+    # The pid namespace was made by the zygote (we are its pid 1); the rest is ours.
+    linux.unshare(
+        linux.CLONE_NEWNS
+        | linux.CLONE_NEWNET
+        | linux.CLONE_NEWIPC
+        | linux.CLONE_NEWUTS
+        | linux.CLONE_NEWCGROUP
+    )
+
+
+def _bind(source: str, target: str, *, readonly: bool) -> None:
+    if os.path.isdir(source):
+        os.makedirs(target, mode=0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        if not os.path.exists(target):
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+    linux.mount(source, target, None, linux.MS_BIND | linux.MS_REC)
+    flags = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NOSUID | linux.MS_NODEV
+    linux.mount(None, target, None, flags | (linux.MS_RDONLY if readonly else 0))
+
+
+def _write_file(path: str, text: str, mode: int = 0o644) -> None:
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _identity_files(ctx: JailContext, etc: str) -> None:
+    """Our own passwd, group, hosts and hostname: nothing of the host's user list shows."""
+    _write_file(
+        f"{etc}/passwd",
+        "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        f"sandbox:x:{ctx.uid}:{ctx.gid}:sandbox:{HOME}:/bin/bash\n",
+    )
+    _write_file(f"{etc}/group", f"root:x:0:\nsandbox:x:{ctx.gid}:\n")
+    _write_file(
+        f"{etc}/hosts", f"127.0.0.1\tlocalhost {ctx.policy.hostname}\n::1\tlocalhost ip6-localhost\n"
+    )
+    _write_file(f"{etc}/hostname", ctx.policy.hostname + "\n")
+
+
+def _minimal_dev(root: str) -> None:
+    dev = f"{root}/dev"
+    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "size=64k,mode=755")
+    for name in ("null", "zero", "full", "random", "urandom"):
+        os.close(os.open(f"{dev}/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
+        linux.mount(f"/dev/{name}", f"{dev}/{name}", None, linux.MS_BIND)
+    os.mkdir(f"{dev}/shm", 0o1777)
+    linux.mount("tmpfs", f"{dev}/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=64m,mode=1777")
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
+        os.symlink(target, f"{dev}/{name}")
+
+
+_PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "latency_stats", "sysrq-trigger")
+_PROC_READONLY = ("sys", "bus", "fs", "irq")
+
+
+def _fresh_proc(root: str) -> None:
+    """A /proc of the session's own pid namespace, with the kernel's sensitive files masked."""
+    proc = f"{root}/proc"
+    linux.mount("proc", proc, "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    for name in _PROC_MASKED:
+        if os.path.exists(f"{proc}/{name}"):
+            linux.mount(f"{root}/dev/null", f"{proc}/{name}", None, linux.MS_BIND)
+    for name in _PROC_READONLY:
+        if os.path.isdir(f"{proc}/{name}"):
+            _bind(f"{proc}/{name}", f"{proc}/{name}", readonly=True)
+
+
+def build_root(ctx: JailContext) -> None:
+    """A tmpfs root holding only what the policy names, plus the session's writable areas."""
+    lim = ctx.policy.limits
+    root = ctx.new_root
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)  # nothing propagates back
+    linux.mount("tmpfs", root, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=4m,mode=755")
+    for name in ("etc", "tmp", "mnt/data", "dev", "proc", "home/sandbox", "root"):
+        os.makedirs(f"{root}/{name}", mode=0o755, exist_ok=True)
+    for link in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        target = f"/{link}"
+        if os.path.islink(target):
+            os.symlink(os.readlink(target), f"{root}/{link}")
+        elif os.path.isdir(target) and target not in ctx.policy.readonly_binds:
+            _bind(target, f"{root}/{link}", readonly=True)
+    for path in (*ctx.policy.readonly_binds, *ctx.environment_binds):
+        if os.path.exists(path):
+            _bind(path, f"{root}{path}", readonly=True)
+    _identity_files(ctx, f"{root}/etc")
+    ids = f"uid={ctx.uid},gid={ctx.gid}"
+    flags = linux.MS_NOSUID | linux.MS_NODEV
+    linux.mount("tmpfs", f"{root}/tmp", "tmpfs", flags, f"size={lim.tmp},mode=1777")
+    linux.mount("tmpfs", f"{root}{HOME}", "tmpfs", flags, f"size={lim.tmp},mode=700,{ids}")
+    _bind(ctx.workspace, f"{root}{WORKSPACE}", readonly=False)
+    _minimal_dev(root)
+    _fresh_proc(root)
+
+
+def switch_root(ctx: JailContext) -> None:
+    os.chdir(ctx.new_root)
+    linux.pivot_root(".", ".")
+    linux.umount2(".", linux.MNT_DETACH)  # the old root, stacked under the new one
+    os.chdir("/")
+    flags = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
+    linux.mount(None, "/", None, flags)
+
+
+def set_up_network(ctx: JailContext) -> None:
+    """The new network namespace has only `lo`, down: bring it up; there is no route out."""
+    socket.sethostname(ctx.policy.hostname)
+    linux.bring_up_loopback()
+
+
+def _reap_until(repl_pid: int) -> None:
+    """pid 1 of the session: reap orphans; leave with the REPL's status when it is gone."""
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(1)
+        except InterruptedError:
+            continue
+        if pid == repl_pid:
+            if os.WIFSIGNALED(status):
+                os._exit(128 + os.WTERMSIG(status))
+            os._exit(os.waitstatus_to_exitcode(status))
+
+
+def split_init(ctx: JailContext) -> None:
+    """Fork the REPL (pid 2). This process stays as the namespace's init, with no privileges."""
+    pid = os.fork()
+    if pid == 0:
+        ctx.repl_pid = os.getpid()
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        return
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, 65536)
+    try:
+        linux.drop_bounding_set()
+        linux.clear_capabilities()
+        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+        if ctx.seccomp_program is not None:
+            from . import seccomp
+
+            seccomp.install(ctx.seccomp_program)
+    except OSError:
+        os.kill(pid, signal.SIGKILL)
+    _reap_until(pid)
+
+
+def set_rlimits(ctx: JailContext) -> None:
+    lim = ctx.policy.limits
+    for which, value in (
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NOFILE, lim.open_files),
+        (resource.RLIMIT_FSIZE, max(lim.workspace, lim.tmp)),
+        (resource.RLIMIT_AS, lim.address_space),
+        (resource.RLIMIT_NPROC, lim.processes),
+    ):
+        _, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(which, (value, value))
+
+
+def drop_privileges(ctx: JailContext) -> None:
+    # Bounding set first: dropping it needs CAP_SETPCAP, which setuid takes away.
+    linux.drop_bounding_set()
+    os.setgroups([])
+    os.setresgid(ctx.gid, ctx.gid, ctx.gid)
+    os.setresuid(ctx.uid, ctx.uid, ctx.uid)  # from root to non-root: the kernel clears caps
+    linux.clear_capabilities()  # and we say so explicitly
+    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    # setuid made us non-dumpable, which hides our own /proc/self/fd from us; we hold no secrets.
+    linux.prctl(linux.PR_SET_DUMPABLE, 1)
+
+
+def install_seccomp(ctx: JailContext) -> None:
+    if ctx.seccomp_program is not None:
+        from . import seccomp
+
+        seccomp.install(ctx.seccomp_program)
+
+
+def enter_session_environment(ctx: JailContext) -> None:
+    threads = str(max(1, math.ceil(ctx.policy.limits.cpus)))
+    os.environ.clear()
+    os.environ.update(dict(ctx.policy.env))
+    for name in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "LOKY_MAX_CPU_COUNT",
+    ):
+        os.environ[name] = threads
+    os.chdir(WORKSPACE)
+
+
+JAIL_STEPS: tuple[Step, ...] = (
+    reset_signals,
+    close_inherited_fds,
+    join_cgroups,
+    unshare_namespaces,
+    build_root,
+    switch_root,
+    set_up_network,
+    split_init,
+    set_rlimits,
+    drop_privileges,
+    install_seccomp,
+    enter_session_environment,
+)
+
+# Without isolation (only when the caller asked for it explicitly): the same process layout,
+# none of the protections.
+UNSAFE_STEPS: tuple[Step, ...] = (reset_signals, close_inherited_fds)
+
+
+def enter_jail(ctx: JailContext, steps: tuple[Step, ...] = JAIL_STEPS) -> None:
+    for step in steps:
+        try:
+            step(ctx)
+        except Exception as exc:
+            raise JailError(step.__name__, exc) from exc

@@ -1,0 +1,304 @@
+"""The REPL that runs inside the jail: IPython's InteractiveShell over a framed socket.
+
+No ZMQ and no threads, so the zygote can build the shell once and fork it into every session.
+Output travels two ways:
+
+- stdout and stderr are file descriptors 1 and 2, pipes read by the host. Everything reaches them
+  (print, C extensions, `!ls`, subprocesses) and the host streams it as it arrives.
+- results, errors and the end of an execution are JSON frames on the session socket. Python-level
+  stdout and stderr are flushed before each frame, and the host drains the pipes before handling a
+  frame, so output and results keep the order in which the code produced them.
+
+Messages (host -> kernel): {"op": "execute", "code": str} | {"op": "ping"}
+Messages (kernel -> host): {"ev": "ready"} | {"ev": "pong"}
+  | {"ev": "result", "type": "execute_result" | "display_data", "data": {mime: value}, "metadata": {}}
+  | {"ev": "error", "name", "value", "traceback"}
+  | {"ev": "done", "status": "ok" | "error" | "interrupted", "execution_count", "files": [...]}
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.displayhook import DisplayHook
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+from .channel import recv_message, send_message
+
+WORKSPACE = "/mnt/data"
+MAX_BUNDLE_BYTES = 8 * 1024 * 1024
+MAX_TRACKED_FILES = 10_000
+
+PREINSTALLED = (
+    "numpy pandas matplotlib scipy scikit-learn Pillow openpyxl pypdf PyPDF2 seaborn sympy"
+)
+
+# Snapshot of the workspace: relative path -> (size, mtime_ns, inode)
+Snapshot = dict[str, tuple[int, int, int]]
+
+
+def _jsonable_bundle(data: dict[str, Any]) -> dict[str, Any]:
+    """Binary MIME values (PNG, JPEG, PDF) travel as base64 text, as in Jupyter's messages."""
+    return {
+        mime: base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
+        for mime, value in data.items()
+    }
+
+
+class _HostPublisher(DisplayPublisher):  # type: ignore[misc]
+    """`display(...)` and inline figures: sent to the host as display_data results."""
+
+    def publish(  # type: ignore[no-untyped-def]
+        self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs
+    ) -> None:
+        kernel = Kernel.current
+        if kernel is not None:
+            kernel.send_result("display_data", data, metadata)
+
+    def clear_output(self, wait: bool = False) -> None:
+        pass
+
+
+class _HostDisplayHook(DisplayHook):  # type: ignore[misc]
+    """The value of a cell's last expression: sent to the host as its execute_result."""
+
+    def write_output_prompt(self) -> None:
+        pass
+
+    def write_format_data(self, format_dict: dict[str, Any], md_dict: Any = None) -> None:
+        kernel = Kernel.current
+        if kernel is not None:
+            kernel.send_result("execute_result", format_dict, md_dict)
+
+    def finish_displayhook(self) -> None:
+        pass
+
+
+class SandboxShell(InteractiveShell):  # type: ignore[misc]
+    """InteractiveShell with results and errors routed to the host instead of printed."""
+
+    displayhook_class = _HostDisplayHook
+    display_pub_class = _HostPublisher
+
+    def _showtraceback(self, etype: type[BaseException], evalue: BaseException, stb: Any) -> None:
+        kernel = Kernel.current
+        text = self.InteractiveTB.stb2text(stb)
+        value = str(evalue)
+        if isinstance(evalue, OSError) and evalue.errno == errno.ENOSPC:
+            value += " (a size quota is full: /mnt/data, /tmp or /home/sandbox)"
+        if kernel is not None:
+            kernel.report_error(etype.__name__, value, text)
+        else:
+            print(text, file=sys.stderr)
+
+    def enable_gui(self, gui: str | None = None) -> None:
+        pass  # figures are rendered inline; there is no GUI event loop to start
+
+    def system_piped(self, cmd: str) -> None:
+        # `!cmd`: the command writes straight to our stdout and stderr pipes; no pseudo-terminal
+        # (the jail has none) and no copying through Python.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.system_raw(cmd)
+
+
+def _pip_magic(line: str) -> None:
+    """%pip: there is no network in the sandbox, so say so at once instead of retrying."""
+    from importlib import metadata
+
+    words = line.split()
+    if words[:1] == ["install"]:
+        wanted = [w for w in words[1:] if not w.startswith("-")]
+        missing = []
+        for requirement in wanted:
+            name = requirement.split("[")[0].split("=")[0].split("<")[0].split(">")[0]
+            try:
+                version = metadata.version(name)
+                print(f"Requirement already satisfied: {name}=={version}")
+            except metadata.PackageNotFoundError:
+                missing.append(requirement)
+        if missing:
+            raise RuntimeError(
+                f"cannot install {', '.join(missing)}: this sandbox has no network access. "
+                f"Preinstalled libraries include {PREINSTALLED}."
+            )
+        return
+    import subprocess
+
+    sys.stdout.flush()
+    subprocess.call([sys.executable, "-m", "pip", *words])
+
+
+def build_shell() -> SandboxShell:
+    """Create the shell once, in the zygote, before any session exists."""
+    config = Config()
+    config.HistoryManager.enabled = False  # its SQLite writer is a thread; forks need none
+    config.InteractiveShell.colors = "nocolor"  # tracebacks are read by models and people
+    config.InteractiveShell.autocall = 0
+    config.InteractiveShell.cache_size = 100
+    shell: SandboxShell = SandboxShell.instance(config=config)
+    shell.register_magic_function(_pip_magic, "line", "pip")
+    shell.enable_matplotlib("inline")
+    return shell
+
+
+def snapshot_workspace(root: str = WORKSPACE) -> Snapshot:
+    """Every regular file under `root` (symbolic links are listed, never followed)."""
+    found: Snapshot = {}
+    stack = [""]
+    while stack and len(found) < MAX_TRACKED_FILES:
+        relative = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(root, relative)))
+        except OSError:
+            continue
+        for entry in entries:
+            path = f"{relative}/{entry.name}" if relative else entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(path)
+            else:
+                found[path] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    return found
+
+
+def diff_workspace(
+    before: Snapshot, after: Snapshot, root: str = WORKSPACE
+) -> list[dict[str, Any]]:
+    """Files created, modified or deleted between two snapshots, sorted by path."""
+    changes: list[dict[str, Any]] = []
+    for name, meta in after.items():
+        if name not in before:
+            change = "created"
+        elif before[name] != meta:
+            change = "modified"
+        else:
+            continue
+        changes.append({"path": f"{root}/{name}", "name": name, "size": meta[0], "change": change})
+    for name in before.keys() - after.keys():
+        changes.append({"path": f"{root}/{name}", "name": name, "size": 0, "change": "deleted"})
+    changes.sort(key=lambda c: str(c["path"]))
+    return changes
+
+
+class Kernel:
+    """Serves one session: reads requests from the socket, runs them in the shell."""
+
+    current: Kernel | None = None
+
+    def __init__(self, shell: SandboxShell, sock: socket.socket, workspace: str = WORKSPACE) -> None:
+        self.shell = shell
+        self.sock = sock
+        self.workspace = workspace
+        self._executing = False
+        self._error: dict[str, str] | None = None
+        Kernel.current = self
+
+    # -- output -----------------------------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        send_message(self.sock, message)
+
+    def send_result(self, kind: str, data: dict[str, Any], metadata: Any) -> None:
+        bundle = _jsonable_bundle(data)
+        message = {"ev": "result", "type": kind, "data": bundle, "metadata": metadata or {}}
+        try:
+            size = len(json.dumps(message))
+        except (TypeError, ValueError):
+            text = data.get("text/plain", "")
+            message["data"], message["metadata"], size = {"text/plain": str(text)}, {}, 0
+        if size > MAX_BUNDLE_BYTES:
+            message["data"] = {
+                "text/plain": f"[output of {size} bytes dropped: over the "
+                f"{MAX_BUNDLE_BYTES // (1024 * 1024)} MiB limit for one result]"
+            }
+            message["metadata"] = {}
+        self.send(message)
+
+    def report_error(self, name: str, value: str, traceback: str) -> None:
+        self._error = {"name": name, "value": value, "traceback": traceback}
+        self.send({"ev": "error", **self._error})
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGINT, self._on_sigint)
+        self.send({"ev": "ready"})
+        handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "execute": self.execute,
+            "ping": lambda _: self.send({"ev": "pong"}),
+        }
+        while True:
+            message = recv_message(self.sock)
+            if message is None:
+                return
+            handler = handlers.get(message.get("op", ""))
+            if handler is None:
+                self.send({"ev": "done", "status": "error", "execution_count": None, "files": []})
+                continue
+            handler(message)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        # Interrupts count only while user code runs; between executions they are dropped.
+        if self._executing:
+            raise KeyboardInterrupt
+
+    def execute(self, message: dict[str, Any]) -> None:
+        code = str(message.get("code", ""))
+        before = snapshot_workspace(self.workspace)
+        self._error = None
+        interrupted = False
+        started = time.perf_counter()
+        count = self.shell.execution_count
+        self._executing = True
+        try:
+            result = self.shell.run_cell(code, store_history=True)
+            count = result.execution_count
+            self._flush_open_figures()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            self._executing = False
+        failure = None if interrupted else (result.error_before_exec or result.error_in_exec)
+        if interrupted or isinstance(failure, KeyboardInterrupt):
+            status = "interrupted"
+        elif failure is not None or self._error is not None:
+            status = "error"
+        else:
+            status = "ok"
+        self.send(
+            {
+                "ev": "done",
+                "status": status,
+                "execution_count": count,
+                "files": diff_workspace(before, snapshot_workspace(self.workspace), self.workspace),
+                "kernel_ms": (time.perf_counter() - started) * 1000,
+            }
+        )
+
+    def _flush_open_figures(self) -> None:
+        """Show and close every figure still open (the inline backend shows those it drew)."""
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None or not pyplot.get_fignums():
+            return
+        from IPython.display import display
+
+        for number in pyplot.get_fignums():
+            display(pyplot.figure(number))
+        pyplot.close("all")

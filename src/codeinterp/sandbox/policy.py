@@ -1,0 +1,144 @@
+"""What a session may see and use, as frozen data: built and checked before any process exists.
+
+A `SandboxPolicy` is printed by `codeinterp doctor`, compared in tests and sent to the zygote as
+JSON with each spawn request; the jail (`jail.py`) only applies it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from codeinterp.errors import InvalidRequest
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+# OpenAI's container memory tiers, mapped to the memory cgroup limit.
+MEMORY_TIERS: dict[str, int] = {"1g": 1 * GiB, "4g": 4 * GiB, "16g": 16 * GiB, "64g": 64 * GiB}
+
+# Read-only binds of the host system. The Python environment of the zygote is added to these by the
+# zygote itself (it knows its own prefix); nothing else of the host is visible.
+SYSTEM_BINDS: tuple[str, ...] = (
+    "/usr",
+    "/etc/alternatives",
+    "/etc/ssl",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/etc/mime.types",
+    "/etc/nsswitch.conf",
+)
+
+# The environment sandboxed code starts with; the zygote's own environment never reaches it.
+SESSION_ENV: tuple[tuple[str, str], ...] = (
+    ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    ("HOME", "/home/sandbox"),
+    ("USER", "sandbox"),
+    ("LANG", "C.UTF-8"),
+    ("TMPDIR", "/tmp"),
+    ("MPLBACKEND", "module://matplotlib_inline.backend_inline"),
+    # pip has no network to reach: fail at once instead of retrying for a minute.
+    ("PIP_NO_INDEX", "1"),
+    ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
+    ("PYTHONUNBUFFERED", "1"),
+)
+
+SANDBOX_HOSTNAME = "sandbox"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one session. Sizes are bytes."""
+
+    memory: int = 1 * GiB  # memory cgroup limit (tmpfs pages count too)
+    processes: int = 256  # pids cgroup limit
+    cpus: float = 1.0  # CPU quota, in CPUs
+    workspace: int = 512 * MiB  # size quota of /mnt/data
+    tmp: int = 256 * MiB  # size of the /tmp tmpfs
+    open_files: int = 1024  # RLIMIT_NOFILE
+    # RLIMIT_AS headroom above the memory limit: a single huge allocation fails with MemoryError
+    # (the session survives) instead of waking the OOM killer.
+    address_space_headroom: int = 1 * GiB
+    output: int = 1 * MiB  # per stream per execution; the rest is dropped with a marker
+
+    def __post_init__(self) -> None:
+        for name in ("memory", "processes", "workspace", "tmp", "open_files", "output"):
+            if getattr(self, name) <= 0:
+                raise InvalidRequest(f"limit {name!r} must be positive")
+        if self.memory < 64 * MiB:
+            raise InvalidRequest("limit 'memory' must be at least 64 MiB")
+        if not 0 < self.cpus <= 1024:
+            raise InvalidRequest("limit 'cpus' must be between 0 and 1024")
+
+    @property
+    def address_space(self) -> int:
+        return self.memory + self.address_space_headroom
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """Everything the jail applies to one session, in one frozen, printable value."""
+
+    limits: Limits = field(default_factory=Limits)
+    readonly_binds: tuple[str, ...] = SYSTEM_BINDS
+    env: tuple[tuple[str, str], ...] = SESSION_ENV
+    network: str = "loopback"  # the only mode: a private namespace with `lo` up and no route out
+    hostname: str = SANDBOX_HOSTNAME
+    seccomp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.network != "loopback":
+            raise InvalidRequest("network must be 'loopback' (sessions never reach other hosts)")
+        for path in self.readonly_binds:
+            if not os.path.isabs(path) or os.path.normpath(path) != path:
+                raise InvalidRequest(f"bind path must be absolute and normalised: {path!r}")
+
+    @classmethod
+    def for_memory_tier(cls, tier: str) -> SandboxPolicy:
+        """The default policy with the memory limit of an OpenAI container tier ("1g" ... "64g")."""
+        try:
+            memory = MEMORY_TIERS[tier]
+        except KeyError:
+            raise InvalidRequest(
+                f"unknown memory tier {tier!r}: choose one of {', '.join(MEMORY_TIERS)}"
+            ) from None
+        return cls(limits=Limits(memory=memory))
+
+    def with_limits(self, **changes: Any) -> SandboxPolicy:
+        return dataclasses.replace(self, limits=dataclasses.replace(self.limits, **changes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SandboxPolicy:
+        return cls(
+            limits=Limits(**data["limits"]),
+            readonly_binds=tuple(data["readonly_binds"]),
+            env=tuple((k, v) for k, v in data["env"]),
+            network=data["network"],
+            hostname=data["hostname"],
+            seccomp=data["seccomp"],
+        )
+
+    def describe(self) -> list[str]:
+        """Human-readable lines, for `codeinterp doctor` and logs."""
+        lim = self.limits
+        return [
+            f"memory limit     {lim.memory // MiB} MiB (address space {lim.address_space // MiB} MiB)",
+            f"processes        {lim.processes}",
+            f"cpus             {lim.cpus:g}",
+            f"/mnt/data quota  {lim.workspace // MiB} MiB",
+            f"/tmp size        {lim.tmp // MiB} MiB",
+            f"output cap       {lim.output // KiB} KiB per stream per execution",
+            f"network          {self.network} only",
+            f"seccomp          {'deny-list' if self.seccomp else 'off'}",
+            "read-only binds  " + ", ".join(self.readonly_binds) + " + the Python environment",
+        ]

@@ -1,0 +1,319 @@
+"""The zygote: imports the sandbox's library set once, then forks one process per session.
+
+Run as its own program (`python -m codeinterp.sandbox.zygote --control-fd N`) by the host with a
+clean environment: sandboxed code can read the zygote's memory (its stack still holds the
+environment it started with), so it must never hold secrets.
+
+Control protocol (SOCK_SEQPACKET, one JSON object per packet):
+  host -> zygote  {"op": "spawn", "id", "policy", "uid", "gid", "cgroup_procs", "workspace",
+                   "unsafe"}
+  zygote -> host  {"ev": "hello", "pid", "python", "environment_binds", "preload_ms", "seccomp"}
+                  {"ev": "spawned", "id", "pid"} with the session's socket and its stdout and
+                    stderr pipes attached (SCM_RIGHTS); or {"ev": "spawn_failed", "id", "error"}
+                  {"ev": "exited", "pid", "status"} when a session's init process has died
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import gc
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import sysconfig
+import time
+import traceback
+from typing import Any
+
+# The libraries sessions find already imported. Order: heaviest first, so their import-time
+# side effects settle before the rest.
+PRELOAD = (
+    "numpy",
+    "pandas",
+    "matplotlib",
+    "matplotlib.pyplot",
+    "scipy",
+    "scipy.stats",
+    "scipy.optimize",
+    "scipy.linalg",
+    "scipy.interpolate",
+    "sklearn",
+    "sklearn.linear_model",
+    "sklearn.model_selection",
+    "sklearn.preprocessing",
+    "sklearn.metrics",
+    "sklearn.ensemble",
+    "PIL.Image",
+    "openpyxl",
+    "pypdf",
+    "PyPDF2",
+    "seaborn",
+    "sympy",
+)
+
+MAX_PACKET = 1 << 20
+
+
+def _preload() -> Any:
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:  # a custom environment may lack some; sessions still work
+            print(f"zygote: cannot preload {name}: {exc}", file=sys.stderr)
+    from .kernel import build_shell
+
+    shell = build_shell()
+    _warm_up()
+    return shell
+
+
+def _warm_up() -> None:
+    """Touch the lazy paths once (fonts, Agg, BLAS, HTML) so sessions do not pay for them."""
+    import io
+
+    try:
+        import matplotlib.pyplot as plt
+        import numpy as np
+        import pandas as pd
+
+        np.dot(np.ones((8, 8)), np.ones((8, 8)))
+        pd.DataFrame({"a": [1, 2]}).to_html()
+        fig = plt.figure()
+        plt.plot([1, 2, 3])
+        fig.savefig(io.BytesIO(), format="png")
+        plt.close("all")
+    except ImportError:
+        pass
+
+
+def environment_binds() -> list[str]:
+    """Host paths that make up this interpreter's environment, bound read-only at their paths."""
+    import codeinterp
+
+    candidates = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        os.path.dirname(os.path.dirname(os.path.abspath(codeinterp.__file__))),
+        sysconfig.get_paths()["purelib"],
+        sysconfig.get_paths()["platlib"],
+    }
+    real = {os.path.realpath(p) for p in candidates} | candidates
+    # Keep only the outermost paths: a bind of a parent already shows its children.
+    ordered = sorted(real, key=len)
+    chosen: list[str] = []
+    for path in ordered:
+        if not os.path.exists(path) or any(path.startswith(c.rstrip("/") + "/") for c in chosen):
+            continue
+        if path in ("/", "/usr") or path.startswith("/usr/"):
+            continue  # the system bind covers it
+        chosen.append(path)
+    return chosen
+
+
+def _single_threaded() -> bool:
+    return len(os.listdir("/proc/self/task")) == 1
+
+
+class Zygote:
+    def __init__(self, control: socket.socket, shell: Any, preload_ms: float) -> None:
+        self.control = control
+        self.shell = shell
+        self.preload_ms = preload_ms
+        self.binds = environment_binds()
+        self.seccomp_program: bytes | None = None
+        self.seccomp_error = ""
+        try:
+            from . import seccomp
+
+            ok, why = seccomp.supported()
+            if ok:
+                self.seccomp_program = seccomp.build_program(seccomp.SeccompProfile())
+            else:
+                self.seccomp_error = why
+        except Exception as exc:  # reported to the host, which decides whether to refuse
+            self.seccomp_error = str(exc)
+        self.pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        self.pid = os.getpid()
+        self.root_dir = ""
+        self.children: set[int] = set()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+        data = json.dumps(message).encode()
+        if fds:
+            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+            self.control.sendmsg([data], ancillary)
+        else:
+            self.control.send(data)
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(self._wake_w)
+        self.send(
+            {
+                "ev": "hello",
+                "pid": os.getpid(),
+                "python": sys.executable,
+                "version": sys.version.split()[0],
+                "environment_binds": self.binds,
+                "preload_ms": self.preload_ms,
+                "seccomp": self.seccomp_program is not None,
+                "seccomp_error": self.seccomp_error,
+            }
+        )
+        # Everything allocated so far is shared with every session: move it out of the
+        # collector's reach, or the first collection in a session copies ~50 MB of it.
+        gc.collect()
+        gc.freeze()
+        while True:
+            try:
+                ready, _, _ = select.select([self.control, self._wake_r], [], [])
+            except InterruptedError:
+                continue
+            if self._wake_r in ready:
+                self._drain_wakeups()
+                self._reap()
+            if self.control in ready:
+                data = self.control.recv(MAX_PACKET)
+                if not data:
+                    return  # the host is gone
+                message = json.loads(data)
+                if message.get("op") == "spawn":
+                    self.spawn(message)
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self.send({"ev": "exited", "pid": pid, "status": status})
+
+    def spawn(self, request: dict[str, Any]) -> None:
+        from .jail import JAIL_STEPS, UNSAFE_STEPS, JailContext
+        from .policy import SandboxPolicy
+
+        unsafe = bool(request.get("unsafe"))
+        try:
+            policy = SandboxPolicy.from_dict(request["policy"])
+            host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            ctx = JailContext(
+                policy=policy,
+                uid=int(request["uid"]),
+                gid=int(request["gid"]),
+                cgroup_procs=list(request["cgroup_procs"]),
+                workspace=str(request["workspace"]),
+                new_root=str(request["new_root"]),
+                environment_binds=self.binds,
+                seccomp_program=None if unsafe or not policy.seccomp else self.seccomp_program,
+                channel_fd=child_end.fileno(),
+                stdout_fd=out_w,
+                stderr_fd=err_w,
+            )
+            if not _single_threaded():
+                raise RuntimeError("zygote is not single-threaded; refusing to fork")
+            from . import linux
+
+            if not unsafe:
+                linux.unshare(linux.CLONE_NEWPID)  # our next child is pid 1 of a new namespace
+            try:
+                pid = os.fork()
+            finally:
+                # Back to our own namespace for the next fork (only the parent; the child's
+                # children belong in the session's namespace).
+                if not unsafe and os.getpid() == self.pid:
+                    linux.setns(self.pidns, linux.CLONE_NEWPID)
+        except Exception as exc:
+            self.send({"ev": "spawn_failed", "id": request.get("id"), "error": str(exc)})
+            return
+        if pid == 0:
+            self._run_child(ctx, UNSAFE_STEPS if unsafe else JAIL_STEPS, child_end, unsafe)
+        self.children.add(pid)
+        child_end.close()
+        os.close(out_w)
+        os.close(err_w)
+        self.send(
+            {"ev": "spawned", "id": request["id"], "pid": pid},
+            [host_end.fileno(), out_r, err_r],
+        )
+        host_end.close()
+        os.close(out_r)
+        os.close(err_r)
+
+    def _run_child(self, ctx: Any, steps: Any, channel: socket.socket, unsafe: bool) -> None:
+        """In the forked child: jail, then serve the session. Never returns."""
+        from .channel import send_message
+        from .jail import JailError, enter_jail
+        from .kernel import Kernel
+
+        code = 0
+        try:
+            enter_jail(ctx, steps)
+            sys.stdout = open(1, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
+            sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+            _reseed()
+            workspace = ctx.workspace if unsafe else "/mnt/data"
+            Kernel(self.shell, channel, workspace=workspace).serve()
+        except JailError as exc:
+            try:
+                send_message(channel, {"ev": "failed", "step": exc.step, "error": str(exc)})
+            except OSError:
+                pass
+            code = 70
+        except BaseException:
+            try:
+                send_message(channel, {"ev": "failed", "step": "kernel", "error": traceback.format_exc()})
+            except OSError:
+                pass
+            code = 70
+        finally:
+            os._exit(code)
+
+
+def _reseed() -> None:
+    """Fork copies every random generator's state; give each session its own streams."""
+    import random
+
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="codeinterp-zygote")
+    parser.add_argument("--control-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    from . import linux
+
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the host
+    control = socket.socket(fileno=args.control_fd)
+    control.set_inheritable(False)
+    started = time.perf_counter()
+    shell = _preload()
+    preload_ms = (time.perf_counter() - started) * 1000
+    Zygote(control, shell, preload_ms).serve()
+
+
+if __name__ == "__main__":
+    main()

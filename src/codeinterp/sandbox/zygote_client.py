@@ -1,0 +1,184 @@
+"""The host's handle on the zygote process: start it, ask it to fork sessions, hear of deaths."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import socket
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from codeinterp.errors import SandboxError
+
+MAX_PACKET = 1 << 20
+_FDS_PER_SESSION = 3
+
+
+@dataclass
+class SpawnedProcess:
+    """What the zygote hands back for a new session: its init pid and three descriptors."""
+
+    pid: int  # host pid of the session's init (pid 1 of its namespace)
+    channel: socket.socket
+    stdout_fd: int
+    stderr_fd: int
+
+
+def zygote_environment(cache_dir: str, threads: int = 1) -> dict[str, str]:
+    """The whole environment the zygote starts with: no secrets, one thread for every BLAS."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": cache_dir,
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "NUMEXPR_NUM_THREADS": str(threads),
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        "MPLCONFIGDIR": os.path.join(cache_dir, "matplotlib"),
+        "IPYTHONDIR": os.path.join(cache_dir, "ipython"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
+class ZygoteClient:
+    def __init__(self, python: str, cache_dir: str) -> None:
+        self.python = python
+        self.cache_dir = cache_dir
+        self.hello: dict[str, Any] = {}
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pending: dict[int, asyncio.Future[SpawnedProcess]] = {}
+        self._ids = itertools.count(1)
+        self._hello: asyncio.Future[dict[str, Any]] | None = None
+        self._exit_listeners: dict[int, Callable[[int], None]] = {}
+        self._early_exits: dict[int, int] = {}
+        self.alive = False
+
+    async def start(self, timeout: float = 120.0) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        os.makedirs(self.cache_dir, mode=0o755, exist_ok=True)
+        host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._proc = subprocess.Popen(
+            [self.python, "-m", "codeinterp.sandbox.zygote", "--control-fd", str(zygote_end.fileno())],
+            pass_fds=[zygote_end.fileno()],
+            env=zygote_environment(self.cache_dir),
+            stdin=subprocess.DEVNULL,
+            cwd="/",
+        )
+        zygote_end.close()
+        host_end.setblocking(False)
+        self._sock = host_end
+        self._hello = loop.create_future()
+        loop.add_reader(host_end.fileno(), self._on_readable)
+        self.alive = True
+        try:
+            self.hello = await asyncio.wait_for(self._hello, timeout)
+        except BaseException:
+            await self.close()
+            raise
+        return self.hello
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid if self._proc else 0
+
+    def on_exit(self, pid: int, listener: Callable[[int], None]) -> None:
+        """Call `listener(wait_status)` when the session init `pid` dies (at once if it has)."""
+        if pid in self._early_exits:
+            listener(self._early_exits.pop(pid))
+        else:
+            self._exit_listeners[pid] = listener
+
+    async def spawn(self, request: dict[str, Any]) -> SpawnedProcess:
+        if not self.alive or self._sock is None:
+            raise SandboxError("the zygote is not running")
+        loop = asyncio.get_running_loop()
+        request_id = next(self._ids)
+        future: asyncio.Future[SpawnedProcess] = loop.create_future()
+        self._pending[request_id] = future
+        try:
+            await loop.sock_sendall(self._sock, json.dumps({**request, "id": request_id}).encode())
+            return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    def _on_readable(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                data, ancdata, _flags, _addr = self._sock.recvmsg(
+                    MAX_PACKET, socket.CMSG_SPACE(_FDS_PER_SESSION * 4)
+                )
+            except BlockingIOError:
+                return
+            except OSError:
+                data, ancdata = b"", []
+            fds: list[int] = []
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    usable = len(payload) - len(payload) % 4
+                    fds.extend(int.from_bytes(payload[i : i + 4], "little") for i in range(0, usable, 4))
+            if not data:
+                self._on_gone()
+                return
+            self._dispatch(json.loads(data), fds)
+
+    def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
+        event = message.get("ev")
+        if event == "hello" and self._hello is not None and not self._hello.done():
+            self._hello.set_result(message)
+        elif event in ("spawned", "spawn_failed"):
+            future = self._pending.get(message.get("id", -1))
+            if future is None or future.done():
+                for fd in fds:
+                    os.close(fd)
+                return
+            if event == "spawned" and len(fds) == _FDS_PER_SESSION:
+                channel = socket.socket(fileno=fds[0])
+                future.set_result(SpawnedProcess(message["pid"], channel, fds[1], fds[2]))
+            else:
+                for fd in fds:
+                    os.close(fd)
+                future.set_exception(SandboxError(f"zygote could not fork: {message.get('error')}"))
+        elif event == "exited":
+            pid, status = int(message["pid"]), int(message["status"])
+            listener = self._exit_listeners.pop(pid, None)
+            if listener is not None:
+                listener(status)
+            else:
+                self._early_exits[pid] = status
+
+    def _on_gone(self) -> None:
+        self.alive = False
+        if self._sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        error = SandboxError("the zygote process exited")
+        if self._hello is not None and not self._hello.done():
+            self._hello.set_exception(error)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        # Sessions die with the zygote (their parent-death signal): tell every listener.
+        for pid, listener in list(self._exit_listeners.items()):
+            self._exit_listeners.pop(pid, None)
+            listener(9)
+
+    async def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        self.alive = False
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            await asyncio.to_thread(self._proc.wait)
+            self._proc = None
