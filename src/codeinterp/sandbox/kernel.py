@@ -112,6 +112,8 @@ class SandboxShell(InteractiveShell):  # type: ignore[misc]
         sys.stderr.flush()
         self.system_raw(cmd)
 
+    system = system_piped
+
 
 def _pip_magic(line: str) -> None:
     """%pip: there is no network in the sandbox, so say so at once instead of retrying."""
@@ -204,9 +206,16 @@ class Kernel:
         self.shell = shell
         self.sock = sock
         self.workspace = workspace
-        self._executing = False
+        self.pid = os.getpid()
         self._error: dict[str, str] | None = None
         Kernel.current = self
+        # Code that forks without exec runs on in a copy of this kernel: that copy must never
+        # speak on the channel (see `execute`).
+        os.register_at_fork(after_in_child=Kernel._forget)
+
+    @staticmethod
+    def _forget() -> None:
+        Kernel.current = None
 
     # -- output -----------------------------------------------------------------------------
 
@@ -238,7 +247,10 @@ class Kernel:
     # -- requests ---------------------------------------------------------------------------
 
     def serve(self) -> None:
-        signal.signal(signal.SIGINT, self._on_sigint)
+        # SIGINT interrupts user code only: it is ignored between executions, and while code
+        # runs the C default handler raises KeyboardInterrupt with no frame of ours in the
+        # traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.send({"ev": "ready"})
         handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "execute": self.execute,
@@ -254,11 +266,6 @@ class Kernel:
                 continue
             handler(message)
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        # Interrupts count only while user code runs; between executions they are dropped.
-        if self._executing:
-            raise KeyboardInterrupt
-
     def execute(self, message: dict[str, Any]) -> None:
         code = str(message.get("code", ""))
         before = snapshot_workspace(self.workspace)
@@ -266,15 +273,17 @@ class Kernel:
         interrupted = False
         started = time.perf_counter()
         count = self.shell.execution_count
-        self._executing = True
         try:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             result = self.shell.run_cell(code, store_history=True)
             count = result.execution_count
             self._flush_open_figures()
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            self._executing = False
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if os.getpid() != self.pid:
+            os._exit(0)  # a fork of the kernel made by user code: its cell is over, so is it
         failure = None if interrupted else (result.error_before_exec or result.error_in_exec)
         if interrupted or isinstance(failure, KeyboardInterrupt):
             status = "interrupted"

@@ -68,13 +68,19 @@ def _preload() -> Any:
     from .kernel import build_shell
 
     shell = build_shell()
-    _warm_up()
+    _warm_up(shell)
     return shell
 
 
-def _warm_up() -> None:
-    """Touch the lazy paths once (fonts, Agg, BLAS, HTML) so sessions do not pay for them."""
+def _warm_up(shell: Any) -> None:
+    """Touch the lazy paths once (fonts, Agg, BLAS, HTML, tracebacks) so sessions do not pay."""
     import io
+
+    try:
+        1 / 0  # noqa: B018
+    except ZeroDivisionError:
+        etype, value, tb = sys.exc_info()
+        shell.InteractiveTB.structured_traceback(etype, value, tb)
 
     try:
         import matplotlib.pyplot as plt

@@ -1,0 +1,1 @@
+"""The `codeinterp` command line."""
