@@ -1,14 +1,14 @@
 """The project's exception tree. Every error we raise on purpose derives from CodeInterpError.
 
-    CodeInterpError
-    ├── InvalidRequest          bad input from a caller (bad path, bad policy value)
-    ├── NotFound                a named object (session, file) does not exist
-    ├── Conflict                the object is busy or in the wrong state
-    ├── QuotaExceeded           a size limit (workspace quota, upload cap) would be passed
-    └── SandboxError            the sandbox itself failed
-        ├── IsolationUnavailable  a protection is missing here; the message names the fix
-        ├── SessionClosed         the session was closed by its owner
-        └── SessionDied           the session's processes died outside an execution
+CodeInterpError
+├── InvalidRequest          bad input from a caller (bad path, bad policy value)
+├── NotFound                a named object (session, file) does not exist
+├── Conflict                the object is busy or in the wrong state
+├── QuotaExceeded           a size limit (workspace quota, upload cap) would be passed
+└── SandboxError            the sandbox itself failed
+    ├── IsolationUnavailable  a protection is missing here; the message names the fix
+    ├── SessionClosed         the session was closed by its owner
+    └── SessionDied           the session's processes died outside an execution
 """
 
 from __future__ import annotations

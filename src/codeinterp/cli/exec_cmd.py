@@ -31,7 +31,12 @@ from codeinterp.sandbox.policy import MEMORY_TIERS
 from codeinterp.sandbox.workspace import clean_relative_path
 
 EXIT_CODES = {"ok": 0, "error": 1, "timeout": 124, "interrupted": 130, "oom": 137, "killed": 137}
-IMAGE_TYPES = {"image/png": "png", "image/jpeg": "jpg", "image/svg+xml": "svg", "application/pdf": "pdf"}
+IMAGE_TYPES = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/svg+xml": "svg",
+    "application/pdf": "pdf",
+}
 
 
 def add_parser(commands: Any) -> None:
@@ -44,15 +49,21 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("code", nargs="?", help="code to run ('-' or nothing: read stdin)")
     parser.add_argument("-f", "--file", help="read the code from this file")
     parser.add_argument(
-        "--upload", action="append", default=[], metavar="PATH",
+        "--upload",
+        action="append",
+        default=[],
+        metavar="PATH",
         help="copy a local file into /mnt/data first (repeatable)",
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     parser.add_argument("--memory", choices=list(MEMORY_TIERS), default="1g", help="memory limit")
-    parser.add_argument("--json", action="store_true", help="print the execution as one JSON object")
+    parser.add_argument(
+        "--json", action="store_true", help="print the execution as one JSON object"
+    )
     parser.add_argument("--out", default="outputs", help="where images and files go (./outputs)")
     parser.add_argument(
-        "--unsafe-no-sandbox", action="store_true",
+        "--unsafe-no-sandbox",
+        action="store_true",
         help="run with NO isolation (only where the sandbox cannot work and the code is trusted)",
     )
     parser.set_defaults(run=run)

@@ -30,8 +30,12 @@ def _root() -> Check:
 
 def _namespaces() -> Check:
     flags = (
-        linux.CLONE_NEWNS | linux.CLONE_NEWNET | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS
-        | linux.CLONE_NEWPID | linux.CLONE_NEWCGROUP
+        linux.CLONE_NEWNS
+        | linux.CLONE_NEWNET
+        | linux.CLONE_NEWIPC
+        | linux.CLONE_NEWUTS
+        | linux.CLONE_NEWPID
+        | linux.CLONE_NEWCGROUP
     )
     pid = os.fork()
     if pid == 0:

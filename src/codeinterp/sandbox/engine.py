@@ -46,7 +46,9 @@ def default_cache_dir() -> str:
 
 @dataclass(frozen=True)
 class SandboxConfig:
-    python: str = sys.executable  # interpreter of the sandbox environment (any venv with codeinterp)
+    python: str = (
+        sys.executable
+    )  # interpreter of the sandbox environment (any venv with codeinterp)
     policy: SandboxPolicy = field(default_factory=SandboxPolicy)  # default for new sessions
     pool_size: int = 4  # ready sessions kept for the default policy; 0 disables the pool
     runtime_dir: str | None = None  # default: /run/codeinterp/<instance>
@@ -92,7 +94,8 @@ class Sandbox:
             problems = doctor.isolation_problems()
             if problems:
                 raise IsolationUnavailable(
-                    "cannot isolate sessions on this machine: " + "; ".join(problems)
+                    "cannot isolate sessions on this machine: "
+                    + "; ".join(problems)
                     + ". Fix that (see `codeinterp doctor`), or pass unsafe_no_sandbox=True "
                     "(CLI: --unsafe-no-sandbox) to run code with no isolation at all."
                 )
@@ -166,7 +169,10 @@ class Sandbox:
         uid = self._free_uids.popleft()
         session_id = secrets.token_hex(8)
         workspace = Workspace(
-            os.path.join(self.runtime_dir, "sessions", session_id), policy.limits.workspace, uid, uid
+            os.path.join(self.runtime_dir, "sessions", session_id),
+            policy.limits.workspace,
+            uid,
+            uid,
         )
         cgroup = None
         try:
@@ -174,8 +180,13 @@ class Sandbox:
             if self.cgroups is not None:
                 cgroup = self.cgroups.create(session_id, policy.limits)
             session = Session(
-                session_id, policy, workspace, cgroup, uid,
-                spawner=self._spawn, releaser=self._release,
+                session_id,
+                policy,
+                workspace,
+                cgroup,
+                uid,
+                spawner=self._spawn,
+                releaser=self._release,
                 interrupt_grace=self.config.interrupt_grace,
             )
             await session.start()

@@ -125,7 +125,8 @@ def _identity_files(ctx: JailContext, etc: str) -> None:
     )
     _write_file(f"{etc}/group", f"root:x:0:\nsandbox:x:{ctx.gid}:\n")
     _write_file(
-        f"{etc}/hosts", f"127.0.0.1\tlocalhost {ctx.policy.hostname}\n::1\tlocalhost ip6-localhost\n"
+        f"{etc}/hosts",
+        f"127.0.0.1\tlocalhost {ctx.policy.hostname}\n::1\tlocalhost ip6-localhost\n",
     )
     _write_file(f"{etc}/hostname", ctx.policy.hostname + "\n")
 
@@ -137,7 +138,9 @@ def _minimal_dev(root: str) -> None:
         os.close(os.open(f"{dev}/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
         linux.mount(f"/dev/{name}", f"{dev}/{name}", None, linux.MS_BIND)
     os.mkdir(f"{dev}/shm", 0o1777)
-    linux.mount("tmpfs", f"{dev}/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=64m,mode=1777")
+    linux.mount(
+        "tmpfs", f"{dev}/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=64m,mode=1777"
+    )
     for name, target in (
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),

@@ -11,7 +11,8 @@ Output travels two ways:
 
 Messages (host -> kernel): {"op": "execute", "code": str} | {"op": "ping"}
 Messages (kernel -> host): {"ev": "ready"} | {"ev": "pong"}
-  | {"ev": "result", "type": "execute_result" | "display_data", "data": {mime: value}, "metadata": {}}
+  | {"ev": "result", "type": "execute_result" | "display_data", "data": {mime: value},
+     "metadata": {}}
   | {"ev": "error", "name", "value", "traceback"}
   | {"ev": "done", "status": "ok" | "error" | "interrupted", "execution_count", "files": [...]}
 """
@@ -56,7 +57,7 @@ def _jsonable_bundle(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class _HostPublisher(DisplayPublisher):  # type: ignore[misc]
+class _HostPublisher(DisplayPublisher):
     """`display(...)` and inline figures: sent to the host as display_data results."""
 
     def publish(  # type: ignore[no-untyped-def]
@@ -70,7 +71,7 @@ class _HostPublisher(DisplayPublisher):  # type: ignore[misc]
         pass
 
 
-class _HostDisplayHook(DisplayHook):  # type: ignore[misc]
+class _HostDisplayHook(DisplayHook):
     """The value of a cell's last expression: sent to the host as its execute_result."""
 
     def write_output_prompt(self) -> None:
@@ -85,7 +86,7 @@ class _HostDisplayHook(DisplayHook):  # type: ignore[misc]
         pass
 
 
-class SandboxShell(InteractiveShell):  # type: ignore[misc]
+class SandboxShell(InteractiveShell):
     """InteractiveShell with results and errors routed to the host instead of printed."""
 
     displayhook_class = _HostDisplayHook
@@ -150,7 +151,7 @@ def build_shell() -> SandboxShell:
     config.InteractiveShell.autocall = 0
     config.InteractiveShell.cache_size = 100
     shell: SandboxShell = SandboxShell.instance(config=config)
-    shell.register_magic_function(_pip_magic, "line", "pip")
+    shell.register_magic_function(_pip_magic, "line", "pip")  # type: ignore[arg-type]
     shell.enable_matplotlib("inline")
     return shell
 
@@ -202,7 +203,9 @@ class Kernel:
 
     current: Kernel | None = None
 
-    def __init__(self, shell: SandboxShell, sock: socket.socket, workspace: str = WORKSPACE) -> None:
+    def __init__(
+        self, shell: SandboxShell, sock: socket.socket, workspace: str = WORKSPACE
+    ) -> None:
         self.shell = shell
         self.sock = sock
         self.workspace = workspace

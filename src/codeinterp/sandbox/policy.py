@@ -132,7 +132,8 @@ class SandboxPolicy:
         """Human-readable lines, for `codeinterp doctor` and logs."""
         lim = self.limits
         return [
-            f"memory limit     {lim.memory // MiB} MiB (address space {lim.address_space // MiB} MiB)",
+            f"memory limit     {lim.memory // MiB} MiB "
+            f"(address space {lim.address_space // MiB} MiB)",
             f"processes        {lim.processes}",
             f"cpus             {lim.cpus:g}",
             f"/mnt/data quota  {lim.workspace // MiB} MiB",

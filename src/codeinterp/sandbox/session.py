@@ -18,9 +18,9 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from codeinterp.errors import Conflict, SessionClosed, SessionDied
 
@@ -93,14 +93,16 @@ class KernelProcess:
         assert self._reader is not None
         message = await asyncio.wait_for(read_message(self._reader), timeout)
         if message is None or message.get("ev") != "ready":
-            detail = message.get("error") if message else "the session exited while starting"
+            detail = str(message.get("error")) if message else "the session exited while starting"
             if message is None:
                 with contextlib.suppress(TimeoutError):
                     status = await asyncio.wait_for(asyncio.shield(self.exit_status), 1)
                     detail += f" (wait status {status})"
             self._drain_pipe("stderr")
             stderr = "".join(i[1] for i in self._buffer if isinstance(i, tuple))
-            raise SessionDied(f"session failed to start: {detail}" + (f"\n{stderr}" if stderr else ""))
+            raise SessionDied(
+                f"session failed to start: {detail}" + (f"\n{stderr}" if stderr else "")
+            )
         self._pump = asyncio.create_task(self._pump_channel())
 
     # -- output buffering -----------------------------------------------------------------------
@@ -291,7 +293,7 @@ class Session:
 
     # -- executing ------------------------------------------------------------------------------
 
-    async def execute(self, code: str, timeout: float | None = 60.0) -> AsyncIterator[Event]:
+    async def execute(self, code: str, timeout: float | None = 60.0) -> AsyncGenerator[Event, None]:
         """Run `code`; yields output as it happens and ends with exactly one `End` event.
 
         Leaving the iteration early interrupts the code; the session keeps its state if the
@@ -393,7 +395,9 @@ class Session:
             else:
                 event = item.get("ev")
                 if event == "result":
-                    kind = "execute_result" if item.get("type") == "execute_result" else "display_data"
+                    kind: Literal["execute_result", "display_data"] = (
+                        "execute_result" if item.get("type") == "execute_result" else "display_data"
+                    )
                     yield Result(item.get("data") or {}, item.get("metadata") or {}, kind)
                 elif event == "error":
                     yield Error(str(item["name"]), str(item["value"]), str(item["traceback"]))
@@ -404,8 +408,12 @@ class Session:
                         status = "timeout"
                         message = self._timeout_message(timeout, True, killed=False)
                     files = tuple(FileChange(**f) for f in item.get("files", []))
-                    yield end(status, execution_count=item.get("execution_count"), files=files,
-                              message=message)
+                    yield end(
+                        status,
+                        execution_count=item.get("execution_count"),
+                        files=files,
+                        message=message,
+                    )
                     return
 
     @staticmethod
@@ -419,10 +427,14 @@ class Session:
             )
         text = f"the execution exceeded its {timeout:g} s time limit"
         if killed:
-            return text + " and did not stop when interrupted; the session was restarted and " \
+            return (
+                text + " and did not stop when interrupted; the session was restarted and "
                 "its state was lost (raise `timeout` for longer work)"
-        return text + " and was interrupted; the session kept its state (raise `timeout` for " \
+            )
+        return (
+            text + " and was interrupted; the session kept its state (raise `timeout` for "
             "longer work)"
+        )
 
     async def _died(self, process: KernelProcess, oom_before: int, end: Any) -> End:
         try:
@@ -449,8 +461,11 @@ class Session:
             state_lost=True,
             signal=sig,
             exit_code=code,
-            message=(f"the session was killed by signal {sig}" if sig else
-                     f"the session's interpreter exited with code {code}")
+            message=(
+                f"the session was killed by signal {sig}"
+                if sig
+                else f"the session's interpreter exited with code {code}"
+            )
             + " and was restarted; its state was lost",
         )
 

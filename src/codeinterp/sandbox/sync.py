@@ -49,10 +49,14 @@ class SyncSession:
     def execute(self, code: str, timeout: float | None = 60.0) -> Iterator[Event]:
         """Events as they happen (each is fetched from the loop thread on demand)."""
         agen = self._session.execute(code, timeout)
+
+        async def next_event() -> Event:
+            return await agen.__anext__()
+
         try:
             while True:
                 try:
-                    yield self._portal.run(agen.__anext__())
+                    yield self._portal.run(next_event())
                 except StopAsyncIteration:
                     return
         finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import contextlib
 import gc
 import importlib
 import json
@@ -180,13 +181,13 @@ class Zygote:
         gc.freeze()
         while True:
             try:
-                ready, _, _ = select.select([self.control, self._wake_r], [], [])
+                ready, _, _ = select.select([self.control.fileno(), self._wake_r], [], [])
             except InterruptedError:
                 continue
             if self._wake_r in ready:
                 self._drain_wakeups()
                 self._reap()
-            if self.control in ready:
+            if self.control.fileno() in ready:
                 data = self.control.recv(MAX_PACKET)
                 if not data:
                     return  # the host is gone
@@ -281,16 +282,14 @@ class Zygote:
             workspace = ctx.workspace if unsafe else "/mnt/data"
             Kernel(self.shell, channel, workspace=workspace).serve()
         except JailError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 send_message(channel, {"ev": "failed", "step": exc.step, "error": str(exc)})
-            except OSError:
-                pass
             code = 70
         except BaseException:
-            try:
-                send_message(channel, {"ev": "failed", "step": "kernel", "error": traceback.format_exc()})
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):
+                send_message(
+                    channel, {"ev": "failed", "step": "kernel", "error": traceback.format_exc()}
+                )
             code = 70
         finally:
             os._exit(code)

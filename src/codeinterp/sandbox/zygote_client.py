@@ -65,7 +65,13 @@ class ZygoteClient:
         os.makedirs(self.cache_dir, mode=0o755, exist_ok=True)
         host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._proc = subprocess.Popen(
-            [self.python, "-m", "codeinterp.sandbox.zygote", "--control-fd", str(zygote_end.fileno())],
+            [
+                self.python,
+                "-m",
+                "codeinterp.sandbox.zygote",
+                "--control-fd",
+                str(zygote_end.fileno()),
+            ],
             pass_fds=[zygote_end.fileno()],
             env=zygote_environment(self.cache_dir),
             stdin=subprocess.DEVNULL,
@@ -123,7 +129,9 @@ class ZygoteClient:
             for level, kind, payload in ancdata:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     usable = len(payload) - len(payload) % 4
-                    fds.extend(int.from_bytes(payload[i : i + 4], "little") for i in range(0, usable, 4))
+                    fds.extend(
+                        int.from_bytes(payload[i : i + 4], "little") for i in range(0, usable, 4)
+                    )
             if not data:
                 self._on_gone()
                 return

@@ -1,0 +1,98 @@
+"""The `codeinterp` command, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+CLI = [sys.executable, "-m", "codeinterp.cli.main"]
+
+
+def run_cli(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_exec_prints_output_and_saves_images_and_files(tmp_path: Path) -> None:
+    """Output and the value are printed; the figure and the written file land in --out."""
+    data = tmp_path / "numbers.csv"
+    data.write_text("n\n1\n2\n3\n")
+    code = (
+        "import pandas as pd, matplotlib.pyplot as plt\n"
+        "df = pd.read_csv('/mnt/data/numbers.csv')\n"
+        "print('sum', df.n.sum())\n"
+        "df.plot()\n"
+        "df.assign(sq=df.n ** 2).to_csv('/mnt/data/squares.csv', index=False)\n"
+        "int(df.n.max())"
+    )
+    done = run_cli("exec", code, "--upload", str(data), "--out", "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "sum 6"
+    assert "3" in lines
+    assert "[image] out/image-1.png" in lines
+    assert "[file] out/squares.csv" in lines
+    assert (tmp_path / "out/image-1.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "out/squares.csv").read_text().splitlines()[-1] == "3,9"
+
+
+def test_exec_json_has_the_shared_shape(tmp_path: Path) -> None:
+    """--json prints one object with status, streams, results, error, files, count, duration."""
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import sys\nprint('out')\nprint('err', file=sys.stderr)\n"
+        "open('/mnt/data/r.txt', 'w').write('12345')\n6 * 7\n"
+    )
+    done = run_cli("exec", "-f", str(script), "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["status"] == "ok"
+    assert document["stdout"] == "out\n" and document["stderr"] == "err\n"
+    assert document["results"][0]["data"]["text/plain"] == "42"
+    assert document["error"] is None
+    assert document["files"] == [
+        {"path": "/mnt/data/r.txt", "name": "r.txt", "size": 5, "change": "created"}
+    ]
+    assert document["execution_count"] == 1
+    assert document["duration_ms"] > 0
+
+
+def test_exec_error_exits_non_zero_and_shows_the_traceback(tmp_path: Path) -> None:
+    """A failing program exits 1 with the traceback on stderr; a timeout exits 124."""
+    failed = run_cli("exec", "-", cwd=tmp_path, stdin="x = 1\nx / 0\n")
+    assert failed.returncode == 1
+    assert "ZeroDivisionError" in failed.stderr and "x / 0" in failed.stderr
+    slow = run_cli("exec", "import time; time.sleep(20)", "--timeout", "0.5", cwd=tmp_path)
+    assert slow.returncode == 124
+    assert "time limit" in slow.stderr
+
+
+def test_bad_usage_gives_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A missing file or a bad option value is one clear line on stderr and exit status 2."""
+    missing = run_cli("exec", "-f", "nope.py", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert (
+        missing.stderr.strip()
+        == "codeinterp: error: cannot read nope.py: No such file or directory"
+    )
+    both = run_cli("exec", "1", "-f", "x.py", cwd=tmp_path)
+    assert both.returncode == 2 and both.stderr.count("\n") == 1
+    bad_timeout = run_cli("exec", "1", "--timeout", "0", cwd=tmp_path)
+    assert bad_timeout.returncode == 2 and "--timeout" in bad_timeout.stderr
+    assert not os.path.exists(tmp_path / "outputs")
+
+
+def test_doctor_lists_every_protection(tmp_path: Path) -> None:
+    """doctor reports namespaces, cgroups and seccomp as available here and exits 0."""
+    done = run_cli("doctor", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout
+    for name in ("namespaces", "cgroups", "seccomp", "privileges"):
+        assert any(line.startswith("ok") and name in line for line in done.stdout.splitlines())
