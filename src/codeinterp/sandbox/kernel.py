@@ -3,14 +3,14 @@
 No ZMQ and no threads, so the zygote can build the shell once and fork it into every session.
 Output travels two ways:
 
-- stdout and stderr are file descriptors 1 and 2, pipes read by the host. Everything reaches them
-  (print, C extensions, `!ls`, subprocesses) and the host streams it as it arrives.
-- results, errors and the end of an execution are JSON frames on the session socket. Python-level
-  stdout and stderr are flushed before each frame, and the host drains the pipes before handling a
-  frame, so output and results keep the order in which the code produced them.
+- Python's `sys.stdout` and `sys.stderr` send `stream` frames on the session socket, in order with
+  results and errors, so a program's prints, displays and warnings arrive as it made them.
+- File descriptors 1 and 2 are pipes read by the host: output of C code and of child processes
+  (`!ls`, subprocess) goes there, and the host drains them before it handles each frame.
 
 Messages (host -> kernel): {"op": "execute", "code": str} | {"op": "ping"}
 Messages (kernel -> host): {"ev": "ready"} | {"ev": "pong"}
+  | {"ev": "stream", "name": "stdout" | "stderr", "text": str}
   | {"ev": "result", "type": "execute_result" | "display_data", "data": {mime: value},
      "metadata": {}}
   | {"ev": "error", "name", "value", "traceback"}
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import io
 import json
 import os
 import signal
@@ -55,6 +56,54 @@ def _jsonable_bundle(data: dict[str, Any]) -> dict[str, Any]:
         mime: base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
         for mime, value in data.items()
     }
+
+
+class ChannelStream(io.TextIOBase):
+    """sys.stdout / sys.stderr of the session: line-buffered text sent as `stream` frames.
+
+    In a process forked by user code (where the kernel must stay silent) it writes to its file
+    descriptor instead, which the host also reads.
+    """
+
+    FLUSH_AT = 8192
+
+    def __init__(self, name: str, fd: int) -> None:
+        super().__init__()
+        self.stream_name = name
+        self.encoding = "utf-8"
+        self._fd = fd
+        self._parts: list[str] = []
+        self._size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._parts.append(text)
+        self._size += len(text)
+        if "\n" in text or self._size >= self.FLUSH_AT:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._parts:
+            return
+        text = "".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        kernel = Kernel.current
+        if kernel is None:
+            os.write(self._fd, text.encode("utf-8", "replace"))
+        else:
+            kernel.send_frame({"ev": "stream", "name": self.stream_name, "text": text})
 
 
 class _HostPublisher(DisplayPublisher):
@@ -223,8 +272,12 @@ class Kernel:
     # -- output -----------------------------------------------------------------------------
 
     def send(self, message: dict[str, Any]) -> None:
+        """Send a frame after any text still buffered in stdout and stderr."""
         sys.stdout.flush()
         sys.stderr.flush()
+        send_message(self.sock, message)
+
+    def send_frame(self, message: dict[str, Any]) -> None:
         send_message(self.sock, message)
 
     def send_result(self, kind: str, data: dict[str, Any], metadata: Any) -> None:

@@ -69,9 +69,11 @@ class KernelProcess:
         self._has_room = asyncio.Event()
         self._has_room.set()
         self._frames = 0
+        # One decoder per stream and source: pipes may split a character between reads.
         self._decoders = {
-            "stdout": codecs.getincrementaldecoder("utf-8")("replace"),
-            "stderr": codecs.getincrementaldecoder("utf-8")("replace"),
+            (stream, source): codecs.getincrementaldecoder("utf-8")("replace")
+            for stream in ("stdout", "stderr")
+            for source in ("pipe", "frame")
         }
         self.sent: dict[str, int] = {"stdout": 0, "stderr": 0}
         self.dropped: dict[str, int] = {"stdout": 0, "stderr": 0}
@@ -128,20 +130,25 @@ class KernelProcess:
                 with contextlib.suppress(Exception):
                     asyncio.get_running_loop().remove_reader(fd)
                 return
-            room = self.output_cap - self.sent[stream]
-            if room <= 0:
-                self.dropped[stream] += len(data)
-                continue
-            if len(data) > room:
-                self.dropped[stream] += len(data) - room
-                data = data[:room]
-            self.sent[stream] += len(data)
-            text = self._decoders[stream].decode(data)
-            if self.sent[stream] >= self.output_cap:
-                text += self._decoders[stream].decode(b"", final=True)
-                text += f"\n[{stream} truncated: over the {self.output_cap} byte limit]\n"
-            if text:
-                self._push((stream, text))
+            self._accept_output(stream, data, "pipe")
+
+    def _accept_output(self, stream: str, data: bytes, source: str) -> None:
+        """Count output against the cap; keep what fits, drop the rest with one marker."""
+        room = self.output_cap - self.sent[stream]
+        if room <= 0:
+            self.dropped[stream] += len(data)
+            return
+        if len(data) > room:
+            self.dropped[stream] += len(data) - room
+            data = data[:room]
+        self.sent[stream] += len(data)
+        decoder = self._decoders[stream, source]
+        text = decoder.decode(data)
+        if self.sent[stream] >= self.output_cap:
+            text += decoder.decode(b"", final=True)
+            text += f"\n[{stream} truncated: over the {self.output_cap} byte limit]\n"
+        if text:
+            self._push((stream, text))
 
     async def _pump_channel(self) -> None:
         assert self._reader is not None
@@ -152,6 +159,10 @@ class KernelProcess:
                 self._drain_pipe("stderr")
                 if message is None:
                     break
+                if message.get("ev") == "stream":
+                    stream = "stderr" if message.get("name") == "stderr" else "stdout"
+                    self._accept_output(stream, str(message.get("text", "")).encode(), "frame")
+                    continue
                 self._frames += 1
                 self._push(message)
                 if self._frames >= MAX_PENDING_FRAMES:

@@ -270,13 +270,14 @@ class Zygote:
         """In the forked child: jail, then serve the session. Never returns."""
         from .channel import send_message
         from .jail import JailError, enter_jail
-        from .kernel import Kernel
+        from .kernel import ChannelStream, Kernel
 
         code = 0
         try:
             enter_jail(ctx, steps)
-            sys.stdout = open(1, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
-            sys.stderr = open(2, "w", buffering=1, encoding="utf-8", closefd=False)  # noqa: SIM115
+            # The __std*__ originals too: some libraries write to those directly.
+            sys.stdout = sys.__stdout__ = ChannelStream("stdout", 1)  # type: ignore[assignment,misc]
+            sys.stderr = sys.__stderr__ = ChannelStream("stderr", 2)  # type: ignore[assignment,misc]
             sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
             _reseed()
             workspace = ctx.workspace if unsafe else "/mnt/data"
