@@ -70,10 +70,13 @@ class ChannelStream(io.TextIOBase):
     def __init__(self, name: str, fd: int) -> None:
         super().__init__()
         self.stream_name = name
-        self.encoding = "utf-8"
         self._fd = fd
         self._parts: list[str] = []
         self._size = 0
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
 
     def writable(self) -> bool:
         return True
