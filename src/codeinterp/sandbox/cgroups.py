@@ -5,8 +5,10 @@ machines, where v2 holds no controllers) and the unified v2 hierarchy. Session g
 the creating process's own group, in `codeinterp-<instance>/<session>`, so an operator's limits on
 the server still cover its sessions.
 
-The session's first process joins by writing "0" to each `cgroup.procs` path (`join_paths`),
-before it creates any other process. Teardown kills the session's pid-namespace init (the kernel
+The session's first process joins by writing "0" to each path in `join_paths`, while it is still
+single-threaded and before it creates any other process. On v1 that path is `tasks`, not
+`cgroup.procs`: moving only the calling thread skips the kernel's threadgroup lock, whose write
+side waits for an RCU grace period (measured here: 0.55 ms instead of 6.2 ms per join). Teardown kills the session's pid-namespace init (the kernel
 then kills everything in that namespace) and removes the groups, retrying while they drain.
 """
 
@@ -78,7 +80,8 @@ class SessionCgroup:
 
     @property
     def join_paths(self) -> list[str]:
-        return [os.path.join(d, "cgroup.procs") for d in dict.fromkeys(self.dirs.values())]
+        name = "cgroup.procs" if self.version == 2 else "tasks"
+        return [os.path.join(d, name) for d in dict.fromkeys(self.dirs.values())]
 
     def _file(self, controller: str, name: str) -> str:
         return os.path.join(self.dirs["unified" if self.version == 2 else controller], name)

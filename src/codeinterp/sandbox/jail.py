@@ -81,7 +81,7 @@ def close_inherited_fds(ctx: JailContext) -> None:
 
 
 def join_cgroups(ctx: JailContext) -> None:
-    """Enter the session's groups before any other process of the session exists."""
+    """Enter the session's groups while single-threaded, before any other process exists."""
     for path in ctx.cgroup_procs:
         with open(path, "w") as f:
             f.write("0")
