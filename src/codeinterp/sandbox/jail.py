@@ -1,13 +1,12 @@
 """The jail: applied in a freshly forked session process, one named step at a time.
 
-`enter_jail` is the whole sequence. It runs in the session's first process, which the zygote
-forked into a new pid namespace (so it is that namespace's pid 1), as root and single-threaded.
-Order matters and is fixed:
+`enter_jail` is the whole sequence. It runs in the session's REPL process, which the zygote
+forked into the session's new pid namespace (as pid 2; pid 1 is the reaper from `init.py`), as
+root and single-threaded. Order matters and is fixed:
 
     reset_signals → close_inherited_fds → join_cgroups → unshare_namespaces → build_root
-    → switch_root → set_up_network → split_init   (pid 1 stays behind as the reaper; pid 2 goes on)
-    → set_rlimits → drop_privileges → install_seccomp (last: it also blocks what came before)
-    → enter_session_environment
+    → switch_root → set_up_network → set_rlimits → drop_privileges
+    → install_seccomp (last: it also blocks what came before) → enter_session_environment
 
 A failing step raises JailError naming itself; the zygote's child reports it to the host.
 """
@@ -20,7 +19,7 @@ import resource
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import linux
 from .policy import SandboxPolicy
@@ -50,7 +49,6 @@ class JailContext:
     channel_fd: int
     stdout_fd: int
     stderr_fd: int
-    repl_pid: int = field(default=0, init=False)  # namespace pid of the REPL (after split_init)
 
 
 Step = Callable[[JailContext], None]
@@ -208,45 +206,6 @@ def set_up_network(ctx: JailContext) -> None:
     linux.bring_up_loopback()
 
 
-def _reap_until(repl_pid: int) -> None:
-    """pid 1 of the session: reap orphans; leave with the REPL's status when it is gone."""
-    while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            os._exit(1)
-        except InterruptedError:
-            continue
-        if pid == repl_pid:
-            if os.WIFSIGNALED(status):
-                os._exit(128 + os.WTERMSIG(status))
-            os._exit(os.waitstatus_to_exitcode(status))
-
-
-def split_init(ctx: JailContext) -> None:
-    """Fork the REPL (pid 2). This process stays as the namespace's init, with no privileges."""
-    pid = os.fork()
-    if pid == 0:
-        ctx.repl_pid = os.getpid()
-        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-        return
-    null = os.open("/dev/null", os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.closerange(3, 65536)
-    try:
-        linux.drop_bounding_set()
-        linux.clear_capabilities()
-        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-        if ctx.seccomp_program is not None:
-            from . import seccomp
-
-            seccomp.install(ctx.seccomp_program)
-    except OSError:
-        os.kill(pid, signal.SIGKILL)
-    _reap_until(pid)
-
-
 def set_rlimits(ctx: JailContext) -> None:
     lim = ctx.policy.limits
     for which, value in (
@@ -304,7 +263,6 @@ JAIL_STEPS: tuple[Step, ...] = (
     build_root,
     switch_root,
     set_up_network,
-    split_init,
     set_rlimits,
     drop_privileges,
     install_seccomp,

@@ -58,7 +58,8 @@ class KernelProcess:
     """One live kernel: the channel, the two output pipes and the exit status when it dies."""
 
     def __init__(self, spawned: SpawnedProcess, output_cap: int) -> None:
-        self.init_pid = spawned.pid
+        self.pid = spawned.pid
+        self.init_pid = spawned.init_pid
         self.channel = spawned.channel
         self.stdout_fd = spawned.stdout_fd
         self.stderr_fd = spawned.stderr_fd
@@ -80,7 +81,6 @@ class KernelProcess:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pump: asyncio.Task[None] | None = None
-        self._repl_pid = 0
         self.closed = False
 
     async def open(self) -> None:
@@ -195,27 +195,19 @@ class KernelProcess:
     # -- signals --------------------------------------------------------------------------------
 
     def repl_pid(self) -> int:
-        """Host pid of the REPL: the only child of the session's init."""
-        if not self._repl_pid:
-            try:
-                with open(f"/proc/{self.init_pid}/task/{self.init_pid}/children") as f:
-                    children = f.read().split()
-                self._repl_pid = int(children[0]) if children else 0
-            except (OSError, ValueError):
-                return 0
-        return self._repl_pid
+        """Host pid of the REPL."""
+        return self.pid
 
     def interrupt(self) -> None:
-        pid = self.repl_pid()
-        if pid and not self.exit_status.done():
+        if not self.exit_status.done():
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGINT)
+                os.kill(self.pid, signal.SIGINT)
 
     def kill(self) -> None:
         """SIGKILL the namespace's init: the kernel then kills every process in the session."""
         if not self.exit_status.done():
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.init_pid, signal.SIGKILL)
+                os.kill(self.init_pid or self.pid, signal.SIGKILL)
 
     def on_exit(self, status: int) -> None:
         if not self.exit_status.done():
@@ -245,13 +237,10 @@ class KernelProcess:
 
 
 def _describe_exit(status: int) -> tuple[int | None, int | None]:
-    """(signal, exit_code) of the REPL, from its init's wait status (init exits 128+signal)."""
+    """(signal, exit_code) of the REPL, from its wait status."""
     if os.WIFSIGNALED(status):
         return os.WTERMSIG(status), None
-    code = os.waitstatus_to_exitcode(status)
-    if code > 128:
-        return code - 128, None
-    return None, code
+    return None, os.waitstatus_to_exitcode(status)
 
 
 Spawner = Callable[["Session"], Awaitable[KernelProcess]]

@@ -8,9 +8,11 @@ Control protocol (SOCK_SEQPACKET, one JSON object per packet):
   host -> zygote  {"op": "spawn", "id", "policy", "uid", "gid", "cgroup_procs", "workspace",
                    "unsafe"}
   zygote -> host  {"ev": "hello", "pid", "python", "environment_binds", "preload_ms", "seccomp"}
-                  {"ev": "spawned", "id", "pid"} with the session's socket and its stdout and
-                    stderr pipes attached (SCM_RIGHTS); or {"ev": "spawn_failed", "id", "error"}
-                  {"ev": "exited", "pid", "status"} when a session's init process has died
+                  {"ev": "spawned", "id", "pid", "init_pid"} (the REPL and its namespace's init)
+                    with the session's socket and its stdout and stderr pipes attached
+                    (SCM_RIGHTS); or {"ev": "spawn_failed", "id", "error"}
+                  {"ev": "exited", "pid", "status"} when a session's REPL has died (its wait
+                    status); the zygote has then killed the init, ending the namespace
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ import sysconfig
 import time
 import traceback
 from typing import Any
+
+from . import linux
+from .init import InitFactory
 
 # The libraries sessions find already imported. Order: heaviest first, so their import-time
 # side effects settle before the rest.
@@ -129,8 +134,12 @@ def _single_threaded() -> bool:
 
 
 class Zygote:
-    def __init__(self, control: socket.socket, shell: Any, preload_ms: float) -> None:
+    def __init__(
+        self, control: socket.socket, shell: Any, preload_ms: float, inits: InitFactory
+    ) -> None:
         self.control = control
+        self.inits = inits
+        self.init_of: dict[int, int] = {}  # REPL pid -> its namespace's init pid
         self.shell = shell
         self.preload_ms = preload_ms
         self.binds = environment_binds()
@@ -211,6 +220,10 @@ class Zygote:
             if pid == 0:
                 return
             self.children.discard(pid)
+            init_pid = self.init_of.pop(pid, 0)
+            if init_pid:  # the REPL is gone: end its namespace and everything left in it
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(init_pid, signal.SIGKILL)
             self.send({"ev": "exited", "pid": pid, "status": status})
 
     def spawn(self, request: dict[str, Any]) -> None:
@@ -238,10 +251,14 @@ class Zygote:
             )
             if not _single_threaded():
                 raise RuntimeError("zygote is not single-threaded; refusing to fork")
-            from . import linux
-
+            init_pid = 0
             if not unsafe:
-                linux.unshare(linux.CLONE_NEWPID)  # our next child is pid 1 of a new namespace
+                init_pid = self.inits.spawn_init(ctx.cgroup_procs, ctx.new_root)
+                pidns = os.open(f"/proc/{init_pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    linux.setns(pidns, linux.CLONE_NEWPID)  # our next child is its pid 2
+                finally:
+                    os.close(pidns)
             try:
                 pid = os.fork()
             finally:
@@ -250,16 +267,21 @@ class Zygote:
                 if not unsafe and os.getpid() == self.pid:
                     linux.setns(self.pidns, linux.CLONE_NEWPID)
         except Exception as exc:
+            if init_pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(init_pid, signal.SIGKILL)
             self.send({"ev": "spawn_failed", "id": request.get("id"), "error": str(exc)})
             return
         if pid == 0:
             self._run_child(ctx, UNSAFE_STEPS if unsafe else JAIL_STEPS, child_end, unsafe)
         self.children.add(pid)
+        if init_pid:
+            self.init_of[pid] = init_pid
         child_end.close()
         os.close(out_w)
         os.close(err_w)
         self.send(
-            {"ev": "spawned", "id": request["id"], "pid": pid},
+            {"ev": "spawned", "id": request["id"], "pid": pid, "init_pid": init_pid},
             [host_end.fileno(), out_r, err_r],
         )
         host_end.close()
@@ -310,15 +332,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="codeinterp-zygote")
     parser.add_argument("--control-fd", type=int, required=True)
     args = parser.parse_args(argv)
-    from . import linux
-
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the host
     control = socket.socket(fileno=args.control_fd)
     control.set_inheritable(False)
+    inits = InitFactory.start()  # before the heavy imports, so that its forks stay cheap
     started = time.perf_counter()
     shell = _preload()
     preload_ms = (time.perf_counter() - started) * 1000
-    Zygote(control, shell, preload_ms).serve()
+    Zygote(control, shell, preload_ms, inits).serve()
 
 
 if __name__ == "__main__":

@@ -21,9 +21,10 @@ _FDS_PER_SESSION = 3
 
 @dataclass
 class SpawnedProcess:
-    """What the zygote hands back for a new session: its init pid and three descriptors."""
+    """What the zygote hands back for a new session: its pids and three descriptors."""
 
-    pid: int  # host pid of the session's init (pid 1 of its namespace)
+    pid: int  # host pid of the REPL
+    init_pid: int  # host pid of the namespace's init (0 without a sandbox)
     channel: socket.socket
     stdout_fd: int
     stderr_fd: int
@@ -95,7 +96,7 @@ class ZygoteClient:
         return self._proc.pid if self._proc else 0
 
     def on_exit(self, pid: int, listener: Callable[[int], None]) -> None:
-        """Call `listener(wait_status)` when the session init `pid` dies (at once if it has)."""
+        """Call `listener(wait_status)` when the REPL `pid` dies (at once if it has)."""
         if pid in self._early_exits:
             listener(self._early_exits.pop(pid))
         else:
@@ -149,7 +150,11 @@ class ZygoteClient:
                 return
             if event == "spawned" and len(fds) == _FDS_PER_SESSION:
                 channel = socket.socket(fileno=fds[0])
-                future.set_result(SpawnedProcess(message["pid"], channel, fds[1], fds[2]))
+                future.set_result(
+                    SpawnedProcess(
+                        int(message["pid"]), int(message["init_pid"]), channel, fds[1], fds[2]
+                    )
+                )
             else:
                 for fd in fds:
                     os.close(fd)
