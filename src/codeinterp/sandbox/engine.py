@@ -50,7 +50,7 @@ class SandboxConfig:
         sys.executable
     )  # interpreter of the sandbox environment (any venv with codeinterp)
     policy: SandboxPolicy = field(default_factory=SandboxPolicy)  # default for new sessions
-    pool_size: int = 4  # ready sessions kept for the default policy; 0 disables the pool
+    pool_size: int = 16  # ready sessions for the default policy (~11 MB each); 0: no pool
     runtime_dir: str | None = None  # default: /run/codeinterp/<instance>
     cache_dir: str | None = None  # persistent caches (matplotlib's font list)
     interrupt_grace: float = 2.0  # seconds between SIGINT and SIGKILL on timeout or cancel
@@ -78,6 +78,7 @@ class Sandbox:
         self._pool: deque[Session] = deque()
         self._pool_task: asyncio.Task[None] | None = None
         self._pool_wakeup = asyncio.Event()
+        self._demand = 0  # sessions being created for callers right now: the pool waits for them
         self._closed = False
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -158,7 +159,12 @@ class Sandbox:
                     await candidate.close()
             self._pool_wakeup.set()
         if session is None:
-            session = await self._new_session(policy)
+            self._demand += 1
+            try:
+                session = await self._new_session(policy)
+            finally:
+                self._demand -= 1
+                self._pool_wakeup.set()
         self.sessions[session.id] = session
         session.last_used = time.monotonic()
         return session
@@ -232,7 +238,8 @@ class Sandbox:
 
     async def _keep_pool_full(self) -> None:
         while not self._closed:
-            while len(self._pool) < self.config.pool_size and not self._closed:
+            # Callers first: a refill would queue behind (and delay) their own forks.
+            while self._demand == 0 and len(self._pool) < self.config.pool_size:
                 try:
                     self._pool.append(await self._new_session(self.config.policy))
                 except asyncio.CancelledError:

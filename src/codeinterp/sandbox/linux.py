@@ -26,6 +26,7 @@ _libc.mount.argtypes = [
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.prctl.argtypes = [
     ctypes.c_int,
     ctypes.c_ulong,
@@ -161,6 +162,33 @@ def drop_bounding_set() -> None:
             if exc.errno != 22:  # EINVAL: the kernel does not know this capability
                 raise
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+
+
+MADV_COLLAPSE = 25
+HUGE_PAGE = 2 * 1024 * 1024
+
+
+def collapse_anonymous_memory() -> int:
+    """Back this process's large anonymous mappings with huge pages (Linux 6.1+, best effort).
+
+    fork() copies one page-table entry per 4 KiB page; after the collapse it copies one per
+    2 MiB for most of the heap. Returns the number of bytes collapsed. The mappings do not get
+    MADV_HUGEPAGE, so later faults (in this process or its forks) still take small pages.
+    """
+    collapsed = 0
+    with open("/proc/self/maps") as maps:
+        lines = maps.readlines()
+    for line in lines:
+        fields = line.split()
+        path = fields[5] if len(fields) > 5 else ""
+        if fields[1] != "rw-p" or path not in ("", "[heap]"):
+            continue
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        start = -(-start // HUGE_PAGE) * HUGE_PAGE
+        end = end // HUGE_PAGE * HUGE_PAGE
+        if end - start >= HUGE_PAGE and _libc.madvise(start, end - start, MADV_COLLAPSE) == 0:
+            collapsed += end - start
+    return collapsed
 
 
 _SIOCGIFFLAGS = 0x8913

@@ -172,6 +172,13 @@ class Zygote:
     def serve(self) -> None:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self._wake_w)
+        # Everything allocated so far is shared with every session: move it out of the
+        # collector's reach, or the first collection in a session copies ~50 MB of it.
+        gc.collect()
+        gc.freeze()
+        # Fewer page-table entries to copy: the zygote's fork goes from ~5.5 to ~2.7 ms here,
+        # with the same memory per session (a write in a child still copies 4 KiB, not 2 MiB).
+        linux.collapse_anonymous_memory()
         self.send(
             {
                 "ev": "hello",
@@ -184,10 +191,6 @@ class Zygote:
                 "seccomp_error": self.seccomp_error,
             }
         )
-        # Everything allocated so far is shared with every session: move it out of the
-        # collector's reach, or the first collection in a session copies ~50 MB of it.
-        gc.collect()
-        gc.freeze()
         while True:
             try:
                 ready, _, _ = select.select([self.control.fileno(), self._wake_r], [], [])
