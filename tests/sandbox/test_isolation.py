@@ -379,11 +379,6 @@ os.chdir("/mnt/data")
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Workspace.list walks with os.fwalk, which recurses once per directory level (and holds "
-    "one descriptor per level): a tree 3000 levels deep makes list_files raise RecursionError",
-)
 async def test_deep_directory_tree_does_not_break_listing(session: Session) -> None:
     """A very deep tree built by sandboxed code is listed or refused, never crashes the host."""
     ex = await session.run(DEEP_TREE, timeout=30)
@@ -640,36 +635,51 @@ print(json.dumps(fds))
 
 FORGE_FRAME = """
 import json, os, struct
-body = json.dumps({frame!r}).encode()
-os.write({fd}, struct.pack(">I", len(body)) + body)
+from codeinterp.sandbox.kernel import Kernel
+frame = dict({frame!r}, id=Kernel.current._execution_id)  # as the real kernel would send it
+body = json.dumps(frame).encode()
+for _ in range({repeat}):
+    os.write({fd}, struct.pack(">I", len(body)) + body)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the host trusts frame contents: a 'done' frame with unknown file fields raises "
-    "TypeError and an 'error' frame without 'name' raises KeyError out of Session.execute; "
-    "an unknown 'status' is passed through as Execution.status",
-)
 @pytest.mark.parametrize(
     "frame",
     [
         {"ev": "done", "status": "ok", "files": [{"bogus": 1}]},
         {"ev": "error"},
         {"ev": "done", "status": "pwned"},
+        {"ev": "result", "data": ["not", "a", "dict"]},
     ],
-    ids=["done-bad-files", "error-without-fields", "done-unknown-status"],
+    ids=["done-bad-files", "error-without-fields", "done-unknown-status", "result-bad-data"],
 )
 async def test_forged_channel_frames_do_not_break_the_host(
     session: Session, frame: dict[str, Any]
 ) -> None:
-    """Malformed frames written on the channel by sandboxed code never raise in the host API."""
+    """Malformed frames with the current execution id, written by sandboxed code, never raise
+    in the host API, never give a status outside the documented set, and never leak into the
+    next execution."""
     fds = await probe(session, CHANNEL_SOCKETS)
     assert len(fds) == 1, fds  # the channel: the only socket the REPL holds
-    ex = await session.run(FORGE_FRAME.format(frame=frame, fd=fds[0]), timeout=10)
+    ex = await session.run(FORGE_FRAME.format(frame=frame, fd=fds[0], repeat=1), timeout=10)
     assert ex.status in STATUSES, ex.status
     after = await session.run("1 + 1", timeout=10)
     assert (after.status, after.text) == ("ok", "2")
+    assert [r.data for r in after.results] == [{"text/plain": "2"}]
+
+
+async def test_forged_result_flood_is_capped(session: Session) -> None:
+    """Forty 10 MB result frames forged on the channel keep at most the results cap on the host."""
+    fds = await probe(session, CHANNEL_SOCKETS)
+    frame = {"ev": "result", "type": "display_data", "data": {"text/plain": "x" * 10_000_000}}
+    ex = await session.run(FORGE_FRAME.format(frame=frame, fd=fds[0], repeat=40), timeout=60)
+    assert ex.status == "ok", ex.error
+    kept = sum(len(r.data.get("text/plain", "")) for r in ex.results)
+    cap = session.policy.limits.results
+    assert kept <= cap
+    assert ex.truncated["results"] >= 40 * 10_000_000 - cap
+    assert "results truncated" in ex.results[-1].data["text/plain"]
+    assert (await session.run("1 + 1")).text == "2"
 
 
 # --- 10. randomness ----------------------------------------------------------------------------

@@ -58,6 +58,12 @@ def recv_message(sock: socket.socket) -> dict[str, Any] | None:
 
 async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     """The next message from an asyncio stream, or None at end of stream."""
+    message, _ = await read_frame(reader)
+    return message
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any] | None, int]:
+    """The next message and its size in bytes, or (None, 0) at end of stream."""
     try:
         header = await reader.readexactly(_HEADER.size)
         (size,) = _HEADER.unpack(header)
@@ -65,11 +71,11 @@ async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:
             raise ProtocolError(f"frame of {size} bytes is over the {MAX_FRAME} byte limit")
         body = await reader.readexactly(size)
     except (asyncio.IncompleteReadError, ConnectionResetError):
-        return None
+        return None, 0
     try:
         message: dict[str, Any] = json.loads(body)
     except ValueError as exc:
         raise ProtocolError(f"frame is not JSON: {exc}") from exc
     if not isinstance(message, dict):
         raise ProtocolError("frame is not a JSON object")
-    return message
+    return message, size

@@ -217,7 +217,8 @@ class Sandbox:
                 "unsafe": self.unsafe,
             }
         )
-        process = KernelProcess(spawned, session.policy.limits.output)
+        limits = session.policy.limits
+        process = KernelProcess(spawned, limits.output, limits.results)
         self.zygote.on_exit(spawned.pid, process.on_exit)
         try:
             await process.open()

@@ -8,13 +8,15 @@ Output travels two ways:
 - File descriptors 1 and 2 are pipes read by the host: output of C code and of child processes
   (`!ls`, subprocess) goes there, and the host drains them before it handles each frame.
 
-Messages (host -> kernel): {"op": "execute", "code": str} | {"op": "ping"}
+Messages (host -> kernel): {"op": "execute", "id": int, "code": str} | {"op": "ping"}
 Messages (kernel -> host): {"ev": "ready"} | {"ev": "pong"}
   | {"ev": "stream", "name": "stdout" | "stderr", "text": str}
-  | {"ev": "result", "type": "execute_result" | "display_data", "data": {mime: value},
+  | {"ev": "result", "id", "type": "execute_result" | "display_data", "data": {mime: value},
      "metadata": {}}
-  | {"ev": "error", "name", "value", "traceback"}
-  | {"ev": "done", "status": "ok" | "error" | "interrupted", "execution_count", "files": [...]}
+  | {"ev": "error", "id", "name", "value", "traceback"}
+  | {"ev": "done", "id", "status": "ok" | "error" | "interrupted", "execution_count",
+     "files": [...]}
+Frames carry the id of the execution they belong to, so the host can drop stale ones.
 """
 
 from __future__ import annotations
@@ -263,6 +265,7 @@ class Kernel:
         self.workspace = workspace
         self.pid = os.getpid()
         self._error: dict[str, str] | None = None
+        self._execution_id = 0
         Kernel.current = self
         # Code that forks without exec runs on in a copy of this kernel: that copy must never
         # speak on the channel (see `execute`).
@@ -285,7 +288,13 @@ class Kernel:
 
     def send_result(self, kind: str, data: dict[str, Any], metadata: Any) -> None:
         bundle = _jsonable_bundle(data)
-        message = {"ev": "result", "type": kind, "data": bundle, "metadata": metadata or {}}
+        message = {
+            "ev": "result",
+            "id": self._execution_id,
+            "type": kind,
+            "data": bundle,
+            "metadata": metadata or {},
+        }
         try:
             size = len(json.dumps(message))
         except (TypeError, ValueError):
@@ -301,7 +310,7 @@ class Kernel:
 
     def report_error(self, name: str, value: str, traceback: str) -> None:
         self._error = {"name": name, "value": value, "traceback": traceback}
-        self.send({"ev": "error", **self._error})
+        self.send({"ev": "error", "id": self._execution_id, **self._error})
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -327,6 +336,7 @@ class Kernel:
 
     def execute(self, message: dict[str, Any]) -> None:
         code = str(message.get("code", ""))
+        self._execution_id = int(message.get("id", 0))
         before = snapshot_workspace(self.workspace)
         self._error = None
         interrupted = False
@@ -353,6 +363,7 @@ class Kernel:
         self.send(
             {
                 "ev": "done",
+                "id": self._execution_id,
                 "status": status,
                 "execution_count": count,
                 "files": diff_workspace(before, snapshot_workspace(self.workspace), self.workspace),

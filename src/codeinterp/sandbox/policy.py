@@ -64,9 +64,10 @@ class Limits:
     # (the session survives) instead of waking the OOM killer.
     address_space_headroom: int = 1 * GiB
     output: int = 1 * MiB  # per stream per execution; the rest is dropped with a marker
+    results: int = 32 * MiB  # rich results (images, HTML, ...) per execution, likewise
 
     def __post_init__(self) -> None:
-        for name in ("memory", "processes", "workspace", "tmp", "open_files", "output"):
+        for name in ("memory", "processes", "workspace", "tmp", "open_files", "output", "results"):
             if getattr(self, name) <= 0:
                 raise InvalidRequest(f"limit {name!r} must be positive")
         if self.memory < 64 * MiB:
@@ -139,6 +140,7 @@ class SandboxPolicy:
             f"/mnt/data quota  {lim.workspace // MiB} MiB",
             f"/tmp size        {lim.tmp // MiB} MiB",
             f"output cap       {lim.output // KiB} KiB per stream per execution",
+            f"results cap      {lim.results // MiB} MiB of rich results per execution",
             f"network          {self.network} only",
             f"seccomp          {'deny-list' if self.seccomp else 'off'}",
             "read-only binds  " + ", ".join(self.readonly_binds) + " + the Python environment",

@@ -20,13 +20,14 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from codeinterp.errors import Conflict, SessionClosed, SessionDied
 
+from . import frames
 from .cgroups import SessionCgroup
-from .channel import ProtocolError, encode, read_message
-from .events import End, Error, Event, Execution, FileChange, Result, Status, Stderr, Stdout
+from .channel import ProtocolError, encode, read_frame, read_message
+from .events import End, Event, Execution, Status, Stderr, Stdout
 from .policy import SandboxPolicy
 from .workspace import Workspace, WorkspaceFile
 from .zygote_client import SpawnedProcess
@@ -57,13 +58,16 @@ Item = tuple[str, str] | dict[str, Any] | _Exited
 class KernelProcess:
     """One live kernel: the channel, the two output pipes and the exit status when it dies."""
 
-    def __init__(self, spawned: SpawnedProcess, output_cap: int) -> None:
+    def __init__(self, spawned: SpawnedProcess, output_cap: int, results_cap: int) -> None:
         self.pid = spawned.pid
         self.init_pid = spawned.init_pid
         self.channel = spawned.channel
         self.stdout_fd = spawned.stdout_fd
         self.stderr_fd = spawned.stderr_fd
         self.output_cap = output_cap
+        self.results_cap = results_cap
+        self.execution_id = 0  # frames of any other execution are stale and dropped
+        self.results_bytes = 0
         self.exit_status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._buffer: deque[Item] = deque()
         self._has_items = asyncio.Event()
@@ -77,7 +81,7 @@ class KernelProcess:
             for source in ("pipe", "frame")
         }
         self.sent: dict[str, int] = {"stdout": 0, "stderr": 0}
-        self.dropped: dict[str, int] = {"stdout": 0, "stderr": 0}
+        self.dropped: dict[str, int] = {"stdout": 0, "stderr": 0, "results": 0}
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -109,9 +113,13 @@ class KernelProcess:
 
     # -- output buffering -----------------------------------------------------------------------
 
-    def reset_counters(self) -> None:
+    def start_execution(self) -> int:
+        """A new execution id, with fresh output counters."""
+        self.execution_id += 1
         self.sent = {"stdout": 0, "stderr": 0}
-        self.dropped = {"stdout": 0, "stderr": 0}
+        self.dropped = {"stdout": 0, "stderr": 0, "results": 0}
+        self.results_bytes = 0
+        return self.execution_id
 
     def _push(self, item: Item) -> None:
         self._buffer.append(item)
@@ -150,11 +158,33 @@ class KernelProcess:
         if text:
             self._push((stream, text))
 
+    def _accept_result(self, size: int) -> bool:
+        """Count a result against the cap; past it, results are dropped with one marker."""
+        if self.results_bytes + size <= self.results_cap:
+            self.results_bytes += size
+            return True
+        if not self.dropped["results"]:
+            limit = self.results_cap // (1024 * 1024)
+            self._push(
+                {
+                    "ev": "result",
+                    "id": self.execution_id,
+                    "type": "display_data",
+                    "data": {
+                        "text/plain": f"[results truncated: over the {limit} MiB limit "
+                        "for one execution]"
+                    },
+                }
+            )
+            self._frames += 1
+        self.dropped["results"] += size
+        return False
+
     async def _pump_channel(self) -> None:
         assert self._reader is not None
         try:
             while True:
-                message = await read_message(self._reader)
+                message, size = await read_frame(self._reader)
                 self._drain_pipe("stdout")
                 self._drain_pipe("stderr")
                 if message is None:
@@ -162,6 +192,10 @@ class KernelProcess:
                 if message.get("ev") == "stream":
                     stream = "stderr" if message.get("name") == "stderr" else "stdout"
                     self._accept_output(stream, str(message.get("text", "")).encode(), "frame")
+                    continue
+                if message.get("id") != self.execution_id:
+                    continue  # a stale frame, or one forged without the current id
+                if message.get("ev") == "result" and not self._accept_result(size):
                     continue
                 self._frames += 1
                 self._push(message)
@@ -348,8 +382,8 @@ class Session:
         self.executions += 1
         self._interrupt_requested = False
         oom_before = self.cgroup.oom_kills() if self.cgroup else 0
-        process.reset_counters()
-        await process.send({"op": "execute", "code": code})
+        execution_id = process.start_execution()
+        await process.send({"op": "execute", "id": execution_id, "code": code})
         deadline = None if timeout is None else started + timeout
         timed_out = False
         kill_at: float | None = None
@@ -395,23 +429,21 @@ class Session:
             else:
                 event = item.get("ev")
                 if event == "result":
-                    kind: Literal["execute_result", "display_data"] = (
-                        "execute_result" if item.get("type") == "execute_result" else "display_data"
-                    )
-                    yield Result(item.get("data") or {}, item.get("metadata") or {}, kind)
+                    result = frames.parse_result(item)
+                    if result is not None:
+                        yield result
                 elif event == "error":
-                    yield Error(str(item["name"]), str(item["value"]), str(item["traceback"]))
+                    yield frames.parse_error(item)
                 elif event == "done":
-                    status = item.get("status", "error")
-                    message = ""
-                    if timed_out:
-                        status = "timeout"
-                        message = self._timeout_message(timeout, True, killed=False)
-                    files = tuple(FileChange(**f) for f in item.get("files", []))
+                    done = frames.parse_done(item)
+                    status = "timeout" if timed_out else done.status
+                    message = (
+                        self._timeout_message(timeout, True, killed=False) if timed_out else ""
+                    )
                     yield end(
                         status,
-                        execution_count=item.get("execution_count"),
-                        files=files,
+                        execution_count=done.execution_count,
+                        files=done.files,
                         message=message,
                     )
                     return
@@ -495,7 +527,7 @@ class Session:
 
     async def list_files(self) -> list[WorkspaceFile]:
         self._check_open()
-        return await asyncio.to_thread(self.workspace.list)
+        return await asyncio.to_thread(self.workspace.list_files)
 
     async def delete_file(self, name: str) -> None:
         self._check_open()

@@ -191,21 +191,47 @@ class Workspace:
             except OSError as exc:
                 raise self._refused(relative, exc) from None
 
-    def list(self) -> list[WorkspaceFile]:
-        """Every regular file, walking by descriptor; links are skipped, not followed."""
+    def list_files(self, max_files: int = 100_000, max_depth: int = 64) -> list[WorkspaceFile]:
+        """Every regular file, walking by descriptor; links are skipped, not followed.
+
+        Iterative, with bounds: sandboxed code can build trees thousands of levels deep or with
+        millions of entries. Deeper levels and further files are left out of the listing.
+        """
         files: list[WorkspaceFile] = []
-        for top, _dirs, names, dirfd in os.fwalk(self.path, follow_symlinks=False):
-            prefix = os.path.relpath(top, self.path)
-            for name in names:
-                try:
-                    st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    relative = name if prefix == "." else f"{prefix}/{name}"
-                    files.append(WorkspaceFile(relative, st.st_size, st.st_mtime))
+        pending = [""]  # directories still to read, relative to the workspace
+        while pending and len(files) < max_files:
+            prefix = pending.pop()
+            try:
+                fd = self._open_directory(prefix.split("/") if prefix else [])
+            except OSError:
+                continue  # replaced by a link or removed since it was listed
+            try:
+                with os.scandir(fd) as entries:
+                    for entry in entries:
+                        relative = f"{prefix}/{entry.name}" if prefix else entry.name
+                        if entry.is_dir(follow_symlinks=False):
+                            if relative.count("/") < max_depth:
+                                pending.append(relative)
+                        elif entry.is_file(follow_symlinks=False) and len(files) < max_files:
+                            with contextlib.suppress(OSError):
+                                st = entry.stat(follow_symlinks=False)
+                                files.append(WorkspaceFile(relative, st.st_size, st.st_mtime))
+            finally:
+                os.close(fd)
         files.sort(key=lambda f: f.name)
         return files
+
+    def _open_directory(self, parts: list[str]) -> int:
+        fd = os.open(self.path, _DIR_FLAGS)
+        try:
+            for part in parts:
+                next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def used_bytes(self) -> int:
         st = os.statvfs(self.path)
