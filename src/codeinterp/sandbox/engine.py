@@ -22,7 +22,7 @@ from typing import Any
 
 from codeinterp.errors import InvalidRequest, IsolationUnavailable, SandboxError
 
-from . import doctor
+from . import doctor, leftovers
 from .cgroups import CgroupManager
 from .policy import SandboxPolicy
 from .session import KernelProcess, Session
@@ -106,6 +106,8 @@ class Sandbox:
         os.makedirs(os.path.join(self.runtime_dir, "sessions"), mode=0o700, exist_ok=True)
         os.chmod(self.runtime_dir, 0o700)
         os.makedirs(os.path.join(self.runtime_dir, "root"), mode=0o755, exist_ok=True)
+        leftovers.write_owner(self.runtime_dir)
+        self._remove_leftovers()
         try:
             hello = await self.zygote.start()
             if not self.unsafe and not hello.get("seccomp"):
@@ -118,6 +120,15 @@ class Sandbox:
             raise
         if self.config.pool_size:
             self._pool_task = asyncio.create_task(self._keep_pool_full())
+
+    def _remove_leftovers(self) -> None:
+        """Clean up after Sandboxes that died without closing (see leftovers.py)."""
+        root = os.path.dirname(self.runtime_dir)
+        for name in leftovers.stale_instances(root, self.instance):
+            log.warning("removing leftovers of a sandbox that did not shut down: %s", name)
+            leftovers.remove_runtime_dir(os.path.join(root, name))
+            if self.cgroups is not None:
+                self.cgroups.remove_other_instance(name)
 
     async def close(self) -> None:
         if self._closed:
