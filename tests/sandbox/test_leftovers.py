@@ -32,11 +32,14 @@ def _mounted(path: str) -> bool:
 
 
 def _processes_of(uid: int) -> list[int]:
+    """Live processes of `uid` (zombies wait for this machine's pid 1 to reap them)."""
     found = []
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
-                if os.stat(f"/proc/{name}").st_uid == uid:
+                with open(f"/proc/{name}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                if os.stat(f"/proc/{name}").st_uid == uid and state != "Z":
                     found.append(int(name))
             except OSError:
                 pass

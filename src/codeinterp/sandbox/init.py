@@ -7,6 +7,10 @@ pid namespace and forks the init into it; the zygote then forks the REPL into th
 signal it or read its /proc entries, but it holds no capabilities, lives in an empty read-only
 root of its own and has the seccomp filter. When the REPL dies the zygote kills the init, and the
 kernel then kills every process left in the namespace.
+
+Every init also holds the read end of the zygote's lifeline pipe: when the zygote dies, for any
+reason, the init sees end of file and exits, which ends the session. (A parent-death signal alone
+is not enough: the kernel clears it whenever a process changes its credentials.)
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 from typing import Any
@@ -23,11 +28,19 @@ from . import linux
 MAX_PACKET = 1 << 16
 
 
-def _isolate(cgroup_procs: list[str], new_root: str) -> None:
+def _close_all_but(keep: set[int]) -> None:
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 65536)
+
+
+def _isolate(cgroup_procs: list[str], new_root: str, lifeline: int) -> None:
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
-    os.closerange(3, 65536)
+    _close_all_but({lifeline})
     for path in cgroup_procs:
         with open(path, "w") as f:
             f.write("0")
@@ -56,9 +69,11 @@ def _drop_privileges(seccomp_program: bytes | None) -> None:
         seccomp.install(seccomp_program)
 
 
-def _reap_forever() -> None:
-    """Wait for SIGCHLD (blocked, so pid 1 does not drop it) and reap every zombie."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+def _reap_until_lifeline_ends(lifeline: int) -> None:
+    """Reap every zombie as SIGCHLD arrives; return when the zygote's lifeline closes."""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, or pid 1 would drop the signal
+    signal.set_wakeup_fd(wake_w)
     while True:
         while True:
             try:
@@ -67,18 +82,24 @@ def _reap_forever() -> None:
                 break
             if pid == 0:
                 break
-        signal.sigtimedwait({signal.SIGCHLD}, 5.0)
+        try:
+            ready, _, _ = select.select([lifeline, wake_r], [], [])
+        except InterruptedError:
+            continue
+        if lifeline in ready:
+            return
+        with contextlib.suppress(BlockingIOError):
+            os.read(wake_r, 4096)
 
 
-def run_init(request: dict[str, Any], seccomp_program: bytes | None) -> None:
+def run_init(request: dict[str, Any], seccomp_program: bytes | None, lifeline: int) -> None:
     """In the forked child, pid 1 of the new namespace. Never returns."""
     try:
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
-        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-        _isolate(list(request["cgroup_procs"]), str(request["new_root"]))
+        _isolate(list(request["cgroup_procs"]), str(request["new_root"]), lifeline)
         _drop_privileges(seccomp_program)
-        _reap_forever()
+        _reap_until_lifeline_ends(lifeline)
     finally:
         os._exit(1)
 
@@ -91,13 +112,15 @@ class InitFactory:
         self.pid = pid
 
     @classmethod
-    def start(cls) -> InitFactory:
+    def start(cls, lifeline: int) -> InitFactory:
+        """Fork the factory. `lifeline` is the read end of a pipe whose write end only the
+        zygote holds."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             ours.close()
             try:
-                _serve(theirs)
+                _serve(theirs, lifeline)
             finally:
                 os._exit(0)
         theirs.close()
@@ -112,12 +135,10 @@ class InitFactory:
         return int(reply["pid"])
 
 
-def _serve(sock: socket.socket) -> None:
+def _serve(sock: socket.socket, lifeline: int) -> None:
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # inits are reaped by the kernel
-    keep = sock.fileno()
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 65536)
+    _close_all_but({sock.fileno(), lifeline})
     program: bytes | None = None
     with contextlib.suppress(Exception):
         from . import seccomp
@@ -140,7 +161,7 @@ def _serve(sock: socket.socket) -> None:
                     linux.setns(own_pidns, linux.CLONE_NEWPID)
             if pid == 0:
                 sock.close()
-                run_init(request, program)
+                run_init(request, program, lifeline)
             sock.send(json.dumps({"pid": pid}).encode())
         except Exception as exc:
             sock.send(json.dumps({"error": str(exc)}).encode())

@@ -231,6 +231,7 @@ def drop_privileges(ctx: JailContext) -> None:
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     # setuid made us non-dumpable, which hides our own /proc/self/fd from us; we hold no secrets.
     linux.prctl(linux.PR_SET_DUMPABLE, 1)
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # the credential change cleared it
 
 
 def install_seccomp(ctx: JailContext) -> None:

@@ -334,11 +334,18 @@ def _reseed() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="codeinterp-zygote")
     parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
     args = parser.parse_args(argv)
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the host
+    if os.getppid() != args.parent_pid:
+        sys.exit(1)  # the host died before the line above took effect
     control = socket.socket(fileno=args.control_fd)
     control.set_inheritable(False)
-    inits = InitFactory.start()  # before the heavy imports, so that its forks stay cheap
+    # Before the heavy imports, so that the factory's forks stay cheap. The lifeline's write end
+    # stays here (every session closes its copy); its read end goes to every init.
+    lifeline_r, _lifeline_w = os.pipe()
+    inits = InitFactory.start(lifeline_r)
+    os.close(lifeline_r)
     started = time.perf_counter()
     shell = _preload()
     preload_ms = (time.perf_counter() - started) * 1000

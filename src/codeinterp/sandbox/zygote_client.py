@@ -72,6 +72,8 @@ class ZygoteClient:
                 "codeinterp.sandbox.zygote",
                 "--control-fd",
                 str(zygote_end.fileno()),
+                "--parent-pid",
+                str(os.getpid()),
             ],
             pass_fds=[zygote_end.fileno()],
             env=zygote_environment(self.cache_dir),
