@@ -426,6 +426,8 @@ class Session:
             elif isinstance(item, _Exited):
                 yield await self._died(process, oom_before, end)
                 return
+            elif item.get("id") != execution_id:
+                continue  # buffered before this execution began: it belongs to an earlier one
             else:
                 event = item.get("ev")
                 if event == "result":
