@@ -70,7 +70,8 @@ class Sandbox:
         self.instance = secrets.token_hex(4)
         self.runtime_dir = config.runtime_dir or f"/run/codeinterp/{self.instance}"
         self.unsafe = config.unsafe_no_sandbox
-        self.zygote = ZygoteClient(config.python, config.cache_dir or default_cache_dir())
+        self.zygote = self._new_zygote()
+        self._zygote_lock = asyncio.Lock()
         self.cgroups: CgroupManager | None = None
         self.sessions: dict[str, Session] = {}
         self._uid_base = UID_FLOOR + secrets.randbelow((1 << 30) // UID_BLOCK) * UID_BLOCK
@@ -215,8 +216,24 @@ class Sandbox:
             raise
         return session
 
+    def _new_zygote(self) -> ZygoteClient:
+        return ZygoteClient(self.config.python, self.config.cache_dir or default_cache_dir())
+
+    async def _live_zygote(self) -> ZygoteClient:
+        """The zygote, started again if it died (its sessions died with it and restart)."""
+        if self.zygote.alive:
+            return self.zygote
+        async with self._zygote_lock:
+            if not self.zygote.alive and not self._closed:
+                log.warning("the zygote exited; starting a new one")
+                await self.zygote.close()
+                self.zygote = self._new_zygote()
+                await self.zygote.start()
+        return self.zygote
+
     async def _spawn(self, session: Session) -> KernelProcess:
-        spawned = await self.zygote.spawn(
+        zygote = await self._live_zygote()
+        spawned = await zygote.spawn(
             {
                 "op": "spawn",
                 "policy": session.policy.to_dict(),
@@ -230,7 +247,7 @@ class Sandbox:
         )
         limits = session.policy.limits
         process = KernelProcess(spawned, limits.output, limits.results)
-        self.zygote.on_exit(spawned.pid, process.on_exit)
+        zygote.on_exit(spawned.pid, process.on_exit)
         try:
             await process.open()
             await process.wait_ready(self.config.start_timeout)

@@ -373,6 +373,16 @@ class Session:
         await self._restart()
 
     async def _execute_locked(self, code: str, timeout: float | None) -> AsyncIterator[Event]:
+        # An interpreter that died while idle (its zygote was killed, say) is replaced now; the
+        # code runs in the new one and the End says that the earlier state is gone.
+        lost_while_idle = ""
+        if self.process is not None and self.process.exit_status.done():
+            sig, code_ = _describe_exit(self.process.exit_status.result())
+            how = f"was killed by signal {sig}" if sig else f"exited with code {code_}"
+            lost_while_idle = (
+                f"the session's interpreter {how} while idle and was restarted before this "
+                "execution; its earlier state was lost"
+            )
         if self.process is None or self.process.exit_status.done():
             await self._restart()
         process = self.process
@@ -446,7 +456,8 @@ class Session:
                         status,
                         execution_count=done.execution_count,
                         files=done.files,
-                        message=message,
+                        message=message or lost_while_idle,
+                        state_lost=bool(lost_while_idle),
                     )
                     return
 
