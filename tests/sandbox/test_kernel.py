@@ -299,3 +299,17 @@ async def test_stats_report_memory_and_cpu(session: Session) -> None:
     assert stats.memory_peak_bytes > 50_000_000
     assert stats.cpu_seconds > 0.05
     assert stats.executions == 1
+
+
+async def test_stopping_right_after_the_end_event_keeps_the_session(session: Session) -> None:
+    """A caller that stops iterating once it has the End event does not interrupt anything:
+    the session keeps its state and answers at once."""
+    await session.run("kept = 'still here'")
+    async for event in session.execute("1 + 1"):
+        if isinstance(event, End):
+            break
+    started = time.monotonic()
+    ex = await session.run("kept")
+    assert time.monotonic() - started < 0.5
+    assert (ex.text, ex.state_lost) == ("'still here'", False)
+    assert session.restarts == 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -31,6 +32,8 @@ from .events import End, Event, Execution, Status, Stderr, Stdout
 from .policy import SandboxPolicy
 from .workspace import Workspace, WorkspaceFile
 from .zygote_client import SpawnedProcess
+
+log = logging.getLogger("codeinterp.sandbox")
 
 READ_CHUNK = 65536
 MAX_PENDING_FRAMES = 64
@@ -310,6 +313,7 @@ class Session:
         self._lock = asyncio.Lock()
         self._interrupt_requested = False
         self._closed = False
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def closed(self) -> bool:
@@ -336,22 +340,26 @@ class Session:
         if self._closed:
             raise SessionClosed(f"session {self.id} is closed")
         await self._lock.acquire()
-        finished = False
+        ended = False
         try:
             async for event in self._execute_locked(code, timeout):
+                ended = isinstance(event, End)
                 yield event
-            finished = True
         finally:
-            if finished or self.process is None:
+            if ended or self.process is None:
                 self._lock.release()
             else:
                 # The caller went away mid-execution: stop the code without blocking them, and
                 # keep the session locked until it has stopped.
-                asyncio.get_running_loop().create_task(self._abandon())
+                task = asyncio.get_running_loop().create_task(self._abandon())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
     async def _abandon(self) -> None:
         try:
             await asyncio.shield(self._stop_running_code())
+        except Exception:
+            log.exception("session %s: could not stop abandoned code", self.id)
         finally:
             self._lock.release()
 
@@ -368,7 +376,9 @@ class Session:
             if isinstance(item, _Exited):
                 await self._restart()
                 return
-            if isinstance(item, dict) and item.get("ev") == "done":
+            if isinstance(item, dict) and item.get("ev") == "done" and (
+                item.get("id") == process.execution_id
+            ):
                 return
         await self._restart()
 
