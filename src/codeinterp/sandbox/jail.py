@@ -178,14 +178,16 @@ def build_root(ctx: JailContext) -> None:
             os.symlink(os.readlink(target), f"{root}/{link}")
         elif os.path.isdir(target) and target not in ctx.policy.readonly_binds:
             _bind(target, f"{root}/{link}", readonly=True)
-    for path in (*ctx.policy.readonly_binds, *ctx.environment_binds):
-        if os.path.exists(path):
-            _bind(path, f"{root}{path}", readonly=True)
-    _identity_files(ctx, f"{root}/etc")
+    # The writable tmpfs mounts come before the binds: a Python environment that lives under
+    # /tmp on the host (a CI checkout, say) must stay visible, not be covered by the new /tmp.
     ids = f"uid={ctx.uid},gid={ctx.gid}"
     flags = linux.MS_NOSUID | linux.MS_NODEV
     linux.mount("tmpfs", f"{root}/tmp", "tmpfs", flags, f"size={lim.tmp},mode=1777")
     linux.mount("tmpfs", f"{root}{HOME}", "tmpfs", flags, f"size={lim.tmp},mode=700,{ids}")
+    for path in (*ctx.policy.readonly_binds, *ctx.environment_binds):
+        if os.path.exists(path):
+            _bind(path, f"{root}{path}", readonly=True)
+    _identity_files(ctx, f"{root}/etc")
     _bind(ctx.workspace, f"{root}{WORKSPACE}", readonly=False)
     _minimal_dev(root)
     _fresh_proc(root)
