@@ -313,3 +313,12 @@ async def test_stopping_right_after_the_end_event_keeps_the_session(session: Ses
     assert time.monotonic() - started < 0.5
     assert (ex.text, ex.state_lost) == ("'still here'", False)
     assert session.restarts == 0
+
+
+async def test_ping_is_a_round_trip_without_code(session: Session) -> None:
+    """ping() answers between executions without touching the execution count."""
+    first = await session.run("1")
+    await session.ping()
+    await session.ping()
+    second = await session.run("2")
+    assert second.execution_count == first.execution_count + 1  # type: ignore[operator]

@@ -272,9 +272,15 @@ JAIL_STEPS: tuple[Step, ...] = (
     enter_session_environment,
 )
 
+
+def enter_host_workspace(ctx: JailContext) -> None:
+    """Without a jail there is no /mnt/data: work in the workspace's host directory."""
+    os.chdir(ctx.workspace)
+
+
 # Without isolation (only when the caller asked for it explicitly): the same process layout,
 # none of the protections.
-UNSAFE_STEPS: tuple[Step, ...] = (reset_signals, close_inherited_fds)
+UNSAFE_STEPS: tuple[Step, ...] = (reset_signals, close_inherited_fds, enter_host_workspace)
 
 
 def enter_jail(ctx: JailContext, steps: tuple[Step, ...] = JAIL_STEPS) -> None:

@@ -8,8 +8,8 @@ Output travels two ways:
 - File descriptors 1 and 2 are pipes read by the host: output of C code and of child processes
   (`!ls`, subprocess) goes there, and the host drains them before it handles each frame.
 
-Messages (host -> kernel): {"op": "execute", "id": int, "code": str} | {"op": "ping"}
-Messages (kernel -> host): {"ev": "ready"} | {"ev": "pong"}
+Messages (host -> kernel): {"op": "execute", "id": int, "code": str} | {"op": "ping", "id": int}
+Messages (kernel -> host): {"ev": "ready"} | {"ev": "pong", "id"}
   | {"ev": "stream", "name": "stdout" | "stderr", "text": str}
   | {"ev": "result", "id", "type": "execute_result" | "display_data", "data": {mime: value},
      "metadata": {}}
@@ -322,7 +322,7 @@ class Kernel:
         self.send({"ev": "ready"})
         handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "execute": self.execute,
-            "ping": lambda _: self.send({"ev": "pong"}),
+            "ping": lambda message: self.send({"ev": "pong", "id": message.get("id")}),
         }
         while True:
             message = recv_message(self.sock)

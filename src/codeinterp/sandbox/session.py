@@ -376,8 +376,10 @@ class Session:
             if isinstance(item, _Exited):
                 await self._restart()
                 return
-            if isinstance(item, dict) and item.get("ev") == "done" and (
-                item.get("id") == process.execution_id
+            if (
+                isinstance(item, dict)
+                and item.get("ev") == "done"
+                and (item.get("id") == process.execution_id)
             ):
                 return
         await self._restart()
@@ -575,13 +577,17 @@ class Session:
         )
 
     async def ping(self) -> None:
+        """A bare round trip to the kernel, without running code."""
         if self._lock.locked():
             raise Conflict("session is busy")
         async with self._lock:
-            assert self.process is not None
-            await self.process.send({"op": "ping"})
-            item = await self.process.next_item(10)
-            if not isinstance(item, dict) or item.get("ev") != "pong":
+            process = self.process
+            if process is None or process.exit_status.done():
+                raise SessionDied("session is not running")
+            ping_id = process.start_execution()
+            await process.send({"op": "ping", "id": ping_id})
+            item = await process.next_item(10)
+            if not isinstance(item, dict) or item.get("ev") != "pong" or item.get("id") != ping_id:
                 raise SessionDied("session did not answer")
 
     async def close(self) -> None:

@@ -157,8 +157,6 @@ class Zygote:
             self.seccomp_error = str(exc)
         self.pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         self.pid = os.getpid()
-        self.root_dir = ""
-        self.children: set[int] = set()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
@@ -222,7 +220,6 @@ class Zygote:
                 return
             if pid == 0:
                 return
-            self.children.discard(pid)
             init_pid = self.init_of.pop(pid, 0)
             if init_pid:  # the REPL is gone: end its namespace and everything left in it
                 with contextlib.suppress(ProcessLookupError):
@@ -234,6 +231,7 @@ class Zygote:
         from .policy import SandboxPolicy
 
         unsafe = bool(request.get("unsafe"))
+        init_pid = 0
         try:
             policy = SandboxPolicy.from_dict(request["policy"])
             host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -254,7 +252,6 @@ class Zygote:
             )
             if not _single_threaded():
                 raise RuntimeError("zygote is not single-threaded; refusing to fork")
-            init_pid = 0
             if not unsafe:
                 init_pid = self.inits.spawn_init(ctx.cgroup_procs, ctx.new_root)
                 pidns = os.open(f"/proc/{init_pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -277,7 +274,6 @@ class Zygote:
             return
         if pid == 0:
             self._run_child(ctx, UNSAFE_STEPS if unsafe else JAIL_STEPS, child_end, unsafe)
-        self.children.add(pid)
         if init_pid:
             self.init_of[pid] = init_pid
         child_end.close()
