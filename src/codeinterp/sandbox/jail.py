@@ -18,8 +18,9 @@ import os
 import resource
 import signal
 import socket
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import linux
 from .policy import SandboxPolicy
@@ -49,6 +50,7 @@ class JailContext:
     channel_fd: int
     stdout_fd: int
     stderr_fd: int
+    timings: dict[str, float] = field(default_factory=dict)  # step -> milliseconds
 
 
 Step = Callable[[JailContext], None]
@@ -285,7 +287,9 @@ UNSAFE_STEPS: tuple[Step, ...] = (reset_signals, close_inherited_fds, enter_host
 
 def enter_jail(ctx: JailContext, steps: tuple[Step, ...] = JAIL_STEPS) -> None:
     for step in steps:
+        started = time.perf_counter()
         try:
             step(ctx)
         except Exception as exc:
             raise JailError(step.__name__, exc) from exc
+        ctx.timings[step.__name__] = (time.perf_counter() - started) * 1000

@@ -9,7 +9,7 @@ Output travels two ways:
   (`!ls`, subprocess) goes there, and the host drains them before it handles each frame.
 
 Messages (host -> kernel): {"op": "execute", "id": int, "code": str} | {"op": "ping", "id": int}
-Messages (kernel -> host): {"ev": "ready"} | {"ev": "pong", "id"}
+Messages (kernel -> host): {"ev": "ready", "timings": {step: ms}} | {"ev": "pong", "id"}
   | {"ev": "stream", "name": "stdout" | "stderr", "text": str}
   | {"ev": "result", "id", "type": "execute_result" | "display_data", "data": {mime: value},
      "metadata": {}}
@@ -314,12 +314,12 @@ class Kernel:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def serve(self) -> None:
+    def serve(self, timings: dict[str, float] | None = None) -> None:
         # SIGINT interrupts user code only: it is ignored between executions, and while code
         # runs the C default handler raises KeyboardInterrupt with no frame of ours in the
         # traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        self.send({"ev": "ready"})
+        self.send({"ev": "ready", "timings": timings or {}})
         handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "execute": self.execute,
             "ping": lambda message: self.send({"ev": "pong", "id": message.get("id")}),

@@ -89,6 +89,7 @@ class KernelProcess:
         self._writer: asyncio.StreamWriter | None = None
         self._pump: asyncio.Task[None] | None = None
         self.closed = False
+        self.start_timings: dict[str, float] = {}  # jail step -> ms, as the kernel measured
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -101,6 +102,8 @@ class KernelProcess:
     async def wait_ready(self, timeout: float) -> None:
         assert self._reader is not None
         message = await asyncio.wait_for(read_message(self._reader), timeout)
+        if message is not None and isinstance(message.get("timings"), dict):
+            self.start_timings = message["timings"]
         if message is None or message.get("ev") != "ready":
             detail = str(message.get("error")) if message else "the session exited while starting"
             if message is None:

@@ -300,9 +300,11 @@ class Zygote:
             sys.stdout = sys.__stdout__ = ChannelStream("stdout", 1)  # type: ignore[assignment,misc]
             sys.stderr = sys.__stderr__ = ChannelStream("stderr", 2)  # type: ignore[assignment,misc]
             sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+            started = time.perf_counter()
             _reseed()
+            ctx.timings["reseed"] = (time.perf_counter() - started) * 1000
             workspace = ctx.workspace if unsafe else "/mnt/data"
-            Kernel(self.shell, channel, workspace=workspace).serve()
+            Kernel(self.shell, channel, workspace=workspace).serve(ctx.timings)
         except JailError as exc:
             with contextlib.suppress(OSError):
                 send_message(channel, {"ev": "failed", "step": exc.step, "error": str(exc)})
