@@ -1,0 +1,80 @@
+"""Server settings: one pydantic-settings model, read from CODEINTERP_* variables and flags."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def default_data_dir() -> str:
+    if os.geteuid() == 0:
+        return "/var/lib/codeinterp"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return os.path.join(base, "codeinterp")
+
+
+class Settings(BaseSettings):
+    """Everything the server is configured with. Environment: CODEINTERP_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="CODEINTERP_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    data_dir: str = Field(default_factory=default_data_dir)
+    database_url: str | None = None  # default: SQLite (WAL) in data_dir
+
+    # The model: any OpenAI-compatible Chat Completions endpoint.
+    upstream_base_url: str = "https://api.openai.com/v1"
+    upstream_api_key: str = ""
+    # client model name -> upstream's; env: "gpt-4o=llama3,gpt-5.4=qwen" or a JSON object
+    model_map: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    upstream_timeout: float = 600.0
+
+    # Client keys: "key" or "key:project" entries, comma separated. Empty: any key, loopback only.
+    api_keys: str = ""
+
+    # Sessions
+    session_idle_minutes: float = 60.0
+    session_price_usd: float = 0.03
+    execution_timeout: float = 120.0
+    pool_size: int = 4
+    unsafe_no_sandbox: bool = False
+
+    # Runs
+    run_expiry_seconds: int = 600
+    max_tool_calls_per_run: int = 32
+    poll_after_ms: int = 50
+    max_upload_bytes: int = 512 * 1024 * 1024
+
+    @field_validator("model_map", mode="before")
+    @classmethod
+    def _parse_model_map(cls, value: object) -> object:
+        """Accept "client=upstream,client2=upstream2" as well as a JSON object."""
+        if isinstance(value, str):
+            if value.strip().startswith("{"):
+                import json
+
+                return json.loads(value)
+            pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+            return {k.strip(): v.strip() for k, v in pairs}
+        return value
+
+    def key_projects(self) -> dict[str, str]:
+        """Configured client key -> project it belongs to (the key itself if none is named)."""
+        projects: dict[str, str] = {}
+        for entry in self.api_keys.split(","):
+            entry = entry.strip()
+            if entry:
+                key, _, project = entry.partition(":")
+                projects[key] = project or f"proj_{key[-6:]}"
+        return projects
+
+    @property
+    def database(self) -> str:
+        return (
+            self.database_url
+            or f"sqlite+aiosqlite:///{os.path.join(self.data_dir, 'codeinterp.db')}"
+        )
