@@ -1,0 +1,85 @@
+"""Pieces shared by every resource: the base model, lists, deletions, errors, metadata."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+log = logging.getLogger("codeinterp.protocol")
+
+T = TypeVar("T")
+
+
+class WireModel(BaseModel):
+    """Objects we send: extra fields are kept (stored bodies may be newer than this code)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class RequestModel(BaseModel):
+    """Bodies we receive: unknown fields are accepted and logged, never an error."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _log_unknown_fields(self) -> RequestModel:
+        if self.model_extra:
+            log.info(
+                "%s: ignoring unknown fields %s", type(self).__name__, sorted(self.model_extra)
+            )
+        return self
+
+
+Metadata = dict[str, str]
+
+
+def check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """OpenAI's rule: at most 16 pairs, keys up to 64 characters, string values up to 512."""
+    if value is None:
+        return None
+    if len(value) > 16:
+        raise ValueError("metadata can hold at most 16 key-value pairs")
+    for key, item in value.items():
+        if len(key) > 64:
+            raise ValueError(f"metadata key {key[:20]!r}... is longer than 64 characters")
+        if not isinstance(item, str):
+            raise ValueError(f"metadata value for {key!r} must be a string")
+        if len(item) > 512:
+            raise ValueError(f"metadata value for {key!r} is longer than 512 characters")
+    return value
+
+
+class WithMetadata(RequestModel):
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_metadata(value)
+
+
+class ListResponse(WireModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class Deleted(WireModel):
+    id: str
+    object: str
+    deleted: bool = True
+
+
+class ErrorBody(WireModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(WireModel):
+    error: ErrorBody

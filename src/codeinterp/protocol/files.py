@@ -1,0 +1,21 @@
+"""The File object (Files API)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from .common import WireModel
+
+UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+
+
+class FileObject(WireModel):
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: str = "processed"
+    expires_at: int | None = None
+    status_details: str | None = None
