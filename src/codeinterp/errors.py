@@ -18,12 +18,20 @@ class CodeInterpError(Exception):
     """Root of every error raised by codeinterp on purpose."""
 
 
+class Unauthorized(CodeInterpError):
+    """The request carries no API key, or one this server does not know."""
+
+
 class InvalidRequest(CodeInterpError):
     """The caller asked for something malformed."""
 
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
 
 class NotFound(CodeInterpError):
-    """The named object does not exist."""
+    """The named object does not exist (or belongs to another project, which looks the same)."""
 
 
 class Conflict(CodeInterpError):
@@ -32,6 +40,10 @@ class Conflict(CodeInterpError):
 
 class QuotaExceeded(CodeInterpError):
     """The operation would pass a configured size limit."""
+
+
+class UpstreamError(CodeInterpError):
+    """The language model's endpoint failed or answered with something unusable."""
 
 
 class SandboxError(CodeInterpError):

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from codeinterp import __version__
 from codeinterp.errors import CodeInterpError
 
-from . import doctor_cmd, exec_cmd
+from . import doctor_cmd, exec_cmd, serve_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"codeinterp {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve_cmd.add_parser(commands)
     exec_cmd.add_parser(commands)
     doctor_cmd.add_parser(commands)
     return parser

@@ -1,0 +1,1 @@
+"""The run loop: model ⇄ python tool, with steps, messages, deltas and events."""

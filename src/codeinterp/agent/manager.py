@@ -1,0 +1,74 @@
+"""Runs in flight: one task each, with cancel and submit_tool_outputs reaching into them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from codeinterp.errors import InvalidRequest
+from codeinterp.protocol.runs import Run, ToolOutput
+
+from .runner import AgentDeps, RunExecutor
+
+
+class RunManager:
+    def __init__(self, deps: AgentDeps) -> None:
+        self.deps = deps
+        self._active: dict[str, tuple[asyncio.Task[None], RunExecutor]] = {}
+
+    def start(self, project: str, run: Run) -> None:
+        executor = RunExecutor(self.deps, project, run)
+        task = asyncio.create_task(executor.execute(), name=f"run {run.id}")
+        self._active[run.id] = (task, executor)
+        task.add_done_callback(lambda _: self._active.pop(run.id, None))
+
+    def executor(self, run_id: str) -> RunExecutor | None:
+        entry = self._active.get(run_id)
+        return entry[1] if entry else None
+
+    async def cancel(self, run_id: str) -> Run | None:
+        """Ask a live run to stop; None if the run is not in flight here."""
+        entry = self._active.get(run_id)
+        if entry is None:
+            return None
+        task, executor = entry
+        if executor.run.status not in ("cancelling",):
+            executor.run.status = "cancelling"
+            await executor.save_run("thread.run.cancelling")
+        snapshot = executor.run.model_copy(deep=True)
+        task.cancel()
+        return snapshot
+
+    def prepare_tool_outputs(self, run_id: str, outputs: list[ToolOutput]) -> Callable[[], None]:
+        """Check the outputs against the run's required action; returns the delivery."""
+        executor = self.executor(run_id)
+        future = executor.tool_outputs if executor else None
+        if executor is None or future is None or future.done():
+            raise InvalidRequest(f"Run {run_id} is not waiting for tool outputs.")
+        required = executor.run.required_action
+        expected = {c.id for c in required.submit_tool_outputs.tool_calls} if required else set()
+        given = [o.tool_call_id for o in outputs]
+        if set(given) != expected or len(given) != len(expected):
+            raise InvalidRequest(
+                "Expected tool outputs for call_ids "
+                + ", ".join(sorted(expected))
+                + f", got {', '.join(given) or 'none'}.",
+                param="tool_outputs",
+            )
+
+        def deliver() -> None:
+            if not future.done():
+                future.set_result(outputs)
+
+        return deliver
+
+    async def shutdown(self) -> None:
+        tasks = []
+        for task, executor in self._active.values():
+            executor.shutting_down = True
+            task.cancel()
+            tasks.append(task)
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

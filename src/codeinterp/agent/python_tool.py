@@ -1,0 +1,134 @@
+"""The `python` tool as the model sees it: its definition, its arguments, its result text."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from codeinterp.sandbox import Execution
+
+TOOL_NAME = "python"
+MAX_RESULT_CHARS = 20_000
+
+DEFINITION: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": TOOL_NAME,
+        "description": (
+            "Execute Python code in a stateful Jupyter-like sandbox and get back stdout, stderr, "
+            "the value of the last expression and any error. Variables, imports and files "
+            "persist between calls. Files are in /mnt/data. Matplotlib figures are shown to "
+            "the user automatically. There is no internet access."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {"code": {"type": "string", "description": "The Python code to run."}},
+            "required": ["code"],
+        },
+    },
+}
+
+
+def code_from_arguments(arguments: str) -> str:
+    """The code in a call's arguments: {"code": "..."}, or the raw text that some models send."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return arguments
+    if isinstance(parsed, dict):
+        value = parsed.get("code", parsed.get("input", ""))
+        return value if isinstance(value, str) else json.dumps(value)
+    return parsed if isinstance(parsed, str) else arguments
+
+
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def partial_code(arguments: str) -> str:
+    """The code decoded so far from incomplete JSON arguments, for relaying while they stream.
+
+    Best effort: the characters of the "code" string that are complete (an escape sequence cut in
+    half waits for the next fragment). Arguments that are not a JSON object are raw code.
+    """
+    stripped = arguments.lstrip()
+    if not stripped:
+        return ""
+    if not stripped.startswith("{"):
+        return arguments
+    key = stripped.find('"code"')
+    if key < 0:
+        return ""
+    colon = stripped.find(":", key + 6)
+    quote = stripped.find('"', colon + 1) if colon >= 0 else -1
+    if quote < 0:
+        return ""
+    out: list[str] = []
+    i = quote + 1
+    while i < len(stripped):
+        ch = stripped[i]
+        if ch == '"':
+            break
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        if i + 1 >= len(stripped):
+            break
+        kind = stripped[i + 1]
+        if kind == "u":
+            digits = stripped[i + 2 : i + 6]
+            if len(digits) < 4:
+                break
+            out.append(chr(int(digits, 16)))
+            i += 6
+        else:
+            out.append(_ESCAPES.get(kind, kind))
+            i += 2
+    return "".join(out)
+
+
+def _trim(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    tail = limit - head
+    dropped = len(text) - head - tail
+    return f"{text[:head]}\n... [{dropped} characters omitted] ...\n{text[-tail:]}"
+
+
+def result_for_model(execution: Execution, image_ids: list[str]) -> str:
+    """What the model reads back: output, value, error, new files; long output trimmed."""
+    parts: list[str] = []
+    if execution.stdout:
+        parts.append(execution.stdout.rstrip("\n"))
+    if execution.stderr:
+        parts.append("[stderr]\n" + execution.stderr.rstrip("\n"))
+    for result in execution.results:
+        if result.kind == "execute_result" and "text/plain" in result.data:
+            parts.append(str(result.data["text/plain"]))
+    if image_ids:
+        parts.append(f"[{len(image_ids)} image(s) were displayed to the user]")
+    if execution.error is not None:
+        parts.append(
+            execution.error.traceback or f"{execution.error.name}: {execution.error.value}"
+        )
+    if execution.status not in ("ok", "error") and execution.message:
+        parts.append(f"[{execution.status}] {execution.message}")
+    written = [f.path for f in execution.files if f.change != "deleted"]
+    if written:
+        parts.append("[files written: " + ", ".join(written) + "]")
+    text = "\n".join(parts) if parts else "[no output]"
+    return _trim(text, MAX_RESULT_CHARS)
+
+
+def logs_for_step(execution: Execution) -> str:
+    """The `logs` output shown on the run step: what a person would see in a notebook."""
+    parts = [execution.stdout, execution.stderr]
+    for result in execution.results:
+        if result.kind == "execute_result" and "text/plain" in result.data:
+            parts.append(str(result.data["text/plain"]) + "\n")
+    if execution.error is not None:
+        parts.append(execution.error.traceback + "\n")
+    if execution.status not in ("ok", "error") and execution.message:
+        parts.append(f"[{execution.status}] {execution.message}\n")
+    return _trim("".join(parts), MAX_RESULT_CHARS)

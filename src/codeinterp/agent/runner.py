@@ -1,0 +1,558 @@
+"""One run, from queued to a final status: the model ⇄ python tool loop.
+
+    queued → in_progress → (model turn → python calls → model turn ...)* → completed
+                        ↘ requires_action (function tools) → queued → in_progress ...
+    any time: cancel → cancelling → cancelled; past expires_at → expired; failure → failed
+
+The model's turns are streamed and relayed as message and step deltas. Python calls run in the
+thread's sandbox session; their output goes back to the model, errors included, so it can fix
+its code. Images become files (assistants_output) shown on the step and in the next message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from codeinterp.config import Settings
+from codeinterp.errors import CodeInterpError, NotFound
+from codeinterp.protocol.assistants import Assistant
+from codeinterp.protocol.runs import Run, ToolOutput
+from codeinterp.protocol.threads import Message, Thread
+from codeinterp.sandbox import Error, Execution, Result, Stderr, Stdout
+from codeinterp.services.files import FilesService
+from codeinterp.sessions import ManagedSession, SessionManager
+from codeinterp.store import Store
+
+from . import prompt, python_tool
+from .annotations import find_citations
+from .bus import EventBus
+from .upstream import Completion, TextDelta, ToolCallDelta, Upstream, UpstreamFailure
+from .writers import Emitter, MessageWriter, StepWriter
+
+log = logging.getLogger("codeinterp.agent")
+
+SHUTDOWN_MESSAGE = "The server shut down while this run was in progress."
+IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif"}
+
+
+@dataclass
+class AgentDeps:
+    store: Store
+    bus: EventBus
+    sessions: SessionManager
+    files: FilesService
+    upstream: Upstream
+    settings: Settings
+
+
+class RunFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+class RunExecutor:
+    def __init__(self, deps: AgentDeps, project: str, run: Run) -> None:
+        self.deps = deps
+        self.project = project
+        self.run = run
+        self.emitter = Emitter(deps.store, deps.bus, project, run.id)
+        self.tool_outputs: asyncio.Future[list[ToolOutput]] | None = None
+        self.shutting_down = False  # set by the manager: a cancel then means the server stops
+        self._message: MessageWriter | None = None
+        self._step: StepWriter | None = None
+        self._pending_images: list[str] = []
+        self._prompt_tokens = 0
+        self._completion_tokens = 0
+
+    # -- run state ------------------------------------------------------------------------------
+
+    async def save_run(self, event: str | None = None) -> None:
+        wire = self.run.model_dump(mode="json")
+        await self.deps.store.update_object(
+            "run", self.project, self.run.id, wire, status=self.run.status
+        )
+        if event:
+            self.emitter.publish(event, wire)
+
+    async def _set_status(self, status: str) -> None:
+        self.run.status = status  # type: ignore[assignment]
+        await self.save_run(f"thread.run.{status}")
+
+    def _usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self._prompt_tokens,
+            "completion_tokens": self._completion_tokens,
+            "total_tokens": self._prompt_tokens + self._completion_tokens,
+        }
+
+    async def _finish(self, status: str, last_error: dict[str, str] | None = None) -> None:
+        stamp = _now()
+        self.run.status = status  # type: ignore[assignment]
+        self.run.expires_at = None
+        self.run.required_action = None
+        self.run.usage = self._usage()  # type: ignore[assignment]
+        if status == "completed":
+            self.run.completed_at = stamp
+        elif status == "failed":
+            self.run.failed_at = stamp
+            self.run.last_error = last_error  # type: ignore[assignment]
+        elif status == "cancelled":
+            self.run.cancelled_at = stamp
+        await self.save_run(f"thread.run.{status}")
+
+    # -- entry point ----------------------------------------------------------------------------
+
+    async def execute(self) -> None:
+        try:
+            self.emitter.publish("thread.run.created", self.run.model_dump(mode="json"))
+            self.emitter.publish("thread.run.queued", self.run.model_dump(mode="json"))
+            deadline = self.run.expires_at or (_now() + self.deps.settings.run_expiry_seconds)
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout_at(loop.time() + max(0, deadline - time.time())):
+                await self._loop()
+        except TimeoutError:
+            await self._stop_open_work("run_expired", "expired")
+            await self._finish("expired")
+        except asyncio.CancelledError:
+            await asyncio.shield(self._cancelled())
+        except RunFailed as exc:
+            await self._stop_open_work("run_failed", "failed")
+            await self._finish("failed", {"code": exc.code, "message": str(exc)})
+        except Exception as exc:  # a bug or an unexpected failure: the run says so
+            log.exception("run %s failed", self.run.id)
+            await self._stop_open_work("run_failed", "failed")
+            message = str(exc) if isinstance(exc, CodeInterpError) else "internal server error"
+            await self._finish("failed", {"code": "server_error", "message": message})
+        finally:
+            self.deps.bus.end(self.run.id)
+
+    async def _cancelled(self) -> None:
+        if self.shutting_down:
+            await self._stop_open_work("run_failed", "failed")
+            await self._finish("failed", {"code": "server_error", "message": SHUTDOWN_MESSAGE})
+            return
+        await self._stop_open_work("run_cancelled", "cancelled")
+        await self._finish("cancelled")
+
+    async def _stop_open_work(self, reason: str, step_status: str) -> None:
+        if self._message is not None:
+            await self._message.abandon(reason, step_status)
+            self._message = None
+        if self._step is not None:
+            await self._step.finish(step_status)
+            self._step = None
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        store = self.deps.store
+        assistant = Assistant.model_validate(
+            (await store.get_object("assistant", self.project, self.run.assistant_id)).body
+        )
+        thread = Thread.model_validate(
+            (await store.get_object("thread", self.project, self.run.thread_id)).body
+        )
+        self.run.started_at = _now()
+        await self._set_status("in_progress")
+
+        uses_python = any(t.type == "code_interpreter" for t in self.run.tools)
+        function_names = {t.function.name for t in self.run.tools if t.type == "function"}
+        file_ids = await self._file_ids(assistant, thread) if uses_python else []
+        paths = await self._plan_paths(file_ids)
+        conversation = [
+            prompt.system_message(self.run.instructions, None, uses_python, sorted(paths.values())),
+            *[prompt.chat_message(m) for m in await self._thread_messages()],
+        ]
+        tools = ([python_tool.DEFINITION] if uses_python else []) + [
+            {"type": "function", "function": t.function.model_dump(exclude_none=True)}
+            for t in self.run.tools
+            if t.type == "function"
+        ]
+        calls_made = 0
+        while True:
+            completion = await self._model_turn(conversation, tools)
+            if self._message is not None:
+                await self._complete_message()
+            if not completion.tool_calls:
+                if self._pending_images:
+                    await self._open_message()
+                    await self._complete_message()
+                await self._finish("completed")
+                return
+            calls_made += len(completion.tool_calls)
+            if calls_made > self.deps.settings.max_tool_calls_per_run:
+                raise RunFailed(
+                    "server_error",
+                    f"the run made more than {self.deps.settings.max_tool_calls_per_run} tool "
+                    "calls; raise CODEINTERP_MAX_TOOL_CALLS_PER_RUN to allow more",
+                )
+            conversation.append(
+                {
+                    "role": "assistant",
+                    "content": completion.text or None,
+                    "tool_calls": [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments},
+                        }
+                        for c in completion.tool_calls
+                    ],
+                }
+            )
+            results = await self._run_tool_calls(completion, file_ids, function_names)
+            conversation.extend(
+                {"role": "tool", "tool_call_id": call_id, "content": content}
+                for call_id, content in results
+            )
+
+    async def _file_ids(self, assistant: Assistant, thread: Thread) -> list[str]:
+        ids: list[str] = []
+        for resources in (assistant.tool_resources, thread.tool_resources):
+            if resources and resources.code_interpreter:
+                ids.extend(resources.code_interpreter.file_ids)
+        for message in await self._thread_messages():
+            for attachment in message.attachments or []:
+                if (
+                    any(t.type == "code_interpreter" for t in attachment.tools)
+                    or not attachment.tools
+                ):
+                    ids.append(attachment.file_id)
+        return list(dict.fromkeys(ids))
+
+    async def _thread_messages(self) -> list[Message]:
+        messages: list[Message] = []
+        after = None
+        while True:
+            page = await self.deps.store.list_objects(
+                "message",
+                self.project,
+                thread_id=self.run.thread_id,
+                after=after,
+                limit=100,
+                order="asc",
+            )
+            messages.extend(Message.model_validate(r.body) for r in page.items)
+            if not page.has_more or not page.items:
+                return messages
+            after = page.items[-1].id
+
+    async def _plan_paths(self, file_ids: list[str]) -> dict[str, str]:
+        managed = self.deps.sessions.peek(self.project, "thread", self.run.thread_id)
+        known = dict(managed.files) if managed else {}
+        records = []
+        for file_id in file_ids:
+            if file_id not in known:
+                with contextlib.suppress(NotFound):
+                    records.append(await self.deps.store.get_file(self.project, file_id))
+        return {**known, **SessionManager.plan_paths(known, records)}
+
+    # -- one model turn -------------------------------------------------------------------------
+
+    async def _open_message(self) -> MessageWriter:
+        if self._message is None:
+            self._message = await MessageWriter.create(
+                self.emitter, self.run.assistant_id, self.run.thread_id, self._pending_images
+            )
+            self._pending_images = []
+        return self._message
+
+    async def _model_turn(
+        self, conversation: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> Completion:
+        completion = Completion()
+        relayed: dict[int, str] = {}  # tool call index -> code relayed so far
+        try:
+            async for delta in self.deps.upstream.stream(
+                self.run.model,
+                conversation,
+                tools,
+                completion,
+                temperature=self.run.temperature,
+                top_p=self.run.top_p,
+                max_completion_tokens=self.run.max_completion_tokens,
+            ):
+                if isinstance(delta, TextDelta):
+                    (await self._open_message()).add_text(delta.text)
+                elif isinstance(delta, ToolCallDelta):
+                    await self._relay_tool_call(delta, relayed)
+        except UpstreamFailure as exc:
+            raise RunFailed(exc.code, str(exc)) from exc
+        finally:
+            self._prompt_tokens += completion.prompt_tokens
+            self._completion_tokens += completion.completion_tokens
+        for call in completion.tool_calls:
+            if not call.id:
+                call.id = f"call_{self.run.id[-8:]}{call.index}"
+        return completion
+
+    async def _tool_step(self) -> StepWriter:
+        if self._step is None:
+            self._step = await StepWriter.create(
+                self.emitter,
+                self.run.assistant_id,
+                self.run.thread_id,
+                "tool_calls",
+                {"type": "tool_calls", "tool_calls": []},
+            )
+        return self._step
+
+    async def _relay_tool_call(self, delta: ToolCallDelta, relayed: dict[int, str]) -> None:
+        call = delta.call
+        if not call.name:
+            return  # the name comes first; nothing to show before it
+        if self._message is not None:
+            await self._complete_message()  # text before a tool call is its own message
+        step = await self._tool_step()
+        is_python = call.name == python_tool.TOOL_NAME
+        if call.index not in relayed:
+            relayed[call.index] = ""
+            entry: dict[str, Any] = {"index": call.index, "id": call.id or f"call_{call.index}"}
+            if is_python:
+                entry.update(type="code_interpreter", code_interpreter={"input": "", "outputs": []})
+            else:
+                entry.update(
+                    type="function", function={"name": call.name, "arguments": "", "output": None}
+                )
+            step.delta({"type": "tool_calls", "tool_calls": [entry]})
+        if is_python:
+            code = python_tool.partial_code(call.arguments)
+            shown = relayed[call.index]
+            if code.startswith(shown) and len(code) > len(shown):
+                relayed[call.index] = code
+                step.delta(
+                    {
+                        "type": "tool_calls",
+                        "tool_calls": [
+                            {
+                                "index": call.index,
+                                "type": "code_interpreter",
+                                "code_interpreter": {"input": code[len(shown) :]},
+                            }
+                        ],
+                    }
+                )
+        elif delta.fragment:
+            step.delta(
+                {
+                    "type": "tool_calls",
+                    "tool_calls": [
+                        {
+                            "index": call.index,
+                            "type": "function",
+                            "function": {"arguments": delta.fragment},
+                        }
+                    ],
+                }
+            )
+
+    async def _complete_message(self) -> None:
+        writer = self._message
+        if writer is None:
+            return
+        self._message = None
+        citations = []
+        managed = self.deps.sessions.peek(self.project, "thread", self.run.thread_id)
+        for citation in find_citations(writer.text):
+            if managed is None:
+                break
+            try:
+                data = await managed.session.download(citation.name)
+            except CodeInterpError:
+                continue  # the model cited a file that is not there: leave the text alone
+            record = await self.deps.files.create_output(
+                self.project, citation.name.rsplit("/", 1)[-1], data
+            )
+            citations.append((citation.text, citation.start, citation.end, record.id))
+        await writer.finish(citations)
+
+    # -- tools ----------------------------------------------------------------------------------
+
+    async def _run_tool_calls(
+        self, completion: Completion, file_ids: list[str], function_names: set[str]
+    ) -> list[tuple[str, str]]:
+        step = await self._tool_step()
+        results: dict[str, str] = {}
+        pending_functions = []
+        details: list[dict[str, Any]] = []
+        for call in completion.tool_calls:
+            if call.name == python_tool.TOOL_NAME:
+                code = python_tool.code_from_arguments(call.arguments)
+                outputs, result = await self._run_python(step, call.index, code, file_ids)
+                details.append(
+                    {
+                        "id": call.id,
+                        "type": "code_interpreter",
+                        "code_interpreter": {"input": code, "outputs": outputs},
+                    }
+                )
+                results[call.id] = result
+            elif call.name in function_names:
+                details.append(
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {
+                            "name": call.name,
+                            "arguments": call.arguments,
+                            "output": None,
+                        },
+                    }
+                )
+                pending_functions.append(call)
+            else:
+                details.append(
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {
+                            "name": call.name,
+                            "arguments": call.arguments,
+                            "output": "unknown tool",
+                        },
+                    }
+                )
+                results[call.id] = f"error: there is no tool named {call.name!r}"
+        step.step.step_details = {"type": "tool_calls", "tool_calls": details}
+        if pending_functions:
+            await step.save()
+            submitted = await self._require_action(pending_functions)
+            for output in submitted:
+                results[output.tool_call_id] = output.output
+            for entry in details:
+                if entry["type"] == "function" and entry["id"] in results:
+                    entry["function"]["output"] = results[entry["id"]]
+        await step.finish("completed")
+        self._step = None
+        return [(c.id, results.get(c.id, "")) for c in completion.tool_calls]
+
+    async def _require_action(self, calls: list[Any]) -> list[ToolOutput]:
+        self.tool_outputs = asyncio.get_running_loop().create_future()
+        self.run.required_action = {  # type: ignore[assignment]
+            "type": "submit_tool_outputs",
+            "submit_tool_outputs": {
+                "tool_calls": [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments},
+                    }
+                    for c in calls
+                ]
+            },
+        }
+        await self._set_status("requires_action")
+        self.deps.bus.end(self.run.id)  # streams stop here; submit_tool_outputs starts a new one
+        outputs = await self.tool_outputs
+        self.tool_outputs = None
+        self.run.required_action = None
+        await self._set_status("queued")
+        await self._set_status("in_progress")
+        return outputs
+
+    async def _session(self, file_ids: list[str]) -> ManagedSession:
+        sessions = self.deps.sessions
+        managed = await sessions.acquire(self.project, "thread", self.run.thread_id)
+        await sessions.load_files(managed, file_ids)
+        return managed
+
+    async def _run_python(
+        self, step: StepWriter, index: int, code: str, file_ids: list[str]
+    ) -> tuple[list[dict[str, Any]], str]:
+        managed = await self._session(file_ids)
+        managed.busy += 1
+        outputs: list[dict[str, Any]] = []
+        logs_index: int | None = None
+        image_ids: list[str] = []
+
+        def add_logs(text: str) -> None:
+            nonlocal logs_index
+            if not text:
+                return
+            if logs_index is None:
+                logs_index = len(outputs)
+                outputs.append({"type": "logs", "logs": ""})
+            outputs[logs_index]["logs"] += text
+            step.delta(
+                {
+                    "type": "tool_calls",
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "type": "code_interpreter",
+                            "code_interpreter": {
+                                "outputs": [{"index": logs_index, "type": "logs", "logs": text}]
+                            },
+                        }
+                    ],
+                }
+            )
+
+        execution = Execution()
+        try:
+            async for event in managed.session.execute(code, self.deps.settings.execution_timeout):
+                execution.add(event)
+                if isinstance(event, Stdout | Stderr):
+                    add_logs(event.text)
+                elif isinstance(event, Result):
+                    file_id = await self._save_image(event)
+                    if file_id is not None:
+                        image_ids.append(file_id)
+                        outputs.append({"type": "image", "image": {"file_id": file_id}})
+                        step.delta(
+                            {
+                                "type": "tool_calls",
+                                "tool_calls": [
+                                    {
+                                        "index": index,
+                                        "type": "code_interpreter",
+                                        "code_interpreter": {
+                                            "outputs": [
+                                                {
+                                                    "index": len(outputs) - 1,
+                                                    "type": "image",
+                                                    "image": {"file_id": file_id},
+                                                }
+                                            ]
+                                        },
+                                    }
+                                ],
+                            }
+                        )
+                    elif event.kind == "execute_result" and "text/plain" in event.data:
+                        add_logs(str(event.data["text/plain"]) + "\n")
+                elif isinstance(event, Error):
+                    add_logs(event.traceback + "\n")
+        finally:
+            managed.busy -= 1
+            managed.touch()
+        if execution.status not in ("ok", "error") and execution.message:
+            add_logs(f"[{execution.status}] {execution.message}\n")
+        self._pending_images.extend(image_ids)
+        return outputs, python_tool.result_for_model(execution, image_ids)
+
+    async def _save_image(self, result: Result) -> str | None:
+        import base64
+
+        for mime, extension in IMAGE_TYPES.items():
+            value = result.data.get(mime)
+            if isinstance(value, str):
+                try:
+                    data = base64.b64decode(value)
+                except ValueError:
+                    return None
+                record = await self.deps.files.create_output(
+                    self.project, f"image-{self.run.id[-6:]}{extension}", data
+                )
+                return str(record.id)
+        return None

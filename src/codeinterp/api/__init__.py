@@ -1,0 +1,1 @@
+"""The HTTP surface: FastAPI routes that only decode and encode, one error table."""

@@ -1,0 +1,107 @@
+"""The app factory and its lifespan, which owns the store, the sandbox and the run machinery,
+and closes them in reverse order."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from codeinterp import __version__
+from codeinterp.agent.bus import EventBus
+from codeinterp.agent.manager import RunManager
+from codeinterp.agent.runner import AgentDeps
+from codeinterp.agent.upstream import Upstream
+from codeinterp.config import Settings
+from codeinterp.sandbox import Sandbox, SandboxConfig
+from codeinterp.services.assistants import AssistantsService
+from codeinterp.services.files import FilesService
+from codeinterp.services.runs import RunsService
+from codeinterp.services.threads import ThreadsService
+from codeinterp.services.usage import UsageService
+from codeinterp.sessions import SessionManager
+from codeinterp.store import Store
+
+from . import errors
+from .deps import Services
+from .middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from .routes import assistants, files, runs, threads, usage
+
+log = logging.getLogger("codeinterp.api")
+
+RESTART_MESSAGE = "The server restarted while this run was in progress."
+JSON_BODY_LIMIT = 32 * 1024 * 1024
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await Store.open(settings.data_dir, settings.database)
+        failed = await store.fail_interrupted_runs(RESTART_MESSAGE, int(time.time()))
+        if failed:
+            log.warning(
+                "marked %d run(s) failed: they were in flight at the last shutdown", len(failed)
+            )
+        await store.end_open_sessions(int(time.time()))
+        sandbox = await Sandbox.start(
+            SandboxConfig(
+                pool_size=settings.pool_size, unsafe_no_sandbox=settings.unsafe_no_sandbox
+            )
+        )
+        upstream = Upstream(
+            settings.upstream_base_url,
+            settings.upstream_api_key,
+            settings.model_map,
+            settings.upstream_timeout,
+        )
+        sessions = SessionManager(
+            sandbox, store, settings.session_idle_minutes * 60, settings.session_price_usd
+        )
+        sessions.start()
+        bus = EventBus()
+        file_service = FilesService(store, settings.max_upload_bytes)
+        run_manager = RunManager(AgentDeps(store, bus, sessions, file_service, upstream, settings))
+        assistant_service = AssistantsService(store)
+
+        async def thread_deleted(project: str, thread_id: str) -> None:
+            await sessions.close(project, "thread", thread_id)
+
+        thread_service = ThreadsService(store, on_thread_deleted=thread_deleted)
+        app.state.sandbox = sandbox
+        app.state.bus = bus
+        app.state.key_projects = settings.key_projects()
+        app.state.services = Services(
+            settings=settings,
+            files=file_service,
+            assistants=assistant_service,
+            threads=thread_service,
+            runs=RunsService(
+                store, assistant_service, thread_service, run_manager, settings.run_expiry_seconds
+            ),
+            usage=UsageService(store),
+        )
+        try:
+            yield
+        finally:
+            await run_manager.shutdown()
+            await sessions.close_all()
+            await sandbox.close()
+            await upstream.close()
+            await store.close()
+
+    app = FastAPI(title="codeinterp", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    errors.install(app)
+    # runs before threads: POST /v1/threads/runs must not match /v1/threads/{thread_id}
+    for module in (files, assistants, runs, threads, usage):
+        app.include_router(module.router)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        json_limit=JSON_BODY_LIMIT,
+        upload_limit=settings.max_upload_bytes + 1024 * 1024,
+    )
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,58 @@
+"""What routes depend on: the services (from app.state) and the caller's project (from the key).
+`Annotated` aliases keep route signatures readable as contracts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from codeinterp.config import Settings
+from codeinterp.errors import Unauthorized
+from codeinterp.services.assistants import AssistantsService
+from codeinterp.services.files import FilesService
+from codeinterp.services.runs import RunsService
+from codeinterp.services.threads import ThreadsService
+from codeinterp.services.usage import UsageService
+
+DEFAULT_PROJECT = "proj_default"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    files: FilesService
+    assistants: AssistantsService
+    threads: ThreadsService
+    runs: RunsService
+    usage: UsageService
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def get_project(request: Request) -> str:
+    """The caller's project: from a configured key, or the default one when none are set."""
+    keys: dict[str, str] = request.app.state.key_projects
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    key = key.strip() if scheme.lower() == "bearer" else ""
+    if not keys:
+        return DEFAULT_PROJECT
+    if not key:
+        raise Unauthorized(
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+        )
+    project = keys.get(key)
+    if project is None:
+        shown = f"{key[:3]}...{key[-4:]}" if len(key) > 8 else "***"
+        raise Unauthorized(f"Incorrect API key provided: {shown}.")
+    return project
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+Project = Annotated[str, Depends(get_project)]

@@ -1,0 +1,1 @@
+"""One module per resource; each only decodes the request and encodes the answer."""

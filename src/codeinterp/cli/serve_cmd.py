@@ -1,0 +1,93 @@
+"""`codeinterp serve`: the OpenAI-compatible HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+from typing import Any
+
+from codeinterp.config import Settings
+from codeinterp.errors import InvalidRequest
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="run the OpenAI-compatible server (Files, Assistants v2, code_interpreter)",
+        description="Run the OpenAI-compatible server. Every setting can also come from a "
+        "CODEINTERP_* environment variable (flags win).",
+    )
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8000)")
+    parser.add_argument("--data-dir", help="where the database and files live")
+    parser.add_argument("--upstream-base-url", help="the model's OpenAI-compatible endpoint")
+    parser.add_argument("--pool-size", type=int, help="ready sandbox sessions kept warm")
+    parser.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        default=None,
+        help="run code with NO isolation (only for trusted code where the sandbox cannot work)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.set_defaults(run=run)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    flags = {
+        "host": args.host,
+        "port": args.port,
+        "data_dir": args.data_dir,
+        "upstream_base_url": args.upstream_base_url,
+        "pool_size": args.pool_size,
+        "unsafe_no_sandbox": args.unsafe_no_sandbox,
+    }
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValueError as exc:
+        raise InvalidRequest(f"invalid settings: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from codeinterp.api.app import create_app
+
+    settings = settings_from(args)
+    if not settings.key_projects() and not _is_loopback(settings.host):
+        raise InvalidRequest(
+            f"refusing to listen on {settings.host} without API keys: set CODEINTERP_API_KEYS "
+            "(comma-separated keys) or listen on 127.0.0.1"
+        )
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if not settings.key_projects():
+        print(
+            f"codeinterp: no API keys configured (CODEINTERP_API_KEYS): accepting any key, "
+            f"listening on {settings.host} only",
+            file=sys.stderr,
+        )
+    print(
+        f"codeinterp: serving on http://{settings.host}:{settings.port}/v1, model endpoint "
+        f"{settings.upstream_base_url}, data in {settings.data_dir}",
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        lifespan="on",
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""Use cases: the rules of each resource, between the HTTP routes and the store."""

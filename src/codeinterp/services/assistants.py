@@ -1,0 +1,95 @@
+"""Assistants: create, retrieve, modify, delete, list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from codeinterp.ids import new_id
+from codeinterp.protocol.assistants import (
+    Assistant,
+    AssistantCreate,
+    AssistantUpdate,
+    ToolResources,
+)
+from codeinterp.store import ObjectRecord, Store
+
+from .common import check_limit, check_order, list_envelope, now
+
+
+def assistant_from(record: ObjectRecord) -> Assistant:
+    return Assistant.model_validate(record.body)
+
+
+def assistant_to_wire(record: ObjectRecord) -> dict[str, Any]:
+    return assistant_from(record).model_dump(mode="json")
+
+
+async def check_file_ids(store: Store, project: str, resources: ToolResources | None) -> None:
+    """Every file named in code_interpreter.file_ids must exist in this project."""
+    if resources and resources.code_interpreter:
+        for file_id in resources.code_interpreter.file_ids:
+            await store.get_file(project, file_id)
+
+
+class AssistantsService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def create(self, project: str, body: AssistantCreate) -> dict[str, Any]:
+        await check_file_ids(self.store, project, body.tool_resources)
+        assistant = Assistant(
+            id=new_id("assistant"),
+            created_at=now(),
+            name=body.name,
+            description=body.description,
+            model=body.model,
+            instructions=body.instructions,
+            tools=body.tools or [],
+            tool_resources=body.tool_resources or ToolResources(),
+            metadata=body.metadata or {},
+            temperature=body.temperature,
+            top_p=body.top_p,
+            response_format=body.response_format or "auto",
+        )
+        wire = assistant.model_dump(mode="json")
+        await self.store.create_object("assistant", project, assistant.id, wire)
+        return wire
+
+    async def get(self, project: str, assistant_id: str) -> Assistant:
+        return assistant_from(await self.store.get_object("assistant", project, assistant_id))
+
+    async def update(
+        self, project: str, assistant_id: str, body: AssistantUpdate
+    ) -> dict[str, Any]:
+        current = await self.get(project, assistant_id)
+        await check_file_ids(self.store, project, body.tool_resources)
+        changes = body.model_dump(exclude_unset=True, exclude={"metadata"})
+        changes = {k: v for k, v in changes.items() if k in Assistant.model_fields}
+        updated = current.model_copy(
+            update={
+                **changes,
+                **(
+                    {"metadata": body.metadata or {}} if "metadata" in body.model_fields_set else {}
+                ),
+            }
+        )
+        wire = Assistant.model_validate(updated.model_dump(mode="json")).model_dump(mode="json")
+        await self.store.update_object("assistant", project, assistant_id, wire)
+        return wire
+
+    async def delete(self, project: str, assistant_id: str) -> dict[str, Any]:
+        await self.store.delete_object("assistant", project, assistant_id)
+        return {"id": assistant_id, "object": "assistant.deleted", "deleted": True}
+
+    async def list(
+        self, project: str, after: str | None, before: str | None, limit: int, order: str
+    ) -> dict[str, Any]:
+        page = await self.store.list_objects(
+            "assistant",
+            project,
+            after=after,
+            before=before,
+            limit=check_limit(limit),
+            order=check_order(order),
+        )
+        return list_envelope(page.items, page.has_more, assistant_to_wire)

@@ -1,0 +1,127 @@
+"""One sandbox session per owner (a thread), created on first use, reused, expired when idle.
+
+Every session created is recorded in the store with its price, for the usage endpoint. Files are
+copied into /mnt/data once per session under their file names (a clashing name gets the file id
+appended), and the paths are remembered so the model can be told about them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from codeinterp.ids import new_id
+from codeinterp.sandbox import Sandbox, Session
+from codeinterp.store import FileRecord, Store
+
+log = logging.getLogger("codeinterp.sessions")
+
+
+@dataclass
+class ManagedSession:
+    id: str
+    project: str
+    owner_kind: str
+    owner_id: str
+    session: Session
+    files: dict[str, str] = field(default_factory=dict)  # file id -> path in /mnt/data
+    last_used: float = field(default_factory=time.monotonic)
+    busy: int = 0
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+
+class SessionManager:
+    def __init__(
+        self, sandbox: Sandbox, store: Store, idle_seconds: float, price_usd: float
+    ) -> None:
+        self.sandbox = sandbox
+        self.store = store
+        self.idle_seconds = idle_seconds
+        self.price_usd = price_usd
+        self._sessions: dict[tuple[str, str, str], ManagedSession] = {}
+        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._reaper = asyncio.create_task(self._expire_idle_sessions())
+
+    async def acquire(self, project: str, owner_kind: str, owner_id: str) -> ManagedSession:
+        """The owner's session, created if it has none (or its last one expired)."""
+        key = (project, owner_kind, owner_id)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            managed = self._sessions.get(key)
+            if managed is None or managed.session.closed:
+                session = await self.sandbox.create_session()
+                managed = ManagedSession(new_id("session"), project, owner_kind, owner_id, session)
+                self._sessions[key] = managed
+                await self.store.record_session_start(
+                    project, managed.id, owner_kind, owner_id, int(time.time()), self.price_usd
+                )
+            managed.touch()
+            return managed
+
+    def peek(self, project: str, owner_kind: str, owner_id: str) -> ManagedSession | None:
+        return self._sessions.get((project, owner_kind, owner_id))
+
+    @staticmethod
+    def plan_paths(known: dict[str, str], records: Sequence[FileRecord]) -> dict[str, str]:
+        """Where each new file goes: /mnt/data/<its name>, or <stem>-<id tail><ext> on a clash."""
+        taken = set(known.values())
+        planned: dict[str, str] = {}
+        for record in records:
+            if record.id in known or record.id in planned:
+                continue
+            path = f"/mnt/data/{record.filename}"
+            if path in taken:
+                stem, ext = os.path.splitext(record.filename)
+                path = f"/mnt/data/{stem}-{record.id[-8:]}{ext}"
+            planned[record.id] = path
+            taken.add(path)
+        return planned
+
+    async def load_files(self, managed: ManagedSession, file_ids: list[str]) -> dict[str, str]:
+        """Copy the files not yet in the session into /mnt/data; returns file id -> path."""
+        new_ids = [f for f in dict.fromkeys(file_ids) if f not in managed.files]
+        records = [await self.store.get_file(managed.project, f) for f in new_ids]
+        for file_id, path in self.plan_paths(managed.files, records).items():
+            data = await self.store.read_file(managed.project, file_id)
+            managed.files[file_id] = await managed.session.upload(path, data)
+        return dict(managed.files)
+
+    async def close(self, project: str, owner_kind: str, owner_id: str) -> None:
+        managed = self._sessions.pop((project, owner_kind, owner_id), None)
+        self._locks.pop((project, owner_kind, owner_id), None)
+        if managed is not None:
+            await self._end(managed)
+
+    async def _end(self, managed: ManagedSession) -> None:
+        with contextlib.suppress(Exception):
+            await managed.session.close()
+        await self.store.record_session_end(managed.id, int(time.time()))
+
+    async def _expire_idle_sessions(self) -> None:
+        while True:
+            await asyncio.sleep(min(30.0, max(0.5, self.idle_seconds / 4)))
+            cutoff = time.monotonic() - self.idle_seconds
+            for key, managed in list(self._sessions.items()):
+                if managed.busy == 0 and managed.last_used < cutoff:
+                    log.info("session %s of %s %s expired", managed.id, key[1], key[2])
+                    self._sessions.pop(key, None)
+                    await self._end(managed)
+
+    async def close_all(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for managed in list(self._sessions.values()):
+            await self._end(managed)
+        self._sessions.clear()

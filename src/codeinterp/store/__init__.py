@@ -1,0 +1,17 @@
+"""Storage: the server's objects in a SQL database (SQLite by default), file bytes in blobs.
+
+    store = await Store.open(data_dir)        # creates the directory, migrates the schema
+    record = await store.create_file(project, "data.csv", "assistants", chunks, max_bytes)
+    ...
+    await store.close()
+
+`Store` (store.py) is the whole API; it returns the frozen records of records.py. The schema is in
+tables.py, its migrations in migrations/, the blob directory in blobs.py. This package is a leaf:
+it imports nothing from api, services or agent, and raises only codeinterp.errors exceptions
+(NotFound, Conflict, InvalidRequest, QuotaExceeded).
+"""
+
+from .records import FileRecord, ObjectRecord, Page, SessionRecord
+from .store import Store
+
+__all__ = ["FileRecord", "ObjectRecord", "Page", "SessionRecord", "Store"]

@@ -1,0 +1,143 @@
+"""File bytes on disk: one file per upload, under an unguessable name, written atomically.
+
+A blob is written to a temporary name in the blob directory, flushed to disk (fsync) and only then
+renamed to its final name (`os.replace` is atomic), so nobody ever sees half a file under a final
+name and a crash leaves at worst a temporary file or an unreferenced blob, which `sweep` removes at
+the next start. Names come from `secrets`, never from the client's file name, so they reveal
+nothing and cannot be steered into another path. Blocking calls run in a worker thread
+(`asyncio.to_thread`) so that the event loop keeps serving other requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import AsyncIterable, Collection
+from typing import BinaryIO
+
+from codeinterp.errors import QuotaExceeded
+
+TEMP_PREFIX = ".tmp-"
+_WRITE_SIZE = 1 << 20  # gather small chunks into writes of about this size
+
+
+def _open_private(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_CLOEXEC, 0o600)
+
+
+def _create(path: str) -> BinaryIO:
+    return open(path, "xb", opener=_open_private)
+
+
+def _publish(file: BinaryIO, temp: str, final: str, directory: str) -> None:
+    """Make the bytes durable, then give them their final name, then make the name durable."""
+    file.flush()
+    os.fsync(file.fileno())
+    file.close()
+    os.replace(temp, final)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_all(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _discard(file: BinaryIO, temp: str) -> None:
+    file.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)
+
+
+def too_large(max_bytes: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"the file is larger than the upload limit of {max_bytes} bytes; "
+        "send a smaller file, or raise the server's max_upload_bytes setting"
+    )
+
+
+class BlobDir:
+    """The directory that holds every blob, one file each."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def path_of(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    async def write(self, data: AsyncIterable[bytes] | bytes, max_bytes: int) -> tuple[str, int]:
+        """Store `data` as a new blob; return its name and size. Nothing is left behind on error.
+
+        Raises QuotaExceeded as soon as more than `max_bytes` have arrived.
+        """
+        if isinstance(data, bytes) and len(data) > max_bytes:
+            raise too_large(max_bytes)
+        name = secrets.token_hex(16)
+        temp = self.path_of(TEMP_PREFIX + name)
+        file = await asyncio.to_thread(_create, temp)
+        try:
+            size = await _copy(data, file, max_bytes)
+            await asyncio.to_thread(_publish, file, temp, self.path_of(name), self.path)
+        except BaseException:
+            await asyncio.to_thread(_discard, file, temp)
+            raise
+        return name, size
+
+    async def read(self, name: str) -> bytes:
+        """The whole blob. Raises FileNotFoundError if it is gone."""
+        return await asyncio.to_thread(_read_all, self.path_of(name))
+
+    async def delete(self, name: str) -> None:
+        """Remove a blob; a blob that is already gone is fine."""
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(os.unlink, self.path_of(name))
+
+    async def sweep(self, keep: Collection[str], older_than: float) -> list[str]:
+        """Remove temporary files and blobs not in `keep` untouched for `older_than` seconds.
+
+        Such files are what a crash leaves between writing a blob and inserting its row, or
+        between deleting a row and its blob. The age limit spares uploads still in progress (in
+        this or another server sharing the directory). Returns the names removed.
+        """
+        return await asyncio.to_thread(self._sweep, set(keep), time.time() - older_than)
+
+    def _sweep(self, keep: set[str], cutoff: float) -> list[str]:
+        removed = []
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                if entry.name in keep or not entry.is_file(follow_symlinks=False):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed.append(entry.name)
+        return sorted(removed)
+
+
+async def _copy(data: AsyncIterable[bytes] | bytes, file: BinaryIO, max_bytes: int) -> int:
+    """Write `data` to `file` in large writes off the event loop; return the byte count."""
+    if isinstance(data, bytes):
+        await asyncio.to_thread(file.write, data)
+        return len(data)
+    size = 0
+    pending: list[bytes] = []
+    pending_size = 0
+    async for chunk in data:
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large(max_bytes)
+        pending.append(chunk)
+        pending_size += len(chunk)
+        if pending_size >= _WRITE_SIZE:
+            await asyncio.to_thread(file.write, b"".join(pending))
+            pending, pending_size = [], 0
+    if pending:
+        await asyncio.to_thread(file.write, b"".join(pending))
+    return size

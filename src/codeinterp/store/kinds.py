@@ -1,0 +1,156 @@
+"""The kinds of Assistants-API object the store keeps, and the key columns of each.
+
+A key column repeats a body field of the same name (`thread_id`, `run_id`, `status`) so that
+queries can filter on it. `key_columns` decides their values when an object is written, so that a
+column never disagrees with its body, and `to_record` reads them back; a kind without the column
+reports the body's field instead (a message's or a run step's status).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from codeinterp.errors import InvalidRequest
+
+from .records import FileRecord, ObjectRecord, SessionRecord
+from .tables import (
+    AssistantRow,
+    FileRow,
+    MessageRow,
+    Row,
+    RunRow,
+    RunStepRow,
+    SandboxSessionRow,
+    ThreadRow,
+)
+
+KEYS = ("thread_id", "run_id", "status")
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    model: type[Row]
+    required: tuple[str, ...] = ()  # key columns that must have a value
+    optional: tuple[str, ...] = ()  # key columns that may be NULL
+
+    @property
+    def noun(self) -> str:
+        return self.name.replace("_", " ")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.required + self.optional
+
+
+KINDS = {
+    kind.name: kind
+    for kind in (
+        Kind("assistant", AssistantRow),
+        Kind("thread", ThreadRow),
+        Kind("message", MessageRow, required=("thread_id",), optional=("run_id",)),
+        Kind("run", RunRow, required=("thread_id", "status")),
+        Kind("run_step", RunStepRow, required=("run_id", "thread_id")),
+    )
+}
+
+
+def kind_of(name: str) -> Kind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        known = ", ".join(KINDS)
+        raise InvalidRequest(f"unknown object kind {name!r}; the store keeps: {known}") from None
+
+
+def key_columns(
+    kind: Kind,
+    body: dict[str, Any],
+    given: dict[str, str | None],
+    current: dict[str, str | None] | None = None,
+) -> dict[str, str | None]:
+    """The key column values for writing `body`: a keyword's value, else the body's field.
+
+    A keyword that disagrees with the body's field is an error, and so is a keyword the object
+    cannot keep (the kind has no such column and the body no such field). When updating
+    (`current` given), a missing value keeps the current one, and thread_id and run_id, fixed at
+    creation, may not change.
+    """
+    values: dict[str, str | None] = {}
+    for name in KEYS:
+        keyword = given.get(name)
+        if keyword is None and name not in kind.columns:
+            continue  # nothing to keep: the body's field, if any, is just data
+        field = _field(body, name)
+        if keyword is not None and field is not None and keyword != field:
+            raise InvalidRequest(f"{name}={keyword!r} disagrees with the body's {name} {field!r}")
+        value = keyword if keyword is not None else field
+        if name not in kind.columns:
+            if field is None:
+                raise InvalidRequest(f"a {kind.noun} has no {name}; put it in the body instead")
+            continue
+        if current is not None:
+            if value is None:
+                value = current[name]
+            elif name != "status" and value != current[name]:
+                raise InvalidRequest(f"a {kind.noun}'s {name} cannot change")
+        if value is None and name in kind.required:
+            raise InvalidRequest(f"a {kind.noun} needs a {name} (as a keyword or in the body)")
+        values[name] = value
+    return values
+
+
+def _field(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise InvalidRequest(f"the body's {name} must be a string, not {type(value).__name__}")
+
+
+def current_keys(row: Row) -> dict[str, str | None]:
+    """The key column values a row has now (None for columns its table lacks)."""
+    return {name: getattr(row, name, None) for name in KEYS}
+
+
+def to_record(row: Row) -> ObjectRecord:
+    keys = current_keys(row)
+    for name, value in keys.items():
+        if value is None and isinstance(row.body.get(name), str):
+            keys[name] = row.body[name]
+    return ObjectRecord(
+        id=row.id,
+        project=row.project,
+        created_at=row.created_at,
+        body=row.body,
+        seq=row.seq,
+        thread_id=keys["thread_id"],
+        run_id=keys["run_id"],
+        status=keys["status"],
+    )
+
+
+def file_record(row: FileRow) -> FileRecord:
+    return FileRecord(
+        id=row.id,
+        project=row.project,
+        created_at=row.created_at,
+        filename=row.filename,
+        purpose=row.purpose,
+        bytes=row.size,
+        expires_at=row.expires_at,
+        body=row.body,
+    )
+
+
+def session_record(row: SandboxSessionRow) -> SessionRecord:
+    return SessionRecord(
+        id=row.id,
+        project=row.project,
+        owner_kind=row.owner_kind,
+        owner_id=row.owner_id,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        price_usd=row.price_usd,
+        memory_limit=row.memory_limit,
+    )

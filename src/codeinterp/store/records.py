@@ -1,0 +1,80 @@
+"""What the store hands back: frozen dataclasses, never ORM objects.
+
+A record is a snapshot taken inside the transaction that read it, so callers can keep it, pass it
+across tasks and compare it without a database session. `body` is the rest of the OpenAI object as
+a plain dict, exactly as it was stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+
+class HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+R = TypeVar("R", bound=HasId)
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """An uploaded file's metadata; the bytes are read with Store.read_file / Store.file_path."""
+
+    id: str
+    project: str
+    created_at: int
+    filename: str
+    purpose: str
+    bytes: int
+    expires_at: int | None
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRecord:
+    """An assistant, thread, message, run or run step.
+
+    thread_id, run_id and status are the object's own (None for a kind that has no such field).
+    """
+
+    id: str
+    project: str
+    created_at: int
+    body: dict[str, Any]
+    seq: int
+    thread_id: str | None = None
+    run_id: str | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """Usage of one code session: who owned it, when it ran, what it cost."""
+
+    id: str
+    project: str
+    owner_kind: str
+    owner_id: str
+    started_at: int
+    ended_at: int | None
+    price_usd: float
+    memory_limit: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[R]):
+    """One page of a list, in the order asked for; `has_more` says more exist beyond it."""
+
+    items: list[R]
+    has_more: bool
+
+    @property
+    def first_id(self) -> str | None:
+        return self.items[0].id if self.items else None
+
+    @property
+    def last_id(self) -> str | None:
+        return self.items[-1].id if self.items else None

@@ -1,0 +1,105 @@
+"""The database schema as SQLAlchemy ORM classes: one table per kind of stored object.
+
+Every table has the same five columns: `seq` (insertion order, for ordering and list cursors),
+`id` (the public OpenAI-style id), `project` (the owner; every query filters on it), `created_at`
+(unix seconds) and `body` (the rest of the object as JSON, kept exactly as given). On top of those,
+each table has the few key columns that queries filter on. A key column repeats a field of `body`
+of the same name; the store keeps the two consistent.
+
+These classes never leave the store: callers get the frozen records of `records.py`. The alembic
+migrations in `migrations/versions/` must build exactly this schema (tests/store/test_migrations.py
+compares them), so a change here needs a new migration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Float, Integer, MetaData, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+
+# Named constraints and indexes, so that migrations can refer to them by a stable name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite makes an INTEGER PRIMARY KEY the rowid; other databases get a 64-bit sequence.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Row(Base):
+    """The columns every table has."""
+
+    __abstract__ = True
+
+    # AUTOINCREMENT: a deleted row's seq is never reused, so a cursor never points at a stranger.
+    @declared_attr.directive
+    def __table_args__(cls) -> dict[str, Any]:
+        return {"sqlite_autoincrement": True}
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True, sort_order=-4)
+    id: Mapped[str] = mapped_column(Text, unique=True, sort_order=-3)
+    project: Mapped[str] = mapped_column(Text, index=True, sort_order=-2)
+    created_at: Mapped[int] = mapped_column(BigInteger, sort_order=-1)
+    # JSON, not JSONB: keeps key order. Last in the table, after the key columns.
+    body: Mapped[dict[str, Any]] = mapped_column(JSON, sort_order=1)
+
+
+class FileRow(Row):
+    __tablename__ = "files"
+
+    filename: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column("bytes", BigInteger)
+    blob: Mapped[str] = mapped_column(Text, unique=True)  # name under blobs/, from `secrets`
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AssistantRow(Row):
+    __tablename__ = "assistants"
+
+
+class ThreadRow(Row):
+    __tablename__ = "threads"
+
+
+class MessageRow(Row):
+    __tablename__ = "messages"
+
+    thread_id: Mapped[str] = mapped_column(Text, index=True)
+    run_id: Mapped[str | None] = mapped_column(Text, index=True)
+
+
+class RunRow(Row):
+    __tablename__ = "runs"
+
+    thread_id: Mapped[str] = mapped_column(Text, index=True)
+    status: Mapped[str] = mapped_column(Text, index=True)
+
+
+class RunStepRow(Row):
+    __tablename__ = "run_steps"
+
+    run_id: Mapped[str] = mapped_column(Text, index=True)
+    thread_id: Mapped[str] = mapped_column(Text)
+
+
+class SandboxSessionRow(Row):
+    """Usage record of one code session; `body` is kept for extra details (empty today)."""
+
+    __tablename__ = "sandbox_sessions"
+
+    owner_kind: Mapped[str] = mapped_column(Text)  # "thread" | "container"
+    owner_id: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[int] = mapped_column(BigInteger)
+    ended_at: Mapped[int | None] = mapped_column(BigInteger)
+    price_usd: Mapped[float] = mapped_column(Float)
+    memory_limit: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,1 @@
+"""Test helpers: the scripted upstream model and our server as a subprocess."""
