@@ -13,9 +13,10 @@ T = TypeVar("T")
 
 
 class WireModel(BaseModel):
-    """Objects we send: extra fields are kept (stored bodies may be newer than this code)."""
+    """Objects we send: extra fields are kept (stored bodies may be newer than this code), and
+    assignments are validated, so `run.usage = {...}` becomes a Usage like any parsed field."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
 
 
 class RequestModel(BaseModel):

@@ -40,7 +40,7 @@ class UsageService:
             )
         if any(g != "project_id" for g in group_by):
             raise InvalidRequest("group_by only supports 'project_id'.", param="group_by")
-        end = end_time or now()
+        end = end_time or now() + 1  # exclusive: include what started this very second
         first = start_time - start_time % width
         sessions = await self.store.list_sessions(project, start_time=first, end_time=end)
         buckets: list[dict[str, Any]] = []
