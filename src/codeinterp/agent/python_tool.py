@@ -79,7 +79,15 @@ def partial_code(arguments: str) -> str:
             digits = stripped[i + 2 : i + 6]
             if len(digits) < 4:
                 break
-            out.append(chr(int(digits, 16)))
+            code = int(digits, 16)
+            if 0xD800 <= code < 0xDC00:  # a surrogate pair: wait for, then join, its second half
+                low = stripped[i + 6 : i + 12]
+                if len(low) < 6:
+                    break
+                if low.startswith("\\u") and 0xDC00 <= int(low[2:], 16) < 0xE000:
+                    code = 0x10000 + ((code - 0xD800) << 10) + (int(low[2:], 16) - 0xDC00)
+                    i += 6
+            out.append(chr(code))
             i += 6
         else:
             out.append(_ESCAPES.get(kind, kind))

@@ -239,16 +239,6 @@ class CgroupManager:
             with contextlib.suppress(OSError):
                 os.rmdir(base)
 
-    def remove_other_instance(self, instance: str) -> None:
-        """Remove the groups a dead Sandbox left behind next to ours, killing what is in them."""
-        deadline = time.monotonic() + 5
-        for base in dict.fromkeys(self._bases.values()):
-            stale = os.path.join(os.path.dirname(base), f"codeinterp-{instance}")
-            if not os.path.isdir(stale):
-                continue
-            with contextlib.suppress(OSError):
-                for name in os.listdir(stale):
-                    child = os.path.join(stale, name)
-                    if os.path.isdir(child):
-                        SessionCgroup(self.version, {"any": child}).remove(deadline)
-                os.rmdir(stale)
+    @property
+    def base_directories(self) -> list[str]:
+        return list(dict.fromkeys(self._bases.values()))

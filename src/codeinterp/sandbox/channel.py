@@ -13,7 +13,7 @@ import socket
 import struct
 from typing import Any
 
-MAX_FRAME = 32 * 1024 * 1024
+MAX_FRAME = 16 * 1024 * 1024  # the kernel sends at most 8 MiB of rich output per frame
 _HEADER = struct.Struct(">I")
 
 
@@ -74,8 +74,8 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any] | Non
         return None, 0
     try:
         message: dict[str, Any] = json.loads(body)
-    except ValueError as exc:
-        raise ProtocolError(f"frame is not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # hostile nesting raises RecursionError
+        raise ProtocolError(f"frame is not usable JSON: {type(exc).__name__}") from exc
     if not isinstance(message, dict):
         raise ProtocolError("frame is not a JSON object")
     return message, size

@@ -108,6 +108,8 @@ class Sandbox:
         os.chmod(self.runtime_dir, 0o700)
         os.makedirs(os.path.join(self.runtime_dir, "root"), mode=0o755, exist_ok=True)
         leftovers.write_owner(self.runtime_dir)
+        if self.cgroups is not None:
+            leftovers.write_cgroups(self.runtime_dir, self.cgroups.base_directories)
         self._remove_leftovers()
         try:
             hello = await self.zygote.start()
@@ -123,13 +125,14 @@ class Sandbox:
             self._pool_task = asyncio.create_task(self._keep_pool_full())
 
     def _remove_leftovers(self) -> None:
-        """Clean up after Sandboxes that died without closing (see leftovers.py)."""
+        """Clean up after Sandboxes that died without closing (see leftovers.py). Only under
+        the default runtime root: a caller's own runtime_dir has neighbours we know nothing of."""
+        if self.config.runtime_dir is not None:
+            return
         root = os.path.dirname(self.runtime_dir)
         for name in leftovers.stale_instances(root, self.instance):
             log.warning("removing leftovers of a sandbox that did not shut down: %s", name)
             leftovers.remove_runtime_dir(os.path.join(root, name))
-            if self.cgroups is not None:
-                self.cgroups.remove_other_instance(name)
 
     async def close(self) -> None:
         if self._closed:
@@ -258,10 +261,14 @@ class Sandbox:
 
     async def _release(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
-        if session.cgroup is not None:
-            await asyncio.to_thread(session.cgroup.remove, time.monotonic() + 5)
-        session.workspace.destroy()
-        self._free_uids.append(session.uid)
+        try:
+            if session.cgroup is not None:
+                await asyncio.to_thread(session.cgroup.remove, time.monotonic() + 5)
+        except OSError:
+            log.exception("session %s: could not remove its cgroup", session.id)
+        finally:
+            session.workspace.destroy()
+            self._free_uids.append(session.uid)
 
     # -- warm pool ------------------------------------------------------------------------------
 

@@ -46,9 +46,21 @@ def _file_change(item: Any) -> FileChange | None:
     return FileChange(path, name, size, change)
 
 
+def _is_json_type(mime: str) -> bool:
+    return mime == "application/json" or mime.endswith("+json")
+
+
 def parse_result(frame: dict[str, Any]) -> Result | None:
-    data = frame.get("data")
-    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+    """A rich result, keeping only MIME values of the right type (text, or JSON for JSON types)."""
+    raw = frame.get("data")
+    if not isinstance(raw, dict):
+        return None
+    data = {
+        mime: value
+        for mime, value in raw.items()
+        if isinstance(mime, str) and (isinstance(value, str) or _is_json_type(mime))
+    }
+    if not data:
         return None
     metadata = frame.get("metadata")
     kind: Literal["execute_result", "display_data"] = (

@@ -27,6 +27,7 @@ from .policy import SandboxPolicy
 
 WORKSPACE = "/mnt/data"
 HOME = "/home/sandbox"
+TMPFS_INODES = 100_000  # files per writable tmpfs: each costs kernel memory
 
 
 class JailError(Exception):
@@ -106,8 +107,11 @@ def _bind(source: str, target: str, *, readonly: bool) -> None:
         if not os.path.exists(target):
             os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
     linux.mount(source, target, None, linux.MS_BIND | linux.MS_REC)
-    flags = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NOSUID | linux.MS_NODEV
-    linux.mount(None, target, None, flags | (linux.MS_RDONLY if readonly else 0))
+    if readonly:
+        linux.make_tree_readonly(target)  # submounts too, not only the top of the tree
+    else:
+        flags = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NOSUID | linux.MS_NODEV
+        linux.mount(None, target, None, flags)
 
 
 def _write_file(path: str, text: str, mode: int = 0o644) -> None:
@@ -184,8 +188,9 @@ def build_root(ctx: JailContext) -> None:
     # /tmp on the host (a CI checkout, say) must stay visible, not be covered by the new /tmp.
     ids = f"uid={ctx.uid},gid={ctx.gid}"
     flags = linux.MS_NOSUID | linux.MS_NODEV
-    linux.mount("tmpfs", f"{root}/tmp", "tmpfs", flags, f"size={lim.tmp},mode=1777")
-    linux.mount("tmpfs", f"{root}{HOME}", "tmpfs", flags, f"size={lim.tmp},mode=700,{ids}")
+    inodes = f"nr_inodes={TMPFS_INODES}"
+    linux.mount("tmpfs", f"{root}/tmp", "tmpfs", flags, f"size={lim.tmp},mode=1777,{inodes}")
+    linux.mount("tmpfs", f"{root}{HOME}", "tmpfs", flags, f"size={lim.tmp},mode=700,{ids},{inodes}")
     for path in (*ctx.policy.readonly_binds, *ctx.environment_binds):
         if os.path.exists(path):
             _bind(path, f"{root}{path}", readonly=True)

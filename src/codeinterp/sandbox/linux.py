@@ -64,8 +64,8 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "capset": 126},
-    "aarch64": {"pivot_root": 41, "capset": 91},
+    "x86_64": {"pivot_root": 155, "capset": 126, "mount_setattr": 442},
+    "aarch64": {"pivot_root": 41, "capset": 91, "mount_setattr": 442},
 }
 
 
@@ -103,6 +103,50 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
         ),
         f"mount {target}",
     )
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = (
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    )
+
+
+_AT_FDCWD = -100
+_AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+
+
+def make_tree_readonly(target: str) -> None:
+    """Read-only, nosuid, nodev for the mount at `target` and every mount beneath it.
+
+    A bind with MS_REC brings submounts along, and a plain remount changes only the top one;
+    mount_setattr(AT_RECURSIVE) (Linux 5.12+) changes them all. Older kernels: each submount
+    listed in /proc/self/mountinfo is remounted in turn.
+    """
+    attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0)
+    result = _libc.syscall(
+        _syscall_number("mount_setattr"),
+        _AT_FDCWD,
+        target.encode(),
+        _AT_RECURSIVE,
+        ctypes.byref(attr),
+        ctypes.sizeof(attr),
+    )
+    if result == 0:
+        return
+    if ctypes.get_errno() != 38:  # ENOSYS
+        _check(result, f"mount_setattr {target}")
+    flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in points:
+        if point == target or point.startswith(target.rstrip("/") + "/"):
+            mount(None, point, None, flags)
 
 
 def umount2(target: str, flags: int = 0) -> None:

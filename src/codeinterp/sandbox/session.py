@@ -36,6 +36,7 @@ from .zygote_client import SpawnedProcess
 log = logging.getLogger("codeinterp.sandbox")
 
 READ_CHUNK = 65536
+FRAME_KINDS = ("result", "error", "done", "pong")
 MAX_PENDING_FRAMES = 64
 
 
@@ -70,6 +71,7 @@ class KernelProcess:
         self.output_cap = output_cap
         self.results_cap = results_cap
         self.execution_id = 0  # frames of any other execution are stale and dropped
+        self.active = False  # an execution (or ping) is waiting for its frames
         self.results_bytes = 0
         self.exit_status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._buffer: deque[Item] = deque()
@@ -121,6 +123,7 @@ class KernelProcess:
 
     def start_execution(self) -> int:
         """A new execution id, with fresh output counters."""
+        self.active = True
         self.execution_id += 1
         self.sent = {"stdout": 0, "stderr": 0}
         self.dropped = {"stdout": 0, "stderr": 0, "results": 0}
@@ -199,18 +202,24 @@ class KernelProcess:
                     stream = "stderr" if message.get("name") == "stderr" else "stdout"
                     self._accept_output(stream, str(message.get("text", "")).encode(), "frame")
                     continue
-                if message.get("id") != self.execution_id:
-                    continue  # a stale frame, or one forged without the current id
-                if message.get("ev") == "result" and not self._accept_result(size):
-                    continue
+                kind = message.get("ev")
+                if kind not in FRAME_KINDS or message.get("id") != self.execution_id:
+                    continue  # stale, forged without the current id, or of no known kind
+                if not self.active:
+                    continue  # between executions nothing but output is expected
+                if kind in ("result", "error") and not self._accept_result(size):
+                    continue  # every rich frame counts against one budget per execution
+                if kind in ("done", "pong"):
+                    self.active = False
                 self._frames += 1
                 self._push(message)
                 if self._frames >= MAX_PENDING_FRAMES:
                     self._has_room.clear()
                     await self._has_room.wait()
-        except (ProtocolError, OSError, ValueError):
-            pass
-        self._push(_EXITED)
+        except (ProtocolError, OSError, ValueError, RecursionError):
+            pass  # a broken or hostile channel ends the session like a dead one
+        finally:
+            self._push(_EXITED)
 
     async def next_item(self, timeout: float | None) -> Item | None:
         """The next buffered item, or None when `timeout` seconds pass first."""
@@ -226,6 +235,15 @@ class KernelProcess:
             if self._frames < MAX_PENDING_FRAMES:
                 self._has_room.set()
         return item
+
+    def put_back(self, items: list[Item]) -> None:
+        """Return items taken out of order to the front of the buffer."""
+        for item in reversed(items):
+            self._buffer.appendleft(item)
+            if isinstance(item, dict):
+                self._frames += 1
+        if items:
+            self._has_items.set()
 
     async def send(self, message: dict[str, Any]) -> None:
         assert self._writer is not None
@@ -329,6 +347,8 @@ class Session:
         if self.process is not None:
             await self.process.close()
         self.process = None
+        if self._closed:
+            raise SessionClosed(f"session {self.id} was closed")
         self.restarts += 1
         self.process = await self._spawner(self)
 
@@ -343,6 +363,9 @@ class Session:
         if self._closed:
             raise SessionClosed(f"session {self.id} is closed")
         await self._lock.acquire()
+        if self._closed:  # closed while we waited for the lock
+            self._lock.release()
+            raise SessionClosed(f"session {self.id} is closed")
         ended = False
         try:
             async for event in self._execute_locked(code, timeout):
@@ -361,6 +384,8 @@ class Session:
     async def _abandon(self) -> None:
         try:
             await asyncio.shield(self._stop_running_code())
+        except SessionClosed:
+            pass
         except Exception:
             log.exception("session %s: could not stop abandoned code", self.id)
         finally:
@@ -408,7 +433,6 @@ class Session:
         self._interrupt_requested = False
         oom_before = self.cgroup.oom_kills() if self.cgroup else 0
         execution_id = process.start_execution()
-        await process.send({"op": "execute", "id": execution_id, "code": code})
         deadline = None if timeout is None else started + timeout
         timed_out = False
         kill_at: float | None = None
@@ -420,6 +444,24 @@ class Session:
                 truncated={k: v for k, v in process.dropped.items() if v},
                 **fields,
             )
+
+        try:
+            # Bounded too: a kernel that stopped reading its channel must not hang the caller.
+            send_limit = None if deadline is None else max(0.1, deadline - time.monotonic())
+            await asyncio.wait_for(
+                process.send({"op": "execute", "id": execution_id, "code": code}), send_limit
+            )
+        except (TimeoutError, ConnectionError):
+            process.kill()
+            await self._restart()
+            yield end(
+                "timeout" if timeout is not None else "killed",
+                execution_count=None,
+                state_lost=True,
+                message="the session did not accept the code; it was restarted and its state "
+                "was lost",
+            )
+            return
 
         while True:
             now = time.monotonic()
@@ -497,6 +539,13 @@ class Session:
         )
 
     async def _died(self, process: KernelProcess, oom_before: int, end: Any) -> End:
+        if self._closed:
+            return end(  # type: ignore[no-any-return]
+                "killed",
+                execution_count=None,
+                state_lost=True,
+                message="the session was closed during the execution",
+            )
         try:
             status = await asyncio.wait_for(asyncio.shield(process.exit_status), 5)
         except TimeoutError:
@@ -589,14 +638,25 @@ class Session:
                 raise SessionDied("session is not running")
             ping_id = process.start_execution()
             await process.send({"op": "ping", "id": ping_id})
-            item = await process.next_item(10)
-            if not isinstance(item, dict) or item.get("ev") != "pong" or item.get("id") != ping_id:
-                raise SessionDied("session did not answer")
+            deadline = time.monotonic() + 10
+            output: list[Item] = []  # written between executions: kept for the next one
+            try:
+                while True:
+                    item = await process.next_item(max(0.0, deadline - time.monotonic()))
+                    if item is None or isinstance(item, _Exited):
+                        raise SessionDied("session did not answer")
+                    if isinstance(item, dict) and item.get("ev") == "pong":
+                        return
+                    output.append(item)
+            finally:
+                process.put_back(output)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        for task in list(self._background):
+            task.cancel()
         if self.process is not None:
             await self.process.close()
             self.process = None

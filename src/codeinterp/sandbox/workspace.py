@@ -21,6 +21,7 @@ from . import linux
 from .policy import MiB
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_INODES = 100_000  # files and directories in one workspace
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class Workspace:
                 self.path,
                 "tmpfs",
                 linux.MS_NOSUID | linux.MS_NODEV,
-                f"size={self.quota},mode=700,uid={self.uid},gid={self.gid}",
+                f"size={self.quota},mode=700,uid={self.uid},gid={self.gid},nr_inodes={MAX_INODES}",
             )
             self.mounted = True
         else:
@@ -135,14 +136,20 @@ class Workspace:
         if len(data) > self.free_bytes():
             raise self._quota_error(relative, len(data))
         with self._parent_dir(parts, create=True) as parent:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            # O_NONBLOCK: a FIFO planted by the sandbox must not hang the host (it gives ENXIO);
+            # no O_TRUNC until we know it is a regular file.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
             try:
                 fd = os.open(parts[-1], flags, 0o644, dir_fd=parent)
             except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    raise InvalidRequest(f"{relative} is not a regular file") from None
                 raise self._refused(relative, exc) from None
             try:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     raise InvalidRequest(f"{relative} is not a regular file")
+                os.set_blocking(fd, True)
+                os.ftruncate(fd, 0)
                 os.fchown(fd, self.uid, self.gid)
                 view = memoryview(data)
                 while view:
@@ -173,7 +180,11 @@ class Workspace:
                 if max_bytes is not None and st.st_size > max_bytes:
                     raise QuotaExceeded(f"{relative} is {st.st_size} bytes, over {max_bytes}")
                 chunks = []
+                total = 0
                 while chunk := os.read(fd, 1 << 20):
+                    total += len(chunk)
+                    if max_bytes is not None and total > max_bytes:  # it grew while we read
+                        raise QuotaExceeded(f"{relative} is over {max_bytes} bytes")
                     chunks.append(chunk)
                 return b"".join(chunks)
             finally:
@@ -199,7 +210,9 @@ class Workspace:
         """
         files: list[WorkspaceFile] = []
         pending = [""]  # directories still to read, relative to the workspace
-        while pending and len(files) < max_files:
+        visited = 0
+        while pending and len(files) < max_files and visited < max_files:
+            visited += 1
             prefix = pending.pop()
             try:
                 fd = self._open_directory(prefix.split("/") if prefix else [])

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 from collections.abc import Callable
@@ -146,9 +147,12 @@ class ZygoteClient:
             self._hello.set_result(message)
         elif event in ("spawned", "spawn_failed"):
             future = self._pending.get(message.get("id", -1))
-            if future is None or future.done():
+            if future is None or future.done():  # the caller gave up: nobody owns this session
                 for fd in fds:
                     os.close(fd)
+                if event == "spawned":
+                    with contextlib.suppress(ProcessLookupError, KeyError, ValueError):
+                        os.kill(int(message.get("init_pid") or message["pid"]), signal.SIGKILL)
                 return
             if event == "spawned" and len(fds) == _FDS_PER_SESSION:
                 channel = socket.socket(fileno=fds[0])
@@ -168,6 +172,8 @@ class ZygoteClient:
                 listener(status)
             else:
                 self._early_exits[pid] = status
+                if len(self._early_exits) > 1024:  # deaths nobody will ask about
+                    self._early_exits.pop(next(iter(self._early_exits)))
 
     def _on_gone(self) -> None:
         self.alive = False
