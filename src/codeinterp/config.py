@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     # Runs
     run_expiry_seconds: int = 600
     max_tool_calls_per_run: int = 32
-    poll_after_ms: int = 50
+    # openai-poll-after-ms for a run in its first second; older runs are polled less often
+    poll_after_ms: int = Field(default=10, ge=1)
     max_upload_bytes: int = 512 * 1024 * 1024
 
     @field_validator("model_map", mode="before")

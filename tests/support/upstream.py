@@ -732,6 +732,9 @@ class ScriptedUpstream:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Accepted connections inherit TCP_NODELAY: streamed chunks go out at once, as
+            # from OpenAI, instead of waiting on the client's delayed ACK (~40 ms each).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # Started again after stop(): same port, so URLs handed out stay valid.
             sock.bind(("127.0.0.1", self._port or self._wanted_port))
         except BaseException:

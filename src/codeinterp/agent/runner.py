@@ -67,6 +67,7 @@ class RunExecutor:
         self.run = run
         self.emitter = Emitter(deps.store, deps.bus, project, run.id)
         self.tool_outputs: asyncio.Future[list[ToolOutput]] | None = None
+        self.started = time.monotonic()
         self.shutting_down = False  # set by the manager: a cancel then means the server stops
         self._message: MessageWriter | None = None
         self._step: StepWriter | None = None

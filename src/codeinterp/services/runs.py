@@ -4,6 +4,7 @@ submit tool outputs, create a thread and run it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -121,6 +122,13 @@ class RunsService:
 
     def start(self, project: str, run: Run) -> None:
         self.runs.start(project, run)
+
+    def age_seconds(self, run_id: str) -> float | None:
+        """Seconds since the run started here, or None if it is not in flight."""
+        executor = self.runs.executor(run_id)
+        return None if executor is None else time.monotonic() - executor.started
+
+
 
     async def get(self, project: str, thread_id: str, run_id: str) -> ObjectRecord:
         record = await self.store.get_object("run", project, run_id)

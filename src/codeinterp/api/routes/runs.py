@@ -20,8 +20,18 @@ from codeinterp.protocol.runs import (
 router = APIRouter(prefix="/v1/threads", tags=["runs"])
 
 
-def _poll_header(response: Response, services: ServicesDep) -> None:
-    response.headers["openai-poll-after-ms"] = str(services.settings.poll_after_ms)
+def poll_after_ms(services: ServicesDep, run_id: str) -> str:
+    """How long the SDK's poll helper should wait: briefly while a run is young (most finish
+    within a second), then less and less often."""
+    age = services.runs.age_seconds(run_id)
+    base = services.settings.poll_after_ms
+    if age is None or age < 1:
+        return str(base)
+    return str(max(base, 100 if age < 10 else 500))
+
+
+def _poll_header(response: Response, services: ServicesDep, run_id: str) -> None:
+    response.headers["openai-poll-after-ms"] = poll_after_ms(services, run_id)
 
 
 def _started(
@@ -39,7 +49,7 @@ def _started(
     services.runs.start(project, run)
     return JSONResponse(
         run.model_dump(mode="json"),
-        headers={"openai-poll-after-ms": str(services.settings.poll_after_ms)},
+        headers={"openai-poll-after-ms": poll_after_ms(services, run.id)},
     )
 
 
@@ -77,7 +87,7 @@ async def retrieve_run(
     thread_id: str, run_id: str, response: Response, services: ServicesDep, project: Project
 ) -> dict[str, Any]:
     record = await services.runs.get(project, thread_id, run_id)
-    _poll_header(response, services)
+    _poll_header(response, services, run_id)
     return Run.model_validate(record.body).model_dump(mode="json")
 
 
@@ -92,7 +102,7 @@ async def modify_run(
 async def cancel_run(
     thread_id: str, run_id: str, response: Response, services: ServicesDep, project: Project
 ) -> dict[str, Any]:
-    _poll_header(response, services)
+    _poll_header(response, services, run_id)
     return await services.runs.cancel(project, thread_id, run_id)
 
 
@@ -113,7 +123,7 @@ async def submit_tool_outputs(
     record = await services.runs.get(project, thread_id, run_id)
     return JSONResponse(
         Run.model_validate(record.body).model_dump(mode="json"),
-        headers={"openai-poll-after-ms": str(services.settings.poll_after_ms)},
+        headers={"openai-poll-after-ms": poll_after_ms(services, run_id)},
     )
 
 

@@ -1,0 +1,138 @@
+"""Server overhead of an Assistants run, measured through the official openai SDK. Not a test.
+
+    .venv/bin/python bench/server.py --json PATH [--samples N]
+
+A scripted Chat Completions upstream answers instantly (model time excluded): the first turn
+calls the python tool with `print(1+1)`, the second answers with text. Figures, in ms:
+
+run_overhead_p50, run_overhead_p99
+    From `runs.create_and_poll(...)` being called until it returns the completed run, with the
+    SDK honouring the server's `openai-poll-after-ms` hint (no custom poll interval). This
+    includes two upstream turns on loopback, one sandbox execution, the steps and messages
+    written to SQLite, and the polling.
+health_rtt_p50 (baseline)
+    `GET /health` from the same HTTP client: the cost of one request to this server.
+sandbox_exec_p50 (baseline)
+    `print(1+1)` through the engine's host API in this process (no HTTP, no database).
+overhead_over_health, overhead_over_exec
+    The ratios of run_overhead_p50 to the two baselines.
+
+The thread for each sample is created before the clock starts; sessions come from the warm pool
+on the first python call of a thread (a new thread per sample, as a new conversation would).
+Target: run_overhead_p50 <= 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.server import ServerProcess  # noqa: E402
+from tests.support.upstream import Request, ScriptedUpstream, Text, ToolCalls, python_call  # noqa: E402
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    ordered = sorted(samples)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def script(request: Request) -> Text | ToolCalls:
+    answered = any(m.get("role") == "tool" for m in request["messages"])
+    return Text("2") if answered else python_call("print(1+1)")
+
+
+async def sandbox_exec_samples(n: int) -> list[float]:
+    from codeinterp.sandbox import Sandbox, SandboxConfig
+
+    async with await Sandbox.start(SandboxConfig(pool_size=1)) as sandbox:
+        session = await sandbox.create_session()
+        for _ in range(5):
+            await session.run("print(1+1)")
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            await session.run("print(1+1)")
+            samples.append((time.perf_counter() - start) * 1000)
+        await session.close()
+    return samples
+
+
+def measure(samples: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as data, ScriptedUpstream(script) as upstream:
+        env = {"CODEINTERP_UPSTREAM_BASE_URL": upstream.base_url, "CODEINTERP_POOL_SIZE": "8"}
+        with ServerProcess(env, data_dir=Path(data)) as server, server.client() as client:
+            assistant = client.beta.assistants.create(
+                model="bench", tools=[{"type": "code_interpreter"}]
+            )
+            overhead: list[float] = []
+            for i in range(samples + 3):
+                thread = client.beta.threads.create(
+                    messages=[{"role": "user", "content": "1+1?"}]
+                )
+                start = time.perf_counter()
+                run = client.beta.threads.runs.create_and_poll(
+                    thread_id=thread.id, assistant_id=assistant.id
+                )
+                elapsed = (time.perf_counter() - start) * 1000
+                if run.status != "completed":
+                    raise RuntimeError(f"run ended {run.status}: {run.last_error}")
+                if i >= 3:  # warm-up
+                    overhead.append(elapsed)
+            health: list[float] = []
+            for _ in range(200):
+                start = time.perf_counter()
+                client.get("/../health", cast_to=object)
+                health.append((time.perf_counter() - start) * 1000)
+    execs = asyncio.run(sandbox_exec_samples(200))
+    p50 = percentile(overhead, 50)
+    return {
+        "run_overhead_p50": p50,
+        "run_overhead_p99": percentile(overhead, 99),
+        "health_rtt_p50": percentile(health, 50),
+        "sandbox_exec_p50": percentile(execs, 50),
+        "overhead_over_health": p50 / percentile(health, 50),
+        "overhead_over_exec": p50 / percentile(execs, 50),
+        "samples": len(overhead),
+        "targets": {"run_overhead_p50": 20},
+        "targets_met": {"run_overhead_p50": p50 <= 20},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        },
+        "spread": {"run_overhead_stdev": statistics.pstdev(overhead)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", required=True, help="where to write the figures")
+    parser.add_argument("--samples", type=int, default=50)
+    args = parser.parse_args()
+    report = measure(args.samples)
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    for key in ("run_overhead_p50", "run_overhead_p99", "health_rtt_p50", "sandbox_exec_p50"):
+        print(f"{key:24s} {report[key]:9.3f} ms")
+    for key in ("overhead_over_health", "overhead_over_exec"):
+        print(f"{key:24s} {report[key]:9.1f} x")
+    met = "yes" if report["targets_met"]["run_overhead_p50"] else "NO"
+    print(f"target run_overhead_p50 <= 20 ms: {met} ({report['samples']} samples)")
+
+
+if __name__ == "__main__":
+    main()
