@@ -39,8 +39,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.server import ServerProcess  # noqa: E402
-from tests.support.upstream import Request, ScriptedUpstream, Text, ToolCalls, python_call  # noqa: E402
+from tests.support.server import ServerProcess
+from tests.support.upstream import Request, ScriptedUpstream, Text, ToolCalls, python_call
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -82,9 +82,7 @@ def measure(samples: int) -> dict[str, Any]:
             )
             overhead: list[float] = []
             for i in range(samples + 3):
-                thread = client.beta.threads.create(
-                    messages=[{"role": "user", "content": "1+1?"}]
-                )
+                thread = client.beta.threads.create(messages=[{"role": "user", "content": "1+1?"}])
                 start = time.perf_counter()
                 run = client.beta.threads.runs.create_and_poll(
                     thread_id=thread.id, assistant_id=assistant.id
