@@ -7,7 +7,9 @@ import contextlib
 from collections.abc import Callable
 
 from codeinterp.errors import InvalidRequest
+from codeinterp.protocol.assistants import Assistant
 from codeinterp.protocol.runs import Run, ToolOutput
+from codeinterp.protocol.threads import Thread
 
 from .runner import AgentDeps, RunExecutor
 
@@ -17,8 +19,14 @@ class RunManager:
         self.deps = deps
         self._active: dict[str, tuple[asyncio.Task[None], RunExecutor]] = {}
 
-    def start(self, project: str, run: Run) -> None:
-        executor = RunExecutor(self.deps, project, run)
+    def start(
+        self,
+        project: str,
+        run: Run,
+        assistant: Assistant | None = None,
+        thread: Thread | None = None,
+    ) -> None:
+        executor = RunExecutor(self.deps, project, run, assistant, thread)
         task = asyncio.create_task(executor.execute(), name=f"run {run.id}")
         self._active[run.id] = (task, executor)
         task.add_done_callback(lambda _: self._active.pop(run.id, None))
@@ -35,7 +43,7 @@ class RunManager:
         task, executor = entry
         if executor.run.status not in ("cancelling",):
             executor.run.status = "cancelling"
-            await executor.save_run("thread.run.cancelling")
+            await executor.save_run("thread.run.cancelling", persist=False)
         snapshot = executor.run.model_copy(deep=True)
         task.cancel()
         return snapshot

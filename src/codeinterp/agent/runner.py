@@ -61,10 +61,19 @@ def _now() -> int:
 
 
 class RunExecutor:
-    def __init__(self, deps: AgentDeps, project: str, run: Run) -> None:
+    def __init__(
+        self,
+        deps: AgentDeps,
+        project: str,
+        run: Run,
+        assistant: Assistant | None = None,
+        thread: Thread | None = None,
+    ) -> None:
         self.deps = deps
         self.project = project
         self.run = run
+        self._assistant = assistant  # as the caller already read them, to save two reads
+        self._thread = thread
         self.emitter = Emitter(deps.store, deps.bus, project, run.id)
         self.tool_outputs: asyncio.Future[list[ToolOutput]] | None = None
         self.started = time.monotonic()
@@ -77,17 +86,25 @@ class RunExecutor:
 
     # -- run state ------------------------------------------------------------------------------
 
-    async def save_run(self, event: str | None = None) -> None:
+    async def save_run(self, event: str | None = None, *, persist: bool = True) -> None:
+        """Publish the run's new state; store it too unless it is a passing one.
+
+        While a run is in flight, readers get it from memory (RunsService.current), and after a
+        crash every stored run that is not terminal is failed anyway: storing queued ->
+        in_progress -> requires_action would only cost time on the run's critical path.
+        """
         wire = self.run.model_dump(mode="json")
-        await self.deps.store.update_object(
-            "run", self.project, self.run.id, wire, status=self.run.status
-        )
+        if persist:
+            await self.deps.store.update_object(
+                "run", self.project, self.run.id, wire, status=self.run.status
+            )
         if event:
             self.emitter.publish(event, wire)
 
     async def _set_status(self, status: str) -> None:
+        """A passing status (queued, in_progress, requires_action): published, not stored."""
         self.run.status = status  # type: ignore[assignment]
-        await self.save_run(f"thread.run.{status}")
+        await self.save_run(f"thread.run.{status}", persist=False)
 
     def _usage(self) -> dict[str, int]:
         return {
@@ -157,10 +174,10 @@ class RunExecutor:
 
     async def _loop(self) -> None:
         store = self.deps.store
-        assistant = Assistant.model_validate(
+        assistant = self._assistant or Assistant.model_validate(
             (await store.get_object("assistant", self.project, self.run.assistant_id)).body
         )
-        thread = Thread.model_validate(
+        thread = self._thread or Thread.model_validate(
             (await store.get_object("thread", self.project, self.run.thread_id)).body
         )
         self.run.started_at = _now()

@@ -53,10 +53,12 @@ class RunsService:
         self.runs = runs
         self.expiry_seconds = expiry_seconds
         self._thread_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # what create() read, handed to the run when it starts
+        self._loaded: dict[str, tuple[Any, Any]] = {}
 
     async def create(self, project: str, thread_id: str, body: RunCreate) -> Run:
         """Store a queued run; the caller starts it (as JSON or as a stream)."""
-        await self.threads.get(project, thread_id)
+        thread = await self.threads.get(project, thread_id)
         async with self._thread_locks[thread_id]:
             await self._check_no_active_run(project, thread_id)
             assistant = await self.assistants.get(project, body.assistant_id)
@@ -71,6 +73,7 @@ class RunsService:
                 thread_id=thread_id,
                 status=run.status,
             )
+            self._loaded[run.id] = (assistant, thread)
         return run
 
     def _new_run(self, project: str, thread_id: str, assistant: Any, body: RunFields) -> Run:
@@ -121,14 +124,19 @@ class RunsService:
         return thread.model_dump(mode="json"), run
 
     def start(self, project: str, run: Run) -> None:
-        self.runs.start(project, run)
+        assistant, thread = self._loaded.pop(run.id, (None, None))
+        self.runs.start(project, run, assistant, thread)
+
+    async def current(self, project: str, thread_id: str, run_id: str) -> Run:
+        """The run as it is now: from memory while it is in flight, else from the store."""
+        record = await self.get(project, thread_id, run_id)
+        executor = self.runs.executor(run_id)
+        return executor.run if executor else Run.model_validate(record.body)
 
     def age_seconds(self, run_id: str) -> float | None:
         """Seconds since the run started here, or None if it is not in flight."""
         executor = self.runs.executor(run_id)
         return None if executor is None else time.monotonic() - executor.started
-
-
 
     async def get(self, project: str, thread_id: str, run_id: str) -> ObjectRecord:
         record = await self.store.get_object("run", project, run_id)
@@ -155,7 +163,11 @@ class RunsService:
             limit=check_limit(limit),
             order=check_order(order),
         )
-        return list_envelope(page.items, page.has_more, run_to_wire)
+        return list_envelope(page.items, page.has_more, self._run_now)
+
+    def _run_now(self, record: ObjectRecord) -> dict[str, Any]:
+        executor = self.runs.executor(record.id)
+        return executor.run.model_dump(mode="json") if executor else run_to_wire(record)
 
     async def update(
         self, project: str, thread_id: str, run_id: str, body: RunUpdate
@@ -180,10 +192,10 @@ class RunsService:
         self, project: str, thread_id: str, run_id: str, body: SubmitToolOutputs
     ) -> Callable[[], None]:
         """Check a submission; returns the call that hands the outputs to the waiting run."""
-        record = await self.get(project, thread_id, run_id)
-        if record.status != "requires_action":
+        run = await self.current(project, thread_id, run_id)
+        if run.status != "requires_action":
             raise InvalidRequest(
-                f'Runs in status "{record.status}" do not accept tool outputs.', param="run_id"
+                f'Runs in status "{run.status}" do not accept tool outputs.', param="run_id"
             )
         return self.runs.prepare_tool_outputs(run_id, body.tool_outputs)
 

@@ -86,9 +86,9 @@ async def list_runs(
 async def retrieve_run(
     thread_id: str, run_id: str, response: Response, services: ServicesDep, project: Project
 ) -> dict[str, Any]:
-    record = await services.runs.get(project, thread_id, run_id)
+    run = await services.runs.current(project, thread_id, run_id)
     _poll_header(response, services, run_id)
-    return Run.model_validate(record.body).model_dump(mode="json")
+    return run.model_dump(mode="json")
 
 
 @router.post("/{thread_id}/runs/{run_id}")
@@ -120,9 +120,9 @@ async def submit_tool_outputs(
     if body.stream:
         return run_stream(request.app.state.bus, run_id, deliver, [])
     deliver()
-    record = await services.runs.get(project, thread_id, run_id)
+    run = await services.runs.current(project, thread_id, run_id)
     return JSONResponse(
-        Run.model_validate(record.body).model_dump(mode="json"),
+        run.model_dump(mode="json"),
         headers={"openai-poll-after-ms": poll_after_ms(services, run_id)},
     )
 
