@@ -35,6 +35,7 @@ log = logging.getLogger("codeinterp.sandbox")
 # block, so two servers on one machine do not share uids by accident.
 UID_FLOOR = 1 << 20
 UID_BLOCK = 1 << 16
+REFILL_QUIET = 0.1  # seconds without a hand-out before the pool is refilled (unless empty)
 
 
 def default_cache_dir() -> str:
@@ -80,6 +81,7 @@ class Sandbox:
         self._pool_task: asyncio.Task[None] | None = None
         self._pool_wakeup = asyncio.Event()
         self._demand = 0  # sessions being created for callers right now: the pool waits for them
+        self._last_handout = 0.0
         self._closed = False
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -181,7 +183,7 @@ class Sandbox:
                 self._demand -= 1
                 self._pool_wakeup.set()
         self.sessions[session.id] = session
-        session.last_used = time.monotonic()
+        session.last_used = self._last_handout = time.monotonic()
         return session
 
     async def _new_session(self, policy: SandboxPolicy) -> Session:
@@ -276,8 +278,14 @@ class Sandbox:
         while not self._closed:
             # Callers first: a refill would queue behind (and delay) their own forks.
             while self._demand == 0 and len(self._pool) < self.config.pool_size:
+                # Right after a hand-out the caller is busy starting to use its session: a fork
+                # now would compete with it for the CPU. Wait for a quiet moment, unless empty.
+                while self._pool and time.monotonic() - self._last_handout < REFILL_QUIET:
+                    await asyncio.sleep(REFILL_QUIET / 2)
                 try:
-                    self._pool.append(await self._new_session(self.config.policy))
+                    session = await self._new_session(self.config.policy)
+                    await session.warm()
+                    self._pool.append(session)
                 except asyncio.CancelledError:
                     raise
                 except Exception:

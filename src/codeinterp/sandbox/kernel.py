@@ -9,6 +9,7 @@ Output travels two ways:
   (`!ls`, subprocess) goes there, and the host drains them before it handles each frame.
 
 Messages (host -> kernel): {"op": "execute", "id": int, "code": str} | {"op": "ping", "id": int}
+  | {"op": "warm", "id": int} (answered with a pong)
 Messages (kernel -> host): {"ev": "ready", "timings": {step: ms}} | {"ev": "pong", "id"}
   | {"ev": "stream", "name": "stdout" | "stderr", "text": str}
   | {"ev": "result", "id", "type": "execute_result" | "display_data", "data": {mime: value},
@@ -323,6 +324,7 @@ class Kernel:
         handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "execute": self.execute,
             "ping": lambda message: self.send({"ev": "pong", "id": message.get("id")}),
+            "warm": self.warm,
         }
         while True:
             message = recv_message(self.sock)
@@ -333,6 +335,20 @@ class Kernel:
                 self.send({"ev": "done", "status": "error", "execution_count": None, "files": []})
                 continue
             handler(message)
+
+    def warm(self, message: dict[str, Any]) -> None:
+        """Run the execution path once, invisibly (no history, no count, no output), so that
+        the first real execution does not pay for this process's first touches of memory."""
+        kernel, Kernel.current = Kernel.current, None  # nothing reaches the host
+        try:
+            self.shell.run_cell("_ = 1 + 1", store_history=False, silent=True)
+            formatter = self.shell.display_formatter
+            if formatter is not None:
+                formatter.format(1)
+            snapshot_workspace(self.workspace)
+        finally:
+            Kernel.current = kernel
+        self.send({"ev": "pong", "id": message.get("id")})
 
     def execute(self, message: dict[str, Any]) -> None:
         code = str(message.get("code", ""))

@@ -628,7 +628,12 @@ class Session:
             restarts=self.restarts,
         )
 
-    async def ping(self) -> None:
+    async def warm(self) -> None:
+        """Take the execution path once, invisibly, so the first real one is fast (pooled
+        sessions are warmed before they are handed out)."""
+        await self.ping(op="warm")
+
+    async def ping(self, op: str = "ping") -> None:
         """A bare round trip to the kernel, without running code."""
         if self._lock.locked():
             raise Conflict("session is busy")
@@ -637,7 +642,7 @@ class Session:
             if process is None or process.exit_status.done():
                 raise SessionDied("session is not running")
             ping_id = process.start_execution()
-            await process.send({"op": "ping", "id": ping_id})
+            await process.send({"op": op, "id": ping_id})
             deadline = time.monotonic() + 10
             output: list[Item] = []  # written between executions: kept for the next one
             try:
