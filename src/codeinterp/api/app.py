@@ -101,7 +101,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(
         BodySizeLimitMiddleware,
         json_limit=JSON_BODY_LIMIT,
-        upload_limit=settings.max_upload_bytes + 1024 * 1024,
+        upload_cap=settings.max_upload_bytes,
+        upload_overhead=1024 * 1024,
     )
     app.add_middleware(RequestIdMiddleware)
     return app

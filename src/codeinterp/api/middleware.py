@@ -28,43 +28,98 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-class BodySizeLimitMiddleware:
-    """Refuse bodies over the limit by their Content-Length, before reading them."""
+def _too_large(message: str, code: str) -> bytes:
+    return json.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": code,
+            }
+        }
+    ).encode()
 
-    def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int) -> None:
+
+async def _send_413(send: Send, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodySizeLimitMiddleware:
+    """Refuse bodies over the limit: by Content-Length before reading them, and, for chunked
+    JSON bodies, while reading them (buffered up to the limit, which is small). Chunked uploads
+    are bounded by the multipart parser and the store's own size cap as they stream."""
+
+    def __init__(
+        self, app: ASGIApp, json_limit: int, upload_cap: int, upload_overhead: int
+    ) -> None:
         self.app = app
         self.json_limit = json_limit
-        self.upload_limit = upload_limit
+        self.upload_cap = upload_cap
+        self.upload_limit = upload_cap + upload_overhead  # the multipart framing around the file
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope["headers"])
-            length = headers.get(b"content-length")
-            multipart = headers.get(b"content-type", b"").startswith(b"multipart/")
-            limit = self.upload_limit if multipart else self.json_limit
-            if length is not None and length.isdigit() and int(length) > limit:
-                what = "file" if multipart else "request body"
-                body = json.dumps(
-                    {
-                        "error": {
-                            "message": f"The {what} is too large: {int(length)} bytes, "
-                            f"over the limit of {limit} bytes.",
-                            "type": "invalid_request_error",
-                            "param": None,
-                            "code": "request_too_large",
-                        }
-                    }
-                ).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 413,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        multipart = headers.get(b"content-type", b"").startswith(b"multipart/")
+        if multipart:
+            if length is not None and length.isdigit() and int(length) > self.upload_limit:
+                await _send_413(
+                    send,
+                    _too_large(
+                        f"File is too large: the upload limit is {self.upload_cap} bytes.",
+                        "file_too_large",
+                    ),
                 )
-                await send({"type": "http.response.body", "body": body})
                 return
-        await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
+        too_big = _too_large(
+            f"The request body is too large: the limit is {self.json_limit} bytes.",
+            "request_too_large",
+        )
+        if length is not None:
+            if length.isdigit() and int(length) > self.json_limit:
+                await _send_413(send, too_big)
+                return
+            await self.app(scope, receive, send)
+            return
+        # No Content-Length (chunked): read the body here, refusing it past the limit.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.json_limit:
+                await _send_413(send, too_big)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

@@ -8,6 +8,7 @@ from typing import Any
 from codeinterp.errors import InvalidRequest
 from codeinterp.ids import new_id
 from codeinterp.protocol.assistants import ToolResources
+from codeinterp.protocol.runs import ACTIVE_RUN_STATUSES
 from codeinterp.protocol.threads import (
     ImageFileContent,
     ImageUrlContent,
@@ -121,8 +122,11 @@ class ThreadsService:
         run_id: str | None = None,
         assistant_id: str | None = None,
     ) -> Message:
+        """Add a message. From a client (check_thread), the thread must exist and have no run
+        in flight, as OpenAI requires; a run adding its own messages skips both checks."""
         if check_thread:
             await self.get(project, thread_id)
+            await self._check_no_active_run(project, thread_id)
         await self._check_attachments(project, body)
         created = now()
         message = Message(
@@ -147,6 +151,15 @@ class ThreadsService:
             run_id=run_id,
         )
         return message
+
+    async def _check_no_active_run(self, project: str, thread_id: str) -> None:
+        page = await self.store.list_objects("run", project, thread_id=thread_id, limit=20)
+        for record in page.items:
+            if record.status in ACTIVE_RUN_STATUSES:
+                raise InvalidRequest(
+                    f"Can't add messages to {thread_id} while a run {record.id} is active.",
+                    param="thread_id",
+                )
 
     async def get_message(self, project: str, thread_id: str, message_id: str) -> Message:
         record = await self.store.get_object("message", project, message_id)
