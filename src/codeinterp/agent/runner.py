@@ -134,9 +134,13 @@ class RunExecutor:
         try:
             self.emitter.publish("thread.run.created", self.run.model_dump(mode="json"))
             self.emitter.publish("thread.run.queued", self.run.model_dump(mode="json"))
-            deadline = self.run.expires_at or (_now() + self.deps.settings.run_expiry_seconds)
-            loop = asyncio.get_running_loop()
-            async with asyncio.timeout_at(loop.time() + max(0, deadline - time.time())):
+            # expires_at is in whole seconds; the run's lifetime is measured from now, exactly.
+            lifetime = (
+                self.run.expires_at - self.run.created_at
+                if self.run.expires_at
+                else self.deps.settings.run_expiry_seconds
+            )
+            async with asyncio.timeout(max(0, lifetime)):
                 await self._loop()
         except TimeoutError:
             await self._stop_open_work("run_expired", "expired")
