@@ -13,7 +13,6 @@ from codeinterp.agent.manager import RunManager
 from codeinterp.errors import InvalidRequest, NotFound
 from codeinterp.ids import new_id
 from codeinterp.protocol.runs import (
-    ACTIVE_RUN_STATUSES,
     Run,
     RunCreate,
     RunFields,
@@ -107,12 +106,11 @@ class RunsService:
         )
 
     async def _check_no_active_run(self, project: str, thread_id: str) -> None:
-        page = await self.store.list_objects("run", project, thread_id=thread_id, limit=20)
-        for record in page.items:
-            if record.status in ACTIVE_RUN_STATUSES:
-                raise InvalidRequest(
-                    f"Thread {thread_id} already has an active run {record.id}.", param="thread_id"
-                )
+        active = await self.threads.active_run(project, thread_id)
+        if active is not None:
+            raise InvalidRequest(
+                f"Thread {thread_id} already has an active run {active}.", param="thread_id"
+            )
 
     async def create_thread_and_run(
         self, project: str, body: ThreadAndRunCreate

@@ -152,14 +152,21 @@ class ThreadsService:
         )
         return message
 
-    async def _check_no_active_run(self, project: str, thread_id: str) -> None:
+    async def active_run(self, project: str, thread_id: str) -> str | None:
+        """The id of the thread's run still in flight, if any (runs are newest first)."""
         page = await self.store.list_objects("run", project, thread_id=thread_id, limit=20)
         for record in page.items:
             if record.status in ACTIVE_RUN_STATUSES:
-                raise InvalidRequest(
-                    f"Can't add messages to {thread_id} while a run {record.id} is active.",
-                    param="thread_id",
-                )
+                return record.id
+        return None
+
+    async def _check_no_active_run(self, project: str, thread_id: str) -> None:
+        active = await self.active_run(project, thread_id)
+        if active is not None:
+            raise InvalidRequest(
+                f"Can't add messages to {thread_id} while a run {active} is active.",
+                param="thread_id",
+            )
 
     async def get_message(self, project: str, thread_id: str, message_id: str) -> Message:
         record = await self.store.get_object("message", project, message_id)
