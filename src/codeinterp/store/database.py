@@ -1,27 +1,33 @@
-"""Opening the database: the async engine, SQLite's settings, and migration to the newest schema.
+"""Opening the database: engines, SQLite's settings, transactions, migration to the newest schema.
 
 SQLite in the data directory is the default; any SQLAlchemy async URL works (PostgreSQL for several
-servers). On SQLite every new connection gets WAL (readers never wait for the writer),
-synchronous=NORMAL (durable at each checkpoint, fast commits), foreign_keys=ON and a busy timeout.
-SQLAlchemy, not the sqlite3 driver, decides when a transaction begins (the recipe of SQLAlchemy's
-SQLite docs): a read begins a deferred transaction, so all of its SELECTs see one snapshot; a write
-begins IMMEDIATE, taking SQLite's write lock up front. A deferred transaction that reads and then
-writes would have to upgrade its lock, and that upgrade fails with "database is locked" at once,
-whatever the busy timeout, if another connection wrote in between.
+servers). SQLite is opened with the standard library's synchronous driver whatever driver the URL
+names (`sqlite+aiosqlite://...` in the settings), because the store runs its SQLite transactions
+inline on the event loop (backends.py says why); other databases get an async engine.
 
-Migrations are alembic scripts shipped in `migrations/`; `migrate` applies them through the async
-engine's own connection (alembic's asyncio recipe), so no synchronous driver is needed.
+On SQLite every new connection gets WAL (readers never wait for the writer), synchronous=NORMAL
+(durable at each checkpoint, fast commits), foreign_keys=ON and a busy timeout. SQLAlchemy, not
+the sqlite3 driver, decides when a transaction begins (the recipe of SQLAlchemy's SQLite docs): a
+read begins a deferred transaction, so all of its SELECTs see one snapshot; a write begins
+IMMEDIATE, taking SQLite's write lock up front. A deferred transaction that reads and then writes
+would have to upgrade its lock, and that upgrade fails with "database is locked" at once, whatever
+the busy timeout, if another connection wrote in between.
+
+Migrations are alembic scripts shipped in `migrations/`; `upgrade` applies them on a connection
+inside a write transaction, the same synchronous function for both kinds of engine.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(__file__), "migrations")
 DATABASE_FILE = "codeinterp.db"
@@ -37,19 +43,46 @@ _SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
 )
 
+T = TypeVar("T")
+
 
 def default_url(data_dir: str) -> str:
     """The SQLite database in `data_dir` (the same as Settings.database)."""
     return f"sqlite+aiosqlite:///{os.path.join(data_dir, DATABASE_FILE)}"
 
 
-def open_engine(url: str) -> AsyncEngine:
-    """An async engine for `url`; SQLite connections are configured as the docstring says."""
+def is_sqlite(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_engine(url: str | URL) -> Engine:
+    """A synchronous engine on the SQLite database of `url`, with one connection.
+
+    One connection is enough because every transaction runs on the event loop's thread, one at a
+    time (StaticPool hands out that one connection; with a `:memory:` database it also keeps the
+    one database). sqlite3's check_same_thread stays on: a call from another thread would be a bug
+    (it would bypass the serialization the loop gives), and fails loudly instead.
+    """
+    engine = create_engine(
+        make_url(url).set(drivername="sqlite+pysqlite"),
+        poolclass=StaticPool,
+        connect_args={"check_same_thread": True},
+    )
+    _listen_sqlite(engine)
+    return engine
+
+
+def async_engine(url: str | URL) -> AsyncEngine:
+    """An async engine for `url`; SQLite connections (aiosqlite) are configured as above."""
     engine = create_async_engine(url)
     if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _configure_sqlite)
-        event.listen(engine.sync_engine, "begin", _begin_sqlite)
+        _listen_sqlite(engine.sync_engine)
     return engine
+
+
+def _listen_sqlite(engine: Engine) -> None:
+    event.listen(engine, "connect", _configure_sqlite)
+    event.listen(engine, "begin", _begin_sqlite)
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -67,12 +100,19 @@ def _begin_sqlite(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema up to the newest migration ("upgrade head"), in one transaction."""
-    async with engine.connect() as connection:
-        writer = await connection.execution_options(**{WRITE: True})
-        async with writer.begin():
-            await writer.run_sync(_upgrade)
+def transaction(connection: Connection, work: Callable[[Connection], T], write: bool) -> T:
+    """Run `work` in one transaction on `connection`: committed if it returns, else rolled back.
+
+    `write` marks a transaction that will write (on SQLite it begins IMMEDIATE, see above).
+    """
+    connection.execution_options(**{WRITE: write})
+    with connection.begin():
+        return work(connection)
+
+
+def upgrade(connection: Connection) -> None:
+    """Bring the schema up to the newest migration ("upgrade head"), in the caller's transaction."""
+    command.upgrade(alembic_config(connection), "head")
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -83,7 +123,3 @@ def alembic_config(connection: Connection | None = None) -> Config:
     if connection is not None:
         config.attributes["connection"] = connection
     return config
-
-
-def _upgrade(connection: Connection) -> None:
-    command.upgrade(alembic_config(connection), "head")

@@ -2,28 +2,21 @@
 
 A key column repeats a body field of the same name (`thread_id`, `run_id`, `status`) so that
 queries can filter on it. `key_columns` decides their values when an object is written, so that a
-column never disagrees with its body, and `to_record` reads them back; a kind without the column
-reports the body's field instead (a message's or a run step's status).
+column never disagrees with its body; a kind without the column reports the body's field instead
+(a message's or a run step's status; see statements.object_record).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Table
+
 from codeinterp.errors import InvalidRequest
 
-from .records import FileRecord, ObjectRecord, SessionRecord
-from .tables import (
-    AssistantRow,
-    FileRow,
-    MessageRow,
-    Row,
-    RunRow,
-    RunStepRow,
-    SandboxSessionRow,
-    ThreadRow,
-)
+from .tables import AssistantRow, MessageRow, Row, RunRow, RunStepRow, ThreadRow, table_of
 
 KEYS = ("thread_id", "run_id", "status")
 
@@ -42,6 +35,10 @@ class Kind:
     @property
     def columns(self) -> tuple[str, ...]:
         return self.required + self.optional
+
+    @property
+    def table(self) -> Table:
+        return table_of(self.model)
 
 
 KINDS = {
@@ -78,18 +75,7 @@ def key_columns(
     creation, may not change.
     """
     values: dict[str, str | None] = {}
-    for name in KEYS:
-        keyword = given.get(name)
-        if keyword is None and name not in kind.columns:
-            continue  # nothing to keep: the body's field, if any, is just data
-        field = _field(body, name)
-        if keyword is not None and field is not None and keyword != field:
-            raise InvalidRequest(f"{name}={keyword!r} disagrees with the body's {name} {field!r}")
-        value = keyword if keyword is not None else field
-        if name not in kind.columns:
-            if field is None:
-                raise InvalidRequest(f"a {kind.noun} has no {name}; put it in the body instead")
-            continue
+    for name, value in _named(kind, body, given):
         if current is not None:
             if value is None:
                 value = current[name]
@@ -101,56 +87,42 @@ def key_columns(
     return values
 
 
+def named_keys(
+    kind: Kind, body: dict[str, Any], given: dict[str, str | None]
+) -> dict[str, str | None]:
+    """The kind's key columns as the keywords or the body name them (None: not named).
+
+    Raises the errors of `key_columns` that need no current row. An update whose values pass
+    here and match the row's fixed columns passes `key_columns` with the same result, missing
+    values keeping the current ones; so the store can update without reading the row first.
+    """
+    return dict(_named(kind, body, given))
+
+
+def _named(
+    kind: Kind, body: dict[str, Any], given: dict[str, str | None]
+) -> Iterator[tuple[str, str | None]]:
+    """(column, value named for it) for each of the kind's key columns, checking keywords.
+
+    A generator, so that `key_columns` checks one key column entirely before the next, as the
+    order of its errors depends on.
+    """
+    for name in KEYS:
+        keyword = given.get(name)
+        if keyword is None and name not in kind.columns:
+            continue  # nothing to keep: the body's field, if any, is just data
+        field = _field(body, name)
+        if keyword is not None and field is not None and keyword != field:
+            raise InvalidRequest(f"{name}={keyword!r} disagrees with the body's {name} {field!r}")
+        if name not in kind.columns:
+            if field is None:
+                raise InvalidRequest(f"a {kind.noun} has no {name}; put it in the body instead")
+            continue
+        yield name, keyword if keyword is not None else field
+
+
 def _field(body: dict[str, Any], name: str) -> str | None:
     value = body.get(name)
     if value is None or isinstance(value, str):
         return value
     raise InvalidRequest(f"the body's {name} must be a string, not {type(value).__name__}")
-
-
-def current_keys(row: Row) -> dict[str, str | None]:
-    """The key column values a row has now (None for columns its table lacks)."""
-    return {name: getattr(row, name, None) for name in KEYS}
-
-
-def to_record(row: Row) -> ObjectRecord:
-    keys = current_keys(row)
-    for name, value in keys.items():
-        if value is None and isinstance(row.body.get(name), str):
-            keys[name] = row.body[name]
-    return ObjectRecord(
-        id=row.id,
-        project=row.project,
-        created_at=row.created_at,
-        body=row.body,
-        seq=row.seq,
-        thread_id=keys["thread_id"],
-        run_id=keys["run_id"],
-        status=keys["status"],
-    )
-
-
-def file_record(row: FileRow) -> FileRecord:
-    return FileRecord(
-        id=row.id,
-        project=row.project,
-        created_at=row.created_at,
-        filename=row.filename,
-        purpose=row.purpose,
-        bytes=row.size,
-        expires_at=row.expires_at,
-        body=row.body,
-    )
-
-
-def session_record(row: SandboxSessionRow) -> SessionRecord:
-    return SessionRecord(
-        id=row.id,
-        project=row.project,
-        owner_kind=row.owner_kind,
-        owner_id=row.owner_id,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        price_usd=row.price_usd,
-        memory_limit=row.memory_limit,
-    )

@@ -10,70 +10,64 @@ than asked for is fetched to know it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-from sqlalchemy import ColumnElement, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection, Row, Table
 
 from codeinterp.errors import InvalidRequest
 
-from .tables import Row
-
-T = TypeVar("T", bound=Row)
+from . import statements
+from .statements import Columns
 
 ORDERS = ("asc", "desc")
 
 
-async def page(
-    session: AsyncSession,
-    model: type[T],
+def page(
+    connection: Connection,
+    table: Table,
+    columns: Columns,
     project: str,
-    filters: Sequence[ColumnElement[bool]],
+    filters: Mapping[str, str],
     *,
     after: str | None,
     before: str | None,
     limit: int,
     order: str,
-) -> tuple[list[T], bool]:
-    """One page of `model`'s rows in `project` matching `filters`, and whether more exist."""
+) -> tuple[list[Row[Any]], bool]:
+    """One page of `table`'s rows in `project`, and whether more exist.
+
+    Only rows whose `filters` columns equal the values given are listed. The rows have `columns`,
+    one of the tuples statements.py caches (object_columns, file_columns).
+    """
     if order not in ORDERS:
         raise InvalidRequest(f"order must be 'asc' or 'desc', not {order!r}", param="order")
     if limit < 1:
         raise InvalidRequest(f"limit must be at least 1, not {limit}", param="limit")
-    ascending = order == "asc"
-    conditions = [model.project == project, *filters]
+    values: dict[str, Any] = {"project": project, **filters, "limit": limit + 1}
     if after is not None:
-        seq = await _cursor(session, model, project, after, "after")
-        conditions.append(model.seq > seq if ascending else model.seq < seq)
+        values["after"] = _cursor(connection, table, project, after, "after")
     if before is not None:
-        seq = await _cursor(session, model, project, before, "before")
-        conditions.append(model.seq < seq if ascending else model.seq > seq)
-    backwards = before is not None and after is None  # walk away from the cursor, then flip
-    query = (
-        select(model)
-        .where(*conditions)
-        .order_by(model.seq.asc() if ascending != backwards else model.seq.desc())
-        .limit(limit + 1)
+        values["before"] = _cursor(connection, table, project, before, "before")
+    query = statements.page_query(
+        table, columns, tuple(filters), after is not None, before is not None, order == "asc"
     )
-    rows = list((await session.scalars(query)).all())
+    rows = list(connection.execute(query, values).all())
     has_more = len(rows) > limit
     rows = rows[:limit]
-    if backwards:
+    if before is not None and after is None:  # fetched walking away from the cursor
         rows.reverse()
     return rows, has_more
 
 
-async def _cursor(
-    session: AsyncSession, model: type[Row], project: str, object_id: str, param: str
-) -> int:
-    seq = await session.scalar(
-        select(model.seq).where(model.project == project, model.id == object_id)
-    )
+def _cursor(connection: Connection, table: Table, project: str, object_id: str, param: str) -> int:
+    seq = connection.execute(
+        statements.cursor_seq(table), {"project": project, "id": object_id}
+    ).scalar()
     if seq is None:
         raise InvalidRequest(
             f"{param}={object_id!r} is not an object of this list; "
             f"pass the id of an object from an earlier page",
             param=param,
         )
-    return seq
+    return int(seq)

@@ -4,17 +4,20 @@ A run executes inside the server process, so a run still in flight when the serv
 never finish. At start-up the store marks it failed, with a `last_error` that says why, and closes
 what the run had open: its in-progress steps fail the same way and its in-progress messages become
 incomplete. The rules are pure functions of the old body; `fail_interrupted_runs` applies them
-inside the caller's transaction.
+inside the caller's transaction (a synchronous connection, see backends.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection, Table, bindparam, select, update
 
-from .tables import MessageRow, RunRow, RunStepRow
+from . import statements
+from .records import ObjectRecord
+from .tables import MessageRow, RunRow, RunStepRow, table_of
 
 INTERRUPTED_RUN_STATUSES = ("queued", "in_progress", "cancelling", "requires_action")
 
@@ -48,20 +51,54 @@ def incomplete_message(body: dict[str, Any], now: int) -> dict[str, Any]:
     }
 
 
-async def fail_interrupted_runs(session: AsyncSession, message: str, now: int) -> list[RunRow]:
+def fail_interrupted_runs(connection: Connection, message: str, now: int) -> list[ObjectRecord]:
     """Fail the interrupted runs of every project and close their steps and messages."""
-    query = select(RunRow).where(RunRow.status.in_(INTERRUPTED_RUN_STATUSES)).order_by(RunRow.seq)
-    runs = list((await session.scalars(query)).all())
-    if not runs:
+    runs = table_of(RunRow)
+    query = (
+        select(*statements.object_columns(runs))
+        .where(runs.c.status.in_(INTERRUPTED_RUN_STATUSES))
+        .order_by(runs.c.seq)
+    )
+    failed = []
+    for row in connection.execute(query):
+        run = statements.object_record(row)
+        failed.append(replace(run, body=failed_run(run.body, message, now), status="failed"))
+    if not failed:
         return []
-    for run in runs:
-        run.body = failed_run(run.body, message, now)
-        run.status = "failed"
-    run_ids = [run.id for run in runs]
-    for step in await session.scalars(select(RunStepRow).where(RunStepRow.run_id.in_(run_ids))):
-        if step.body.get("status") == "in_progress":
-            step.body = failed_step(step.body, message, now)
-    for msg in await session.scalars(select(MessageRow).where(MessageRow.run_id.in_(run_ids))):
-        if msg.body.get("status") == "in_progress":
-            msg.body = incomplete_message(msg.body, now)
-    return runs
+    _set_bodies(connection, runs, {run.seq: run.body for run in failed}, status="failed")
+    run_ids = [run.id for run in failed]
+    _close(connection, table_of(RunStepRow), run_ids, lambda body: failed_step(body, message, now))
+    _close(connection, table_of(MessageRow), run_ids, lambda body: incomplete_message(body, now))
+    return failed
+
+
+def _close(
+    connection: Connection,
+    table: Table,
+    run_ids: list[str],
+    close: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    """Rewrite with `close` the body of each of the runs' rows in `table` still in progress."""
+    query = select(table.c.seq, table.c.body).where(table.c.run_id.in_(run_ids))
+    bodies = {
+        seq: close(body)
+        for seq, body in connection.execute(query)
+        if body.get("status") == "in_progress"
+    }
+    _set_bodies(connection, table, bodies)
+
+
+def _set_bodies(
+    connection: Connection, table: Table, bodies: dict[int, dict[str, Any]], **values: Any
+) -> None:
+    """Replace the body (and set `values`) of each row by seq."""
+    if not bodies:
+        return
+    statement = (
+        update(table)
+        .where(table.c.seq == bindparam("match_seq"))
+        .values(body=bindparam("body"), **values)
+    )
+    connection.execute(
+        statement, [{"match_seq": seq, "body": body} for seq, body in bodies.items()]
+    )

@@ -2,48 +2,38 @@
 
 Each call is one short transaction. Every query filters on the caller's project, so an object of
 another project is NotFound exactly like a missing one and never shows up in a list. Callers get
-frozen records (records.py), never ORM objects. File bytes live in the blob directory (blobs.py):
-a file's row is inserted only once its blob is in place, and deleted before its blob, so a row
-never points at missing bytes; what a crash leaves behind is swept at the next start.
+frozen records (records.py), never rows. File bytes live in the blob directory (blobs.py): a
+file's row is inserted only once its blob is in place, and deleted before its blob, so a row never
+points at missing bytes; what a crash leaves behind is swept at the next start.
 
-Concurrency. One engine and one session factory serve every coroutine. Reads run side by side
-(SQLite in WAL mode: readers never wait for the writer). On SQLite, writes from this process
-first take `_write_lock`. SQLite admits one writer at a time; without the lock, concurrent write
-transactions from the pool would queue in SQLite's busy handler, which sleeps and polls, favours
-no one, and gives up with "database is locked" once the busy timeout passes. An asyncio lock wakes
-the next writer as soon as the previous one commits, in arrival order, and can never time out.
-Other databases lock rows themselves, so there writes are not serialized.
+The body of each call is a synchronous function of a connection (objects.py, files.py, usage.py),
+which a `Database` (backends.py) runs as a read or a write transaction: inline on the event loop
+for SQLite, where that is much faster than a thread hop and serializes this process's writers by
+itself, through the async engine elsewhere. Blob I/O stays off the loop, in worker threads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, TypeVar
+from collections.abc import AsyncIterable
+from typing import Any
 
-from sqlalchemy import ColumnElement, delete, make_url, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import make_url
 
-from codeinterp.errors import Conflict, InvalidRequest, NotFound
+from codeinterp.errors import InvalidRequest, NotFound
 from codeinterp.ids import new_id
 
-from . import recovery
+from . import files, objects, recovery, usage
+from .backends import Database, open_database
 from .blobs import BlobDir
-from .database import WRITE, default_url, migrate, open_engine
-from .kinds import current_keys, file_record, key_columns, kind_of, session_record, to_record
-from .paging import page
+from .database import default_url
+from .kinds import key_columns, kind_of
 from .records import FileRecord, ObjectRecord, Page, SessionRecord
-from .tables import FileRow, MessageRow, Row, RunRow, RunStepRow, SandboxSessionRow, ThreadRow
 
 log = logging.getLogger("codeinterp.store")
-
-T = TypeVar("T", bound=Row)
 
 BLOB_DIR = "blobs"
 OWNER_KINDS = ("thread", "container")
@@ -54,13 +44,6 @@ ORPHAN_GRACE_SECONDS = 600.0
 
 def _now() -> int:
     return int(time.time())
-
-
-async def _find(session: AsyncSession, model: type[T], project: str, obj_id: str, noun: str) -> T:
-    row = await session.scalar(select(model).where(model.project == project, model.id == obj_id))
-    if row is None:
-        raise NotFound(f"No {noun} found with id '{obj_id}'.")
-    return row
 
 
 def _make_dirs(data_dir: str, url: str) -> str:
@@ -76,12 +59,9 @@ def _make_dirs(data_dir: str, url: str) -> str:
 class Store:
     """The server's storage; make one with `await Store.open(data_dir)`, end with `close()`."""
 
-    def __init__(self, engine: AsyncEngine, blobs: BlobDir) -> None:
-        self._engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+    def __init__(self, database: Database, blobs: BlobDir) -> None:
+        self._db = database
         self._blobs = blobs
-        self._serialize_writes = engine.dialect.name == "sqlite"
-        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, data_dir: str, url: str | None = None) -> Store:
@@ -89,40 +69,27 @@ class Store:
 
         `url` is any SQLAlchemy async database URL; the default is SQLite in `data_dir`.
         """
+        return await cls._open(data_dir, url)
+
+    @classmethod
+    async def _open(cls, data_dir: str, url: str | None, *, sqlite_inline: bool = True) -> Store:
+        """`open`; with `sqlite_inline` false, SQLite runs through the async engine (for tests)."""
         url = url or default_url(data_dir)
         blob_dir = await asyncio.to_thread(_make_dirs, data_dir, url)
-        engine = open_engine(url)
+        database = await open_database(url, sqlite_inline=sqlite_inline)
         try:
-            await migrate(engine)
-            store = cls(engine, BlobDir(blob_dir))
+            store = cls(database, BlobDir(blob_dir))
             await store._sweep_blobs()
         except BaseException:
-            await engine.dispose()
+            await database.close()
             raise
         return store
 
     async def close(self) -> None:
-        await self._engine.dispose()
-
-    # Transactions
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session, session.begin():
-            yield session
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncSession]:
-        turn: AbstractAsyncContextManager[Any] = (
-            self._write_lock if self._serialize_writes else contextlib.nullcontext()
-        )
-        async with turn, self._sessions() as session, session.begin():
-            await session.connection(execution_options={WRITE: True})
-            yield session
+        await self._db.close()
 
     async def _sweep_blobs(self) -> None:
-        async with self._read() as session:
-            keep = set((await session.scalars(select(FileRow.blob))).all())
+        keep = await self._db.read(files.all_blobs)
         removed = await self._blobs.sweep(keep, ORPHAN_GRACE_SECONDS)
         if removed:
             log.warning("removed %d blob(s) left behind by an earlier crash", len(removed))
@@ -145,45 +112,41 @@ class Store:
         `filename` is metadata only; the bytes go under a random name.
         """
         blob, size = await self._blobs.write(chunks, max_bytes)
-        row = FileRow(
+        record = FileRecord(
             id=new_id("file"),
             project=project,
             created_at=_now(),
             filename=filename,
             purpose=purpose,
-            size=size,
-            blob=blob,
+            bytes=size,
             expires_at=expires_at,
             body=dict(body or {}),
         )
         # Shielded: once the bytes are in place, the row is inserted (or the blob removed) even
         # if the caller is cancelled meanwhile, so no blob is left without a row.
-        await asyncio.shield(self._insert_file(row))
-        return file_record(row)
+        await asyncio.shield(self._insert_file(record, blob))
+        return record
 
-    async def _insert_file(self, row: FileRow) -> None:
+    async def _insert_file(self, record: FileRecord, blob: str) -> None:
         try:
-            async with self._write() as session:
-                session.add(row)
+            await self._db.write(lambda c: files.insert_file(c, record, blob))
         except BaseException:
-            await self._blobs.delete(row.blob)
+            await self._blobs.delete(blob)
             raise
 
     async def get_file(self, project: str, file_id: str) -> FileRecord:
-        async with self._read() as session:
-            return file_record(await _find(session, FileRow, project, file_id, "file"))
+        record, _ = await self._db.read(lambda c: files.find_file(c, project, file_id))
+        return record
 
     async def file_path(self, project: str, file_id: str) -> str:
         """Where the file's bytes are on disk (for streaming them in a response)."""
-        async with self._read() as session:
-            row = await _find(session, FileRow, project, file_id, "file")
-        return self._blobs.path_of(row.blob)
+        _, blob = await self._db.read(lambda c: files.find_file(c, project, file_id))
+        return self._blobs.path_of(blob)
 
     async def read_file(self, project: str, file_id: str) -> bytes:
-        async with self._read() as session:
-            row = await _find(session, FileRow, project, file_id, "file")
+        _, blob = await self._db.read(lambda c: files.find_file(c, project, file_id))
         try:
-            return await self._blobs.read(row.blob)
+            return await self._blobs.read(blob)
         except FileNotFoundError:  # deleted since the row was read
             raise NotFound(f"No file found with id '{file_id}'.") from None
 
@@ -196,20 +159,14 @@ class Store:
         limit: int = 10000,
         order: str = "desc",
     ) -> Page[FileRecord]:
-        filters = [] if purpose is None else [FileRow.purpose == purpose]
-        async with self._read() as session:
-            rows, has_more = await page(
-                session, FileRow, project, filters,
-                after=after, before=None, limit=limit, order=order,
-            )  # fmt: skip
-        return Page([file_record(row) for row in rows], has_more)
+        return await self._db.read(
+            lambda c: files.list_files(c, project, purpose, after, limit, order)
+        )
 
     async def delete_file(self, project: str, file_id: str) -> None:
         """Delete the row, then the bytes (a crash in between leaves a blob for the next sweep)."""
-        async with self._write() as session:
-            row = await _find(session, FileRow, project, file_id, "file")
-            await session.delete(row)
-        await self._blobs.delete(row.blob)
+        blob = await self._db.write(lambda c: files.delete_file(c, project, file_id))
+        await self._blobs.delete(blob)
 
     # Assistants, threads, messages, runs and run steps
 
@@ -235,19 +192,13 @@ class Store:
         if created_at is None:
             stated = body.get("created_at")
             created_at = stated if isinstance(stated, int) else _now()
-        row = spec.model(id=obj_id, project=project, created_at=created_at, body=body, **keys)
-        async with self._write() as session:
-            session.add(row)
-            try:
-                await session.flush()
-            except IntegrityError as exc:
-                raise Conflict(f"A {spec.noun} with id '{obj_id}' already exists.") from exc
-        return to_record(row)
+        return await self._db.write(
+            lambda c: objects.insert_object(c, spec, project, obj_id, created_at, body, keys)
+        )
 
     async def get_object(self, kind: str, project: str, obj_id: str) -> ObjectRecord:
         spec = kind_of(kind)
-        async with self._read() as session:
-            return to_record(await _find(session, spec.model, project, obj_id, spec.noun))
+        return await self._db.read(lambda c: objects.get_object(c, spec, project, obj_id))
 
     async def update_object(
         self,
@@ -260,19 +211,15 @@ class Store:
     ) -> ObjectRecord:
         """Replace the object's body (and its status, when given or in the body)."""
         spec = kind_of(kind)
-        async with self._write() as session:
-            row = await _find(session, spec.model, project, obj_id, spec.noun)
-            keys = key_columns(spec, body, {"status": status}, current=current_keys(row))
-            row.body = body
-            for name, value in keys.items():
-                setattr(row, name, value)
-        return to_record(row)
+        given = {"status": status}
+        return await self._db.write(
+            lambda c: objects.update_object(c, spec, project, obj_id, body, given)
+        )
 
     async def delete_object(self, kind: str, project: str, obj_id: str) -> None:
         """Delete one object (a thread's messages and runs stay: see delete_thread_cascade)."""
         spec = kind_of(kind)
-        async with self._write() as session:
-            await session.delete(await _find(session, spec.model, project, obj_id, spec.noun))
+        await self._db.write(lambda c: objects.delete_object(c, spec, project, obj_id))
 
     async def list_objects(
         self,
@@ -288,27 +235,21 @@ class Store:
     ) -> Page[ObjectRecord]:
         """A page of the project's objects of `kind`, optionally only a thread's or a run's."""
         spec = kind_of(kind)
-        filters: list[ColumnElement[bool]] = []
+        filters: dict[str, str] = {}
         for name, value in (("thread_id", thread_id), ("run_id", run_id)):
             if value is not None:
                 if name not in spec.columns:
                     raise InvalidRequest(f"{spec.noun}s cannot be listed by {name}", param=name)
-                filters.append(spec.model.__table__.c[name] == value)
-        async with self._read() as session:
-            rows, has_more = await page(
-                session, spec.model, project, filters,
-                after=after, before=before, limit=limit, order=order,
-            )  # fmt: skip
-        return Page([to_record(row) for row in rows], has_more)
+                filters[name] = value
+        return await self._db.read(
+            lambda c: objects.list_objects(
+                c, spec, project, filters, after=after, before=before, limit=limit, order=order
+            )
+        )
 
     async def delete_thread_cascade(self, project: str, thread_id: str) -> None:
         """Delete a thread with its messages, runs and run steps, all or nothing."""
-        async with self._write() as session:
-            thread = await _find(session, ThreadRow, project, thread_id, "thread")
-            for model in (RunStepRow, RunRow, MessageRow):
-                in_thread = model.__table__.c.thread_id == thread_id
-                await session.execute(delete(model).where(model.project == project, in_thread))
-            await session.delete(thread)
+        await self._db.write(lambda c: objects.delete_thread_cascade(c, project, thread_id))
 
     # Crash recovery
 
@@ -318,9 +259,7 @@ class Store:
         Their in-progress steps fail too and their in-progress messages become incomplete, in one
         transaction. Returns the failed runs.
         """
-        async with self._write() as session:
-            runs = await recovery.fail_interrupted_runs(session, message, now)
-        return [to_record(run) for run in runs]
+        return await self._db.write(lambda c: recovery.fail_interrupted_runs(c, message, now))
 
     # Usage of code sessions
 
@@ -337,11 +276,9 @@ class Store:
         """Record that a code session started for a thread or a container."""
         if owner_kind not in OWNER_KINDS:
             raise InvalidRequest(f"owner_kind must be 'thread' or 'container', not {owner_kind!r}")
-        row = SandboxSessionRow(
+        record = SessionRecord(
             id=session_id,
             project=project,
-            created_at=started_at,
-            body={},
             owner_kind=owner_kind,
             owner_id=owner_id,
             started_at=started_at,
@@ -349,46 +286,19 @@ class Store:
             price_usd=float(price_usd),
             memory_limit=memory_limit,
         )
-        async with self._write() as session:
-            session.add(row)
-            try:
-                await session.flush()
-            except IntegrityError as exc:
-                raise Conflict(f"A session with id '{session_id}' already exists.") from exc
-        return session_record(row)
+        await self._db.write(lambda c: usage.insert_session(c, record))
+        return record
 
     async def record_session_end(self, session_id: str, ended_at: int) -> None:
         """Record a session's end; a session already ended keeps its first end time."""
-        async with self._write() as session:
-            row = await session.scalar(
-                select(SandboxSessionRow).where(SandboxSessionRow.id == session_id)
-            )
-            if row is None:
-                raise NotFound(f"No session found with id '{session_id}'.")
-            if row.ended_at is None:
-                row.ended_at = ended_at
+        await self._db.write(lambda c: usage.end_session(c, session_id, ended_at))
 
     async def list_sessions(
         self, project: str, *, start_time: int, end_time: int | None = None
     ) -> list[SessionRecord]:
         """The project's sessions that started in [start_time, end_time), oldest first."""
-        query = select(SandboxSessionRow).where(
-            SandboxSessionRow.project == project, SandboxSessionRow.started_at >= start_time
-        )
-        if end_time is not None:
-            query = query.where(SandboxSessionRow.started_at < end_time)
-        query = query.order_by(SandboxSessionRow.started_at, SandboxSessionRow.seq)
-        async with self._read() as session:
-            return [session_record(row) for row in (await session.scalars(query)).all()]
+        return await self._db.read(lambda c: usage.list_sessions(c, project, start_time, end_time))
 
     async def end_open_sessions(self, ended_at: int) -> int:
         """At start-up, end every session still open: sessions do not survive a restart."""
-        async with self._write() as session:
-            rows = (
-                await session.scalars(
-                    select(SandboxSessionRow).where(SandboxSessionRow.ended_at.is_(None))
-                )
-            ).all()
-            for row in rows:
-                row.ended_at = ended_at
-        return len(rows)
+        return await self._db.write(lambda c: usage.end_open_sessions(c, ended_at))

@@ -6,16 +6,17 @@ Every table has the same five columns: `seq` (insertion order, for ordering and 
 each table has the few key columns that queries filter on. A key column repeats a field of `body`
 of the same name; the store keeps the two consistent.
 
-These classes never leave the store: callers get the frozen records of `records.py`. The alembic
+The store queries these tables with Core statements (statements.py; `table_of` gives a class's
+table), not through ORM sessions, and hands out the frozen records of `records.py`. The alembic
 migrations in `migrations/versions/` must build exactly this schema (tests/store/test_migrations.py
 compares them), so a change here needs a new migration.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, BigInteger, Float, Integer, MetaData, Text
+from sqlalchemy import JSON, BigInteger, Float, Integer, MetaData, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 # Named constraints and indexes, so that migrations can refer to them by a stable name.
@@ -103,3 +104,8 @@ class SandboxSessionRow(Row):
     ended_at: Mapped[int | None] = mapped_column(BigInteger)
     price_usd: Mapped[float] = mapped_column(Float)
     memory_limit: Mapped[str] = mapped_column(Text)
+
+
+def table_of(model: type[Row]) -> Table:
+    """The Core table of a mapped class (declarative classes with a __tablename__ have one)."""
+    return cast(Table, model.__table__)

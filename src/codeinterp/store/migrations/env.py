@@ -1,6 +1,6 @@
 """Alembic's entry point: run the migrations on the connection the store hands over.
 
-`database.migrate` passes its connection in `config.attributes["connection"]`. Without one (a
+`database.upgrade` passes its connection in `config.attributes["connection"]`. Without one (a
 developer autogenerating a new migration), a synchronous engine is made from `sqlalchemy.url`.
 """
 
