@@ -681,6 +681,8 @@ class _Record:
     body: Request
     headers: dict[str, str]
     disconnected: bool = False
+    received: float = 0.0  # time.perf_counter() when the body had arrived
+    finished: float = 0.0  # ... and when the answer had been sent (0 while in progress)
 
 
 class ScriptedUpstream:
@@ -912,6 +914,13 @@ class ScriptedUpstream:
         """The contents of the ``role: "tool"`` messages in the last request."""
         return self.tool_results(-1)
 
+    def model_seconds(self, since: int = 0) -> float:
+        """Seconds spent answering requests `since` onwards: the model's time, which a server
+        benchmark subtracts."""
+        with self._lock:
+            records = self._records[since:]
+        return sum(r.finished - r.received for r in records if r.finished)
+
     def wait_for_requests(self, count: int = 1, timeout: float = 10.0) -> list[Request]:
         """Block until at least ``count`` requests arrived; return them all."""
         with self._changed:
@@ -981,7 +990,15 @@ class ScriptedUpstream:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
         if method == "POST" and path == "/v1/chat/completions":
-            await self._chat(bytes(raw), headers, receive, send)
+            started = time.perf_counter()
+            count = len(self._records)
+            try:
+                await self._chat(bytes(raw), headers, receive, send)
+            finally:
+                with self._lock:
+                    if len(self._records) > count:
+                        self._records[count].received = started
+                        self._records[count].finished = time.perf_counter()
         elif method == "GET" and path == "/v1/models":
             data = [self._model_object(model) for model in self.models]
             await _send_json(send, 200, {"object": "list", "data": data})
