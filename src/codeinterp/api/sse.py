@@ -36,7 +36,8 @@ def run_stream(
                 yield frame(event, data)
             while True:
                 try:
-                    event, data = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
+                    async with asyncio.timeout(HEARTBEAT_SECONDS):
+                        event, data = await queue.get()
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue

@@ -142,8 +142,10 @@ class Sandbox:
         self._closed = True
         if self._pool_task is not None:
             self._pool_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pool_task
+            self._pool_wakeup.set()
+            # Bounded: a refill that lost its cancellation (see session.next_item) must not
+            # hold up shutdown; _closed stops its loop at the next turn anyway.
+            await asyncio.wait({self._pool_task}, timeout=5)
         for session in list(self._pool) + list(self.sessions.values()):
             with contextlib.suppress(Exception):
                 await session.close()
@@ -292,7 +294,8 @@ class Sandbox:
                     log.exception("could not refill the warm pool")
                     await asyncio.sleep(1)
             self._pool_wakeup.clear()
-            await self._pool_wakeup.wait()
+            if not self._closed:
+                await self._pool_wakeup.wait()
 
     async def wait_pool_full(self, timeout: float = 60.0) -> None:
         """Wait until the warm pool holds `pool_size` ready sessions (for tests and benches)."""

@@ -103,14 +103,16 @@ class KernelProcess:
 
     async def wait_ready(self, timeout: float) -> None:
         assert self._reader is not None
-        message = await asyncio.wait_for(read_message(self._reader), timeout)
+        async with asyncio.timeout(timeout):
+            message = await read_message(self._reader)
         if message is not None and isinstance(message.get("timings"), dict):
             self.start_timings = message["timings"]
         if message is None or message.get("ev") != "ready":
             detail = str(message.get("error")) if message else "the session exited while starting"
             if message is None:
                 with contextlib.suppress(TimeoutError):
-                    status = await asyncio.wait_for(asyncio.shield(self.exit_status), 1)
+                    async with asyncio.timeout(1):
+                        status = await asyncio.shield(self.exit_status)
                     detail += f" (wait status {status})"
             self._drain_pipe("stderr")
             stderr = "".join(i[1] for i in self._buffer if isinstance(i, tuple))
@@ -226,7 +228,10 @@ class KernelProcess:
         while not self._buffer:
             self._has_items.clear()
             try:
-                await asyncio.wait_for(self._has_items.wait(), timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives as the wait ends, and a cancelled caller would carry on.
+                async with asyncio.timeout(timeout):
+                    await self._has_items.wait()
             except TimeoutError:
                 return None
         item = self._buffer.popleft()
@@ -291,7 +296,8 @@ class KernelProcess:
         else:
             self.channel.close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.exit_status), 5)
+            async with asyncio.timeout(5):
+                await asyncio.shield(self.exit_status)
 
 
 def _describe_exit(status: int) -> tuple[int | None, int | None]:
@@ -448,9 +454,8 @@ class Session:
         try:
             # Bounded too: a kernel that stopped reading its channel must not hang the caller.
             send_limit = None if deadline is None else max(0.1, deadline - time.monotonic())
-            await asyncio.wait_for(
-                process.send({"op": "execute", "id": execution_id, "code": code}), send_limit
-            )
+            async with asyncio.timeout(send_limit):
+                await process.send({"op": "execute", "id": execution_id, "code": code})
         except (TimeoutError, ConnectionError):
             process.kill()
             await self._restart()
@@ -547,7 +552,8 @@ class Session:
                 message="the session was closed during the execution",
             )
         try:
-            status = await asyncio.wait_for(asyncio.shield(process.exit_status), 5)
+            async with asyncio.timeout(5):
+                status = await asyncio.shield(process.exit_status)
         except TimeoutError:
             process.kill()
             status = 9

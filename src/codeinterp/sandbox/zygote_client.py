@@ -88,7 +88,8 @@ class ZygoteClient:
         loop.add_reader(host_end.fileno(), self._on_readable)
         self.alive = True
         try:
-            self.hello = await asyncio.wait_for(self._hello, timeout)
+            async with asyncio.timeout(timeout):
+                self.hello = await self._hello
         except BaseException:
             await self.close()
             raise
