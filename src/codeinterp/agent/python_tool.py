@@ -127,16 +127,3 @@ def result_for_model(execution: Execution, image_ids: list[str]) -> str:
         parts.append("[files written: " + ", ".join(written) + "]")
     text = "\n".join(parts) if parts else "[no output]"
     return _trim(text, MAX_RESULT_CHARS)
-
-
-def logs_for_step(execution: Execution) -> str:
-    """The `logs` output shown on the run step: what a person would see in a notebook."""
-    parts = [execution.stdout, execution.stderr]
-    for result in execution.results:
-        if result.kind == "execute_result" and "text/plain" in result.data:
-            parts.append(str(result.data["text/plain"]) + "\n")
-    if execution.error is not None:
-        parts.append(execution.error.traceback + "\n")
-    if execution.status not in ("ok", "error") and execution.message:
-        parts.append(f"[{execution.status}] {execution.message}\n")
-    return _trim("".join(parts), MAX_RESULT_CHARS)

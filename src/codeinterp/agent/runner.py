@@ -189,11 +189,12 @@ class RunExecutor:
 
         uses_python = any(t.type == "code_interpreter" for t in self.run.tools)
         function_names = {t.function.name for t in self.run.tools if t.type == "function"}
-        file_ids = await self._file_ids(assistant, thread) if uses_python else []
+        messages = await self._thread_messages()
+        file_ids = self._file_ids(assistant, thread, messages) if uses_python else []
         paths = await self._plan_paths(file_ids)
         conversation = [
             prompt.system_message(self.run.instructions, None, uses_python, sorted(paths.values())),
-            *[prompt.chat_message(m) for m in await self._thread_messages()],
+            *[prompt.chat_message(m) for m in messages],
         ]
         tools = ([python_tool.DEFINITION] if uses_python else []) + [
             {"type": "function", "function": t.function.model_dump(exclude_none=True)}
@@ -238,12 +239,13 @@ class RunExecutor:
                 for call_id, content in results
             )
 
-    async def _file_ids(self, assistant: Assistant, thread: Thread) -> list[str]:
+    @staticmethod
+    def _file_ids(assistant: Assistant, thread: Thread, messages: list[Message]) -> list[str]:
         ids: list[str] = []
         for resources in (assistant.tool_resources, thread.tool_resources):
             if resources and resources.code_interpreter:
                 ids.extend(resources.code_interpreter.file_ids)
-        for message in await self._thread_messages():
+        for message in messages:
             for attachment in message.attachments or []:
                 if (
                     any(t.type == "code_interpreter" for t in attachment.tools)

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from .common import RequestModel, WireModel, WithMetadata
+from .common import WireModel, WithMetadata
 
 
 class FunctionDefinition(WireModel):
@@ -83,7 +83,3 @@ class Assistant(WireModel):
     temperature: float | None = None
     top_p: float | None = None
     response_format: Any = "auto"
-
-
-class RequestBody(RequestModel):
-    """Placeholder for endpoints whose body is optional and free."""

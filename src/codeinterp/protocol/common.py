@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 log = logging.getLogger("codeinterp.protocol")
-
-T = TypeVar("T")
 
 
 class WireModel(BaseModel):
@@ -31,9 +29,6 @@ class RequestModel(BaseModel):
                 "%s: ignoring unknown fields %s", type(self).__name__, sorted(self.model_extra)
             )
         return self
-
-
-Metadata = dict[str, str]
 
 
 def check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -59,28 +54,3 @@ class WithMetadata(RequestModel):
     @classmethod
     def _metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         return check_metadata(value)
-
-
-class ListResponse(WireModel, Generic[T]):
-    object: Literal["list"] = "list"
-    data: list[T]
-    first_id: str | None
-    last_id: str | None
-    has_more: bool
-
-
-class Deleted(WireModel):
-    id: str
-    object: str
-    deleted: bool = True
-
-
-class ErrorBody(WireModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(WireModel):
-    error: ErrorBody

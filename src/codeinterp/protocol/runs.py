@@ -21,7 +21,6 @@ RunStatus = Literal[
     "incomplete",
     "expired",
 ]
-TERMINAL_RUN_STATUSES = ("cancelled", "failed", "completed", "incomplete", "expired")
 ACTIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
 
 

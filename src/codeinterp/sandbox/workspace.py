@@ -57,6 +57,7 @@ class Workspace:
         self.quota = quota
         self.uid = uid
         self.gid = gid
+        self.mounted = False  # a tmpfs of its own (sandboxed) or a plain directory (unsafe)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -73,10 +74,9 @@ class Workspace:
             self.mounted = True
         else:
             os.chown(self.path, self.uid, self.gid)
-            self.mounted = False
 
     def destroy(self) -> None:
-        if getattr(self, "mounted", False):
+        if self.mounted:
             with contextlib.suppress(OSError):
                 linux.umount2(self.path, linux.MNT_DETACH)
         else:
