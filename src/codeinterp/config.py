@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_tool_calls_per_run: int = 32
     # openai-poll-after-ms for a run in its first second; older runs are polled less often
     poll_after_ms: int = Field(default=10, ge=1)
+    # a poll from the SDK's poll helper is held until the run settles, for at most this long
+    # (0: answer at once), so create_and_poll returns when the run does, not a poll tick later
+    poll_hold_ms: int = Field(default=1000, ge=0, le=60_000)
     max_upload_bytes: int = 512 * 1024 * 1024
 
     @field_validator("model_map", mode="before")

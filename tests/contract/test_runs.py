@@ -254,3 +254,56 @@ def test_model_map_is_not_needed_for_plain_names(
     assert re.fullmatch(r"run_[0-9a-f]{24}", run.id)
     assert run.expires_at is None  # terminal runs no longer expire
     assert run.created_at <= run.started_at <= run.completed_at  # type: ignore[operator]
+
+
+POLL_HELPER = {"X-Stainless-Poll-Helper": "true"}
+
+
+def test_the_sdk_poll_helper_gets_the_run_when_it_settles(
+    client: openai.OpenAI, upstream: ScriptedUpstream
+) -> None:
+    """A retrieve marked as the SDK's poll helper is held until the run completes (a long
+    poll); a plain retrieve answers at once with the run still in flight."""
+    from tests.support.upstream import Delay
+
+    upstream.script = [Delay(0.6, then=Text("slow answer"))]
+    assistant = make_assistant(client)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Hi"}])
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+
+    started = time.monotonic()
+    plain = client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)
+    assert plain.status in ("queued", "in_progress")
+    assert time.monotonic() - started < 0.4
+
+    held = client.beta.threads.runs.retrieve(run.id, thread_id=thread.id, extra_headers=POLL_HELPER)
+    assert held.status == "completed"
+    assert held.completed_at is not None
+    assert assistant_texts(client, thread.id) == ["slow answer"]
+
+
+def test_a_held_poll_answers_within_its_bound(
+    client: openai.OpenAI, upstream: ScriptedUpstream
+) -> None:
+    """The hold is bounded (CODEINTERP_POLL_HOLD_MS, 1 s by default): a run that takes longer
+    is answered in flight, with the poll-after hint, and polled again."""
+    from tests.support.upstream import Delay
+
+    upstream.script = [Delay(10, then=Text("too slow"))]
+    assistant = make_assistant(client)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Hi"}])
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    try:
+        started = time.monotonic()
+        response = client.beta.threads.runs.with_raw_response.retrieve(
+            run.id, thread_id=thread.id, extra_headers=POLL_HELPER
+        )
+        waited = time.monotonic() - started
+        assert response.parse().status == "in_progress"
+        assert 0.9 <= waited < 3.0
+        assert int(response.headers["openai-poll-after-ms"]) > 0
+    finally:
+        cancelled = client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+        assert cancelled.status in ("cancelling", "cancelled")
+        final = client.beta.threads.runs.poll(run.id, thread_id=thread.id)
+        assert final.status == "cancelled"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import json
@@ -18,6 +19,22 @@ async def test_state_persists_between_executions(session: Session) -> None:
     assert second.status == "ok"
     assert second.text == "(42, True)"
     assert second.execution_count == first.execution_count + 1  # type: ignore[operator]
+
+
+async def test_a_pooled_session_starts_with_a_fresh_shell(sandbox: Sandbox) -> None:
+    """The pool warms each session with a hidden execution: it leaves no count, history,
+    output or name behind, so the first cell is In[1] of an untouched IPython namespace."""
+    await sandbox.wait_pool_full()
+    session = await sandbox.create_session()
+    try:
+        code = "_i, _ii, _iii, _, __, ___, In, Out, sorted(k for k in dir() if k[0] != '_')"
+        first = await session.run(code)
+        assert first.status == "ok", first.error
+        assert first.execution_count == 1
+        names = ["In", "Out", "exit", "get_ipython", "open", "quit"]
+        assert ast.literal_eval(first.text) == ("", "", "", "", "", "", ["", code], {}, names)
+    finally:
+        await session.close()
 
 
 async def test_stdout_streams_while_code_runs(session: Session) -> None:

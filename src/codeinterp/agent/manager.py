@@ -11,7 +11,20 @@ from codeinterp.protocol.assistants import Assistant
 from codeinterp.protocol.runs import Run, ToolOutput
 from codeinterp.protocol.threads import Thread
 
+from .bus import END, Event
 from .runner import AgentDeps, RunExecutor
+
+# Statuses a run leaves on its own; every other status is news to a poller.
+PASSING_STATUSES = frozenset({"created", "queued", "in_progress"})
+
+
+def _settles(event: Event) -> bool:
+    """Whether a run event ends a poller's wait: the stream's end, or a new run status."""
+    name = event[0]
+    if event == END:
+        return True
+    status = name.removeprefix("thread.run.")
+    return name.startswith("thread.run.") and "." not in status and status not in PASSING_STATUSES
 
 
 class RunManager:
@@ -34,6 +47,21 @@ class RunManager:
     def executor(self, run_id: str) -> RunExecutor | None:
         entry = self._active.get(run_id)
         return entry[1] if entry else None
+
+    async def wait_until_settled(self, run_id: str, timeout: float) -> None:
+        """Return once the run leaves queued/in_progress, or after `timeout` seconds."""
+        executor = self.executor(run_id)
+        if executor is None or executor.run.status not in PASSING_STATUSES:
+            return
+        queue = self.deps.bus.subscribe(run_id)
+        try:
+            async with asyncio.timeout(timeout):
+                while not _settles(await queue.get()):
+                    pass
+        except TimeoutError:
+            return
+        finally:
+            self.deps.bus.unsubscribe(run_id, queue)
 
     async def cancel(self, run_id: str) -> Run | None:
         """Ask a live run to stop; None if the run is not in flight here."""

@@ -93,28 +93,33 @@ class Upstream:
             request["tools"] = tools
         drafts: dict[int, ToolCallDraft] = {}
         try:
-            stream = await self.client.chat.completions.create(**request)
+            # The client's own request plumbing, with raw chunks: `chat.completions.create`
+            # would walk the whole conversation through its TypedDict transforms and build a
+            # model object for every chunk, about 1 ms per turn on the run's critical path.
+            stream = await self.client.post(
+                "/chat/completions",
+                body=request,
+                cast_to=object,
+                stream=True,
+                stream_cls=openai.AsyncStream[object],
+            )
             async for chunk in stream:
-                if chunk.usage is not None:
-                    completion.prompt_tokens += chunk.usage.prompt_tokens or 0
-                    completion.completion_tokens += chunk.usage.completion_tokens or 0
-                for choice in chunk.choices:
-                    delta = choice.delta
-                    if delta.content:
-                        completion.text += delta.content
-                        yield TextDelta(delta.content)
-                    for call in delta.tool_calls or []:
-                        draft = drafts.get(call.index)
-                        if draft is None:
-                            draft = drafts[call.index] = ToolCallDraft(call.index)
-                        if call.id:
-                            draft.id = call.id
-                        fragment = ""
-                        if call.function is not None:
-                            if call.function.name:
-                                draft.name += call.function.name
-                            fragment = call.function.arguments or ""
-                            draft.arguments += fragment
+                if not isinstance(chunk, dict):
+                    raise UpstreamFailure("the model endpoint sent a chunk that is not an object")
+                usage = chunk.get("usage")
+                if isinstance(usage, dict):
+                    completion.prompt_tokens += _count(usage.get("prompt_tokens"))
+                    completion.completion_tokens += _count(usage.get("completion_tokens"))
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") if isinstance(choice, dict) else None
+                    if not isinstance(delta, dict):
+                        continue
+                    content = delta.get("content")
+                    if isinstance(content, str) and content:
+                        completion.text += content
+                        yield TextDelta(content)
+                    for call in delta.get("tool_calls") or ():
+                        draft, fragment = _merge_tool_call(drafts, call)
                         yield ToolCallDelta(draft, fragment)
         except openai.APIStatusError as exc:
             raise UpstreamFailure(
@@ -123,3 +128,28 @@ class Upstream:
         except openai.APIError as exc:
             raise UpstreamFailure(f"the model endpoint failed: {exc}") from exc
         completion.tool_calls = [drafts[i] for i in sorted(drafts)]
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _merge_tool_call(drafts: dict[int, ToolCallDraft], call: object) -> tuple[ToolCallDraft, str]:
+    """Fold one streamed tool call fragment into its draft; returns the draft and new arguments."""
+    if not isinstance(call, dict) or not isinstance(call.get("index", 0), int):
+        raise UpstreamFailure("the model endpoint sent a malformed tool call")
+    index = call.get("index", 0)
+    draft = drafts.get(index)
+    if draft is None:
+        draft = drafts[index] = ToolCallDraft(index)
+    if isinstance(call.get("id"), str) and call["id"]:
+        draft.id = call["id"]
+    function = call.get("function")
+    fragment = ""
+    if isinstance(function, dict):
+        if isinstance(function.get("name"), str):
+            draft.name += function["name"]
+        if isinstance(function.get("arguments"), str):
+            fragment = function["arguments"]
+            draft.arguments += fragment
+    return draft, fragment

@@ -131,6 +131,12 @@ class RunsService:
         executor = self.runs.executor(run_id)
         return executor.run if executor else Run.model_validate(record.body)
 
+    async def settled(self, project: str, thread_id: str, run_id: str, timeout: float) -> Run:
+        """The run once it leaves queued/in_progress, or as it is after `timeout` seconds."""
+        await self.current(project, thread_id, run_id)  # 404 before waiting on anything
+        await self.runs.wait_until_settled(run_id, timeout)
+        return await self.current(project, thread_id, run_id)
+
     def age_seconds(self, run_id: str) -> float | None:
         """Seconds since the run started here, or None if it is not in flight."""
         executor = self.runs.executor(run_id)

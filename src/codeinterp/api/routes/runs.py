@@ -84,9 +84,20 @@ async def list_runs(
 
 @router.get("/{thread_id}/runs/{run_id}")
 async def retrieve_run(
-    thread_id: str, run_id: str, response: Response, services: ServicesDep, project: Project
+    request: Request,
+    thread_id: str,
+    run_id: str,
+    response: Response,
+    services: ServicesDep,
+    project: Project,
 ) -> dict[str, Any]:
-    run = await services.runs.current(project, thread_id, run_id)
+    hold = services.settings.poll_hold_ms
+    if hold and request.headers.get("x-stainless-poll-helper") == "true":
+        # The SDK's create_and_poll/poll helpers only want the run once it settles: answer them
+        # then (a long poll) instead of making them sleep a poll tick past the run's end.
+        run = await services.runs.settled(project, thread_id, run_id, hold / 1000)
+    else:
+        run = await services.runs.current(project, thread_id, run_id)
     _poll_header(response, services, run_id)
     return run.model_dump(mode="json")
 
