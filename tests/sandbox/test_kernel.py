@@ -37,6 +37,15 @@ async def test_a_pooled_session_starts_with_a_fresh_shell(sandbox: Sandbox) -> N
         await session.close()
 
 
+async def test_the_shell_keeps_no_second_copy_of_each_cell(session: Session) -> None:
+    """History is disabled, yet IPython queues each cell for its database; the kernel drops
+    that queue, so a long session holds its code once (in `In`), not twice."""
+    for i in range(3):
+        await session.run(f"x = {i}")
+    ex = await session.run("h = get_ipython().history_manager\nlen(h.db_input_cache), len(In)")
+    assert ex.text == "(1, 5)"  # only the cell that is running now is queued
+
+
 async def test_stdout_streams_while_code_runs(session: Session) -> None:
     """Output printed before a pause arrives before the code finishes."""
     code = "import time\nprint('first', flush=True)\ntime.sleep(1.5)\nprint('second')"
