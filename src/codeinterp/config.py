@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     pool_size: int = 4
     unsafe_no_sandbox: bool = False
 
+    # Containers: an operator's cap on any container's idle time, whatever it asks (None: no cap)
+    container_idle_cap_minutes: float | None = Field(default=None, gt=0)
+    # SSE comment lines on quiet streams, so proxies and clients know the stream is alive
+    sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
+
     # Runs
     run_expiry_seconds: int = 600
     max_tool_calls_per_run: int = 32

@@ -5,6 +5,7 @@ CodeInterpError
 ├── NotFound                a named object (session, file) does not exist
 ├── Conflict                the object is busy or in the wrong state
 ├── QuotaExceeded           a size limit (workspace quota, upload cap) would be passed
+├── ContainerExpired        the container was idle too long; its files and state are gone
 └── SandboxError            the sandbox itself failed
     ├── IsolationUnavailable  a protection is missing here; the message names the fix
     ├── SessionClosed         the session was closed by its owner
@@ -40,6 +41,10 @@ class Conflict(CodeInterpError):
 
 class QuotaExceeded(CodeInterpError):
     """The operation would pass a configured size limit."""
+
+
+class ContainerExpired(CodeInterpError):
+    """The container expired (idle too long, or the server restarted); its data is gone."""
 
 
 class UpstreamError(CodeInterpError):

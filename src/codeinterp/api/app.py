@@ -18,6 +18,7 @@ from codeinterp.agent.upstream import Upstream
 from codeinterp.config import Settings
 from codeinterp.sandbox import Sandbox, SandboxConfig
 from codeinterp.services.assistants import AssistantsService
+from codeinterp.services.containers import ContainersService
 from codeinterp.services.files import FilesService
 from codeinterp.services.runs import RunsService
 from codeinterp.services.threads import ThreadsService
@@ -28,7 +29,7 @@ from codeinterp.store import Store
 from . import errors
 from .deps import Services
 from .middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from .routes import assistants, files, runs, threads, usage
+from .routes import assistants, containers, files, runs, threads, usage
 
 log = logging.getLogger("codeinterp.api")
 
@@ -46,6 +47,11 @@ def create_app(settings: Settings) -> FastAPI:
                 "marked %d run(s) failed: they were in flight at the last shutdown", len(failed)
             )
         await store.end_open_sessions(int(time.time()))
+        expired = await store.expire_running_containers()
+        if expired:
+            log.warning(
+                "marked %d container(s) expired: their sessions ended with the server", expired
+            )
         sandbox = await Sandbox.start(
             SandboxConfig(
                 pool_size=settings.pool_size, unsafe_no_sandbox=settings.unsafe_no_sandbox
@@ -82,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
                 store, assistant_service, thread_service, run_manager, settings.run_expiry_seconds
             ),
             usage=UsageService(store),
+            containers=ContainersService(store, sessions, settings, settings.max_upload_bytes),
         )
         try:
             yield
@@ -96,7 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     # runs before threads: POST /v1/threads/runs must not match /v1/threads/{thread_id}
-    for module in (files, assistants, runs, threads, usage):
+    for module in (files, assistants, runs, threads, usage, containers):
         app.include_router(module.router)
     app.add_middleware(
         BodySizeLimitMiddleware,

@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from codeinterp.config import Settings
 from codeinterp.errors import Unauthorized
 from codeinterp.services.assistants import AssistantsService
+from codeinterp.services.containers import ContainersService
 from codeinterp.services.files import FilesService
 from codeinterp.services.runs import RunsService
 from codeinterp.services.threads import ThreadsService
@@ -27,6 +28,7 @@ class Services:
     threads: ThreadsService
     runs: RunsService
     usage: UsageService
+    containers: ContainersService
 
 
 def get_services(request: Request) -> Services:

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from codeinterp.errors import (
     CodeInterpError,
     Conflict,
+    ContainerExpired,
     InvalidRequest,
     NotFound,
     QuotaExceeded,
@@ -33,6 +34,7 @@ ERROR_TABLE: list[tuple[type[CodeInterpError], int, str, str | None]] = [
     (NotFound, 404, "invalid_request_error", None),
     (QuotaExceeded, 413, "invalid_request_error", "file_too_large"),
     (Conflict, 400, "invalid_request_error", None),
+    (ContainerExpired, 400, "invalid_request_error", "container_expired"),
     (InvalidRequest, 400, "invalid_request_error", None),
     (UpstreamError, 502, "server_error", "upstream_error"),
     (SandboxError, 500, "server_error", "sandbox_error"),

@@ -1,17 +1,25 @@
-"""Server-sent events for runs: OpenAI's framing, a heartbeat, and a terminal `done`."""
+"""Server-sent events: OpenAI's framing, a heartbeat on quiet streams, and the two producers,
+runs (relayed from the event bus, ending with `done`) and executions (ending with `end`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
 
 from codeinterp.agent.bus import EventBus
+from codeinterp.errors import CodeInterpError
+
+log = logging.getLogger("codeinterp.api")
 
 HEARTBEAT_SECONDS = 15.0
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+KEEP_ALIVE = b": keep-alive\n\n"
 
 
 def frame(event: str, data: Any) -> bytes:
@@ -20,7 +28,11 @@ def frame(event: str, data: Any) -> bytes:
 
 
 def run_stream(
-    bus: EventBus, run_id: str, start: Callable[[], None], prelude: list[tuple[str, Any]]
+    bus: EventBus,
+    run_id: str,
+    start: Callable[[], None],
+    prelude: list[tuple[str, Any]],
+    heartbeat: float = HEARTBEAT_SECONDS,
 ) -> StreamingResponse:
     """Subscribe to the run's events, then start it, and relay until it stops.
 
@@ -36,10 +48,10 @@ def run_stream(
                 yield frame(event, data)
             while True:
                 try:
-                    async with asyncio.timeout(HEARTBEAT_SECONDS):
+                    async with asyncio.timeout(heartbeat):
                         event, data = await queue.get()
                 except TimeoutError:
-                    yield b": keep-alive\n\n"
+                    yield KEEP_ALIVE
                     continue
                 yield frame(event, data)
                 if event == "done":
@@ -47,8 +59,62 @@ def run_stream(
         finally:
             bus.unsubscribe(run_id, queue)
 
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return StreamingResponse(events(), media_type="text/event-stream", headers=HEADERS)
+
+
+_DONE = object()
+
+
+def _failure(exc: Exception) -> dict[str, Any]:
+    """OpenAI's in-stream error shape, {"error": {...}}, for a failure after the stream began."""
+    from .errors import error_response
+
+    if isinstance(exc, CodeInterpError):
+        return dict(json.loads(bytes(error_response(exc).body)))
+    return {"error": {"message": "internal server error", "type": "server_error"}}
+
+
+def execution_stream(
+    source: AsyncIterator[tuple[str, Any]], heartbeat: float = HEARTBEAT_SECONDS
+) -> StreamingResponse:
+    """Relay an execution's events as they happen, with a heartbeat while the code is quiet.
+
+    The events are pulled by a task of their own, so a heartbeat never interrupts the source.
+    When the client goes away, Starlette cancels this stream, which cancels that task inside
+    the execution: the sandbox interrupts the code (see Session.execute).
+    """
+
+    async def events() -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def pull() -> None:
+            try:
+                async for item in source:
+                    queue.put_nowait(item)
+                queue.put_nowait(_DONE)
+            except Exception as exc:  # the stream has begun: the failure becomes its last event
+                log.exception("execution stream failed")
+                queue.put_nowait(exc)
+
+        puller = asyncio.create_task(pull(), name="execution stream")
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(heartbeat):
+                        item = await queue.get()
+                except TimeoutError:
+                    yield KEEP_ALIVE
+                    continue
+                if item is _DONE:
+                    return
+                if isinstance(item, Exception):
+                    yield frame("error", _failure(item))
+                    return
+                yield frame(*item)
+        finally:
+            if not puller.done():
+                puller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await puller
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=HEADERS)

@@ -12,11 +12,11 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from codeinterp.ids import new_id
-from codeinterp.sandbox import Sandbox, Session
+from codeinterp.sandbox import Sandbox, SandboxPolicy, Session
 from codeinterp.store import FileRecord, Store
 
 log = logging.getLogger("codeinterp.sessions")
@@ -32,9 +32,18 @@ class ManagedSession:
     files: dict[str, str] = field(default_factory=dict)  # file id -> path in /mnt/data
     last_used: float = field(default_factory=time.monotonic)
     busy: int = 0
+    idle_seconds: float | None = None  # None: the manager's default
+    # called (before the session closes) when the session expires for being idle
+    on_expire: Callable[[ManagedSession], Awaitable[None]] | None = None
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
+
+    def idle_for(self, default: float) -> float:
+        return default if self.idle_seconds is None else self.idle_seconds
+
+    def expired(self, default: float) -> bool:
+        return self.busy == 0 and time.monotonic() - self.last_used > self.idle_for(default)
 
 
 class SessionManager:
@@ -52,18 +61,46 @@ class SessionManager:
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._expire_idle_sessions())
 
-    async def acquire(self, project: str, owner_kind: str, owner_id: str) -> ManagedSession:
-        """The owner's session, created if it has none (or its last one expired)."""
+    async def acquire(
+        self,
+        project: str,
+        owner_kind: str,
+        owner_id: str,
+        *,
+        memory_limit: str = "1g",
+        idle_seconds: float | None = None,
+        on_expire: Callable[[ManagedSession], Awaitable[None]] | None = None,
+    ) -> ManagedSession:
+        """The owner's session, created if it has none (or its last one expired).
+
+        A new session gets the memory tier's limit and, if given, its own idle time and a
+        callback for its expiry (containers); the defaults are a thread's.
+        """
         key = (project, owner_kind, owner_id)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             managed = self._sessions.get(key)
             if managed is None or managed.session.closed:
-                session = await self.sandbox.create_session()
-                managed = ManagedSession(new_id("session"), project, owner_kind, owner_id, session)
+                policy = SandboxPolicy.for_memory_tier(memory_limit)
+                session = await self.sandbox.create_session(policy)
+                managed = ManagedSession(
+                    new_id("session"),
+                    project,
+                    owner_kind,
+                    owner_id,
+                    session,
+                    idle_seconds=idle_seconds,
+                    on_expire=on_expire,
+                )
                 self._sessions[key] = managed
                 await self.store.record_session_start(
-                    project, managed.id, owner_kind, owner_id, int(time.time()), self.price_usd
+                    project,
+                    managed.id,
+                    owner_kind,
+                    owner_id,
+                    int(time.time()),
+                    self.price_usd,
+                    memory_limit,
                 )
             managed.touch()
             return managed
@@ -107,15 +144,30 @@ class SessionManager:
             await managed.session.close()
         await self.store.record_session_end(managed.id, int(time.time()))
 
+    async def expire(self, managed: ManagedSession) -> None:
+        """End an idle session now: its owner is told (on_expire), then it closes."""
+        key = (managed.project, managed.owner_kind, managed.owner_id)
+        if self._sessions.get(key) is not managed:
+            return  # already ended
+        log.info("session %s of %s %s expired", managed.id, key[1], key[2])
+        self._sessions.pop(key, None)
+        if managed.on_expire is not None:
+            try:
+                await managed.on_expire(managed)
+            except Exception:
+                log.exception("could not mark %s %s expired", key[1], key[2])
+        await self._end(managed)
+
     async def _expire_idle_sessions(self) -> None:
         while True:
-            await asyncio.sleep(min(30.0, max(0.5, self.idle_seconds / 4)))
-            cutoff = time.monotonic() - self.idle_seconds
-            for key, managed in list(self._sessions.items()):
-                if managed.busy == 0 and managed.last_used < cutoff:
-                    log.info("session %s of %s %s expired", managed.id, key[1], key[2])
-                    self._sessions.pop(key, None)
-                    await self._end(managed)
+            shortest = min(
+                (m.idle_for(self.idle_seconds) for m in self._sessions.values()),
+                default=self.idle_seconds,
+            )
+            await asyncio.sleep(min(30.0, max(0.25, shortest / 4)))
+            for managed in list(self._sessions.values()):
+                if managed.expired(self.idle_seconds):
+                    await self.expire(managed)
 
     async def close_all(self) -> None:
         if self._reaper is not None:

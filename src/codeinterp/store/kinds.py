@@ -1,6 +1,6 @@
 """The kinds of Assistants-API object the store keeps, and the key columns of each.
 
-A key column repeats a body field of the same name (`thread_id`, `run_id`, `status`) so that
+A key column repeats a body field of the same name (`thread_id`, `run_id`, `status`, `name`) so that
 queries can filter on it. `key_columns` decides their values when an object is written, so that a
 column never disagrees with its body; a kind without the column reports the body's field instead
 (a message's or a run step's status; see statements.object_record).
@@ -16,9 +16,18 @@ from sqlalchemy import Table
 
 from codeinterp.errors import InvalidRequest
 
-from .tables import AssistantRow, MessageRow, Row, RunRow, RunStepRow, ThreadRow, table_of
+from .tables import (
+    AssistantRow,
+    ContainerRow,
+    MessageRow,
+    Row,
+    RunRow,
+    RunStepRow,
+    ThreadRow,
+    table_of,
+)
 
-KEYS = ("thread_id", "run_id", "status")
+KEYS = ("thread_id", "run_id", "status", "name")
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ KINDS = {
         Kind("message", MessageRow, required=("thread_id",), optional=("run_id",)),
         Kind("run", RunRow, required=("thread_id", "status")),
         Kind("run_step", RunStepRow, required=("run_id", "thread_id")),
+        Kind("container", ContainerRow, required=("status", "name")),
     )
 }
 

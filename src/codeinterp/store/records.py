@@ -35,9 +35,10 @@ class FileRecord:
 
 @dataclass(frozen=True, slots=True)
 class ObjectRecord:
-    """An assistant, thread, message, run or run step.
+    """An assistant, thread, message, run, run step or container.
 
-    thread_id, run_id and status are the object's own (None for a kind that has no such field).
+    thread_id, run_id, status and name are the object's own (None for a kind that has no such
+    field).
     """
 
     id: str
@@ -48,6 +49,7 @@ class ObjectRecord:
     thread_id: str | None = None
     run_id: str | None = None
     status: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

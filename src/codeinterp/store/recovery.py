@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Table, bindparam, select, update
 
 from . import statements
 from .records import ObjectRecord
-from .tables import MessageRow, RunRow, RunStepRow, table_of
+from .tables import ContainerRow, MessageRow, RunRow, RunStepRow, table_of
 
 INTERRUPTED_RUN_STATUSES = ("queued", "in_progress", "cancelling", "requires_action")
 
@@ -70,6 +70,16 @@ def fail_interrupted_runs(connection: Connection, message: str, now: int) -> lis
     _close(connection, table_of(RunStepRow), run_ids, lambda body: failed_step(body, message, now))
     _close(connection, table_of(MessageRow), run_ids, lambda body: incomplete_message(body, now))
     return failed
+
+
+def expire_running_containers(connection: Connection) -> int:
+    """Mark every running container expired: its files and state were in a session, and
+    sessions do not outlive the server. Returns how many."""
+    containers = table_of(ContainerRow)
+    query = select(containers.c.seq, containers.c.body).where(containers.c.status == "running")
+    bodies = {seq: {**body, "status": "expired"} for seq, body in connection.execute(query)}
+    _set_bodies(connection, containers, bodies, status="expired")
+    return len(bodies)
 
 
 def _close(

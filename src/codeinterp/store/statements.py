@@ -69,7 +69,7 @@ def _key_columns(table: Table) -> Columns:
 
 @cache
 def object_columns(table: Table) -> Columns:
-    """seq, id, project, created_at, body, thread_id, run_id, status (see object_record)."""
+    """seq, id, project, created_at, body, then the KEYS columns (see object_record)."""
     c = table.c
     return (c.seq, c.id, c.project, c.created_at, c.body, *_key_columns(table))
 
@@ -79,7 +79,7 @@ def object_record(row: Sequence[Any]) -> ObjectRecord:
 
     A key the kind has no column for is the body's field of that name, if that is a string.
     """
-    seq, obj_id, project, created_at, body, thread_id, run_id, status = row
+    seq, obj_id, project, created_at, body, thread_id, run_id, status, name = row
     return ObjectRecord(
         id=obj_id,
         project=project,
@@ -89,6 +89,7 @@ def object_record(row: Sequence[Any]) -> ObjectRecord:
         thread_id=thread_id if thread_id is not None else _body_key(body, "thread_id"),
         run_id=run_id if run_id is not None else _body_key(body, "run_id"),
         status=status if status is not None else _body_key(body, "status"),
+        name=name if name is not None else _body_key(body, "name"),
     )
 
 

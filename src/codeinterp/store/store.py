@@ -180,6 +180,7 @@ class Store:
         thread_id: str | None = None,
         run_id: str | None = None,
         status: str | None = None,
+        name: str | None = None,
         created_at: int | None = None,
     ) -> ObjectRecord:
         """Store a new object. Key columns come from the keywords or else the body's fields.
@@ -187,7 +188,7 @@ class Store:
         Conflict if `obj_id` is taken; InvalidRequest if a keyword disagrees with the body.
         """
         spec = kind_of(kind)
-        given = {"thread_id": thread_id, "run_id": run_id, "status": status}
+        given = {"thread_id": thread_id, "run_id": run_id, "status": status, "name": name}
         keys = key_columns(spec, body, given)
         if created_at is None:
             stated = body.get("created_at")
@@ -228,19 +229,23 @@ class Store:
         *,
         thread_id: str | None = None,
         run_id: str | None = None,
+        name: str | None = None,
+        status: str | None = None,
         after: str | None = None,
         before: str | None = None,
         limit: int = 20,
         order: str = "desc",
     ) -> Page[ObjectRecord]:
-        """A page of the project's objects of `kind`, optionally only a thread's or a run's."""
+        """A page of the project's objects of `kind`, optionally only those whose key columns
+        (a thread's, a run's, a name, a status) have the values given."""
         spec = kind_of(kind)
         filters: dict[str, str] = {}
-        for name, value in (("thread_id", thread_id), ("run_id", run_id)):
+        named = (("thread_id", thread_id), ("run_id", run_id), ("name", name), ("status", status))
+        for column, value in named:
             if value is not None:
-                if name not in spec.columns:
-                    raise InvalidRequest(f"{spec.noun}s cannot be listed by {name}", param=name)
-                filters[name] = value
+                if column not in spec.columns:
+                    raise InvalidRequest(f"{spec.noun}s cannot be listed by {column}", param=column)
+                filters[column] = value
         return await self._db.read(
             lambda c: objects.list_objects(
                 c, spec, project, filters, after=after, before=before, limit=limit, order=order
@@ -260,6 +265,10 @@ class Store:
         transaction. Returns the failed runs.
         """
         return await self._db.write(lambda c: recovery.fail_interrupted_runs(c, message, now))
+
+    async def expire_running_containers(self) -> int:
+        """At start-up, mark running containers expired (their sessions are gone)."""
+        return await self._db.write(recovery.expire_running_containers)
 
     # Usage of code sessions
 

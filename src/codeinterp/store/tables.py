@@ -93,6 +93,15 @@ class RunStepRow(Row):
     thread_id: Mapped[str] = mapped_column(Text)
 
 
+class ContainerRow(Row):
+    """A container of the Containers API: its metadata (its files live in its session)."""
+
+    __tablename__ = "containers"
+
+    name: Mapped[str] = mapped_column(Text, index=True)
+    status: Mapped[str] = mapped_column(Text, index=True)  # "running" | "expired"
+
+
 class SandboxSessionRow(Row):
     """Usage record of one code session; `body` is kept for extra details (empty today)."""
 

@@ -45,7 +45,13 @@ def _started(
     """Start the run; answer with it (JSON) or with its event stream."""
     bus = request.app.state.bus
     if stream:
-        return run_stream(bus, run.id, lambda: services.runs.start(project, run), prelude or [])
+        return run_stream(
+            bus,
+            run.id,
+            lambda: services.runs.start(project, run),
+            prelude or [],
+            services.settings.sse_heartbeat_seconds,
+        )
     services.runs.start(project, run)
     return JSONResponse(
         run.model_dump(mode="json"),

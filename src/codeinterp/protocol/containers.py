@@ -1,0 +1,72 @@
+"""The Containers API's objects (OpenAI's shapes) and our execute extension."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from .common import RequestModel, WireModel
+
+MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
+DEFAULT_EXPIRY_MINUTES = 20
+MAX_EXPIRY_MINUTES = 7 * 24 * 60
+
+
+class ExpiresAfter(RequestModel):
+    anchor: Literal["last_active_at"]
+    minutes: int = Field(ge=1, le=MAX_EXPIRY_MINUTES)
+
+
+class NetworkPolicy(RequestModel):
+    type: Literal["disabled", "allowlist"]
+    allowed_domains: list[str] | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _no_network(cls, value: str) -> str:
+        if value != "disabled":
+            raise ValueError(
+                "sandboxes have no network access here: only {'type': 'disabled'} is supported"
+            )
+        return value
+
+
+class ContainerCreate(RequestModel):
+    name: str = Field(max_length=256)
+    expires_after: ExpiresAfter | None = None
+    file_ids: list[str] = Field(default_factory=list, max_length=50)
+    memory_limit: Literal["1g", "4g", "16g", "64g"] | None = None
+    network_policy: NetworkPolicy | None = None
+
+
+class Container(WireModel):
+    id: str
+    object: Literal["container"] = "container"
+    name: str
+    created_at: int
+    status: Literal["running", "expired"] = "running"
+    last_active_at: int
+    expires_after: dict[str, Any]
+    memory_limit: str = "1g"
+    network_policy: dict[str, Any] = Field(default_factory=lambda: {"type": "disabled"})
+
+
+class ContainerFile(WireModel):
+    id: str
+    object: Literal["container.file"] = "container.file"
+    created_at: int
+    bytes: int
+    container_id: str
+    path: str
+    source: Literal["user", "assistant"]
+
+
+class ContainerFileCreate(RequestModel):
+    file_id: str
+
+
+class ExecuteRequest(RequestModel):
+    code: str = Field(max_length=4 * 1024 * 1024)
+    timeout: float | None = Field(default=None, gt=0, le=24 * 3600)
+    stream: bool = False

@@ -1,0 +1,398 @@
+"""Containers: a named sandbox session with an idle expiry and its files at /mnt/data.
+
+A container's metadata is stored; its files and Python state live in its session, so they are
+gone when it expires (as with OpenAI) or when the server restarts (start-up marks running
+containers expired). Container file ids are kept in memory beside the session: a file the code
+writes gets an id (source "assistant") the first time the API sees it.
+
+Every door that runs code in a container (execute, the Responses API, the MCP tools) goes
+through `execute` here, so they share sessions, limits, file tracking and usage records.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from codeinterp.config import Settings
+from codeinterp.errors import ContainerExpired, NotFound, QuotaExceeded
+from codeinterp.ids import new_id
+from codeinterp.protocol.containers import (
+    DEFAULT_EXPIRY_MINUTES,
+    Container,
+    ContainerCreate,
+    ContainerFile,
+)
+from codeinterp.sandbox import End, Error, Execution, FileChange, Result, Stderr, Stdout
+from codeinterp.sandbox.workspace import WorkspaceFile, clean_relative_path
+from codeinterp.sessions import ManagedSession, SessionManager
+from codeinterp.store import Store
+
+from .common import check_limit, check_order, now
+from .files import clean_filename
+
+log = logging.getLogger("codeinterp.containers")
+
+WORKSPACE = "/mnt/data"
+IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif"}
+IMAGE_DIR = "outputs"  # displayed images are saved as /mnt/data/outputs/image-N.png
+
+# (event name, payload) as the execute stream sends them: stdout, stderr, result, error, end
+ExecutionEvent = tuple[str, dict[str, Any]]
+
+
+@dataclass
+class TrackedFile:
+    id: str
+    created_at: int
+    source: str  # "user" (uploaded through the API) or "assistant" (written by code)
+
+
+@dataclass
+class LiveContainer:
+    project: str
+    container: Container
+    managed: ManagedSession
+    files: dict[str, TrackedFile] = field(default_factory=dict)  # path under /mnt/data -> file
+    images_saved: int = 0
+
+
+class ContainersService:
+    def __init__(
+        self, store: Store, sessions: SessionManager, settings: Settings, max_upload_bytes: int
+    ) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.settings = settings
+        self.max_upload_bytes = max_upload_bytes
+        self._live: dict[str, LiveContainer] = {}
+
+    # -- containers -----------------------------------------------------------------------------
+
+    async def create(self, project: str, body: ContainerCreate) -> dict[str, Any]:
+        records = [await self.store.get_file(project, f) for f in dict.fromkeys(body.file_ids)]
+        stamp = now()
+        minutes = body.expires_after.minutes if body.expires_after else DEFAULT_EXPIRY_MINUTES
+        container = Container(
+            id=new_id("container"),
+            name=body.name,
+            created_at=stamp,
+            last_active_at=stamp,
+            expires_after={"anchor": "last_active_at", "minutes": minutes},
+            memory_limit=body.memory_limit or "1g",
+        )
+        await self.store.create_object(
+            "container", project, container.id, container.model_dump(mode="json")
+        )
+        try:
+            managed = await self.sessions.acquire(
+                project,
+                "container",
+                container.id,
+                memory_limit=container.memory_limit,
+                idle_seconds=self._idle_seconds(minutes),
+                on_expire=self._on_session_expired,
+            )
+            live = LiveContainer(project, container, managed)
+            self._live[container.id] = live
+            paths = SessionManager.plan_paths({}, records)
+            for record in records:
+                data = await self.store.read_file(project, record.id)
+                await self._write(live, paths[record.id], data, "user")
+        except BaseException:
+            self._live.pop(container.id, None)
+            await self.sessions.close(project, "container", container.id)
+            await self.store.delete_object("container", project, container.id)
+            raise
+        return container.model_dump(mode="json")
+
+    async def retrieve(self, project: str, container_id: str) -> dict[str, Any]:
+        """The container; an expired one is shown as such (its metadata outlives its data)."""
+        try:
+            live = await self._use(project, container_id)
+        except ContainerExpired:
+            record = await self.store.get_object("container", project, container_id)
+            return record.body
+        return live.container.model_dump(mode="json")
+
+    async def list_containers(
+        self,
+        project: str,
+        after: str | None,
+        limit: int,
+        order: str,
+        name: str | None,
+    ) -> dict[str, Any]:
+        page = await self.store.list_objects(
+            "container",
+            project,
+            name=name,
+            after=after,
+            limit=check_limit(limit),
+            order=check_order(order),
+        )
+        data = []
+        for record in page.items:
+            live = self._live.get(record.id)
+            data.append(live.container.model_dump(mode="json") if live else record.body)
+        return _envelope(data, page.has_more)
+
+    async def delete(self, project: str, container_id: str) -> dict[str, Any]:
+        await self.store.get_object("container", project, container_id)  # 404 if not ours
+        self._live.pop(container_id, None)
+        await self.sessions.close(project, "container", container_id)
+        await self.store.delete_object("container", project, container_id)
+        return {"id": container_id, "object": "container.deleted", "deleted": True}
+
+    async def close_all(self) -> None:
+        """The server is stopping: its sessions end with it (start-up marks them expired)."""
+        self._live.clear()
+
+    # -- files ----------------------------------------------------------------------------------
+
+    async def list_files(
+        self, project: str, container_id: str, after: str | None, limit: int, order: str
+    ) -> dict[str, Any]:
+        live = await self._use(project, container_id)
+        check_limit(limit, 10_000)
+        files = sorted(
+            await self._current_files(live),
+            key=lambda f: (f.created_at, f.id),
+            reverse=check_order(order) == "desc",
+        )
+        if after is not None:
+            ids = [f.id for f in files]
+            files = files[ids.index(after) + 1 :] if after in ids else []
+        return _envelope([f.model_dump(mode="json") for f in files[:limit]], len(files) > limit)
+
+    async def add_file(
+        self, project: str, container_id: str, filename: str | None, data: bytes
+    ) -> dict[str, Any]:
+        """An upload: written at /mnt/data/<its name>, replacing a file of that name."""
+        live = await self._use(project, container_id)
+        name = clean_filename(filename)
+        return (await self._write(live, name, data, "user")).model_dump(mode="json")
+
+    async def copy_file(self, project: str, container_id: str, file_id: str) -> dict[str, Any]:
+        """A File (Files API) copied in at /mnt/data/<its file name>."""
+        live = await self._use(project, container_id)
+        record = await self.store.get_file(project, file_id)
+        data = await self.store.read_file(project, file_id)
+        return (await self._write(live, record.filename, data, "user")).model_dump(mode="json")
+
+    async def retrieve_file(self, project: str, container_id: str, file_id: str) -> dict[str, Any]:
+        live = await self._use(project, container_id)
+        return (await self._find_file(live, file_id)).model_dump(mode="json")
+
+    async def file_content(
+        self, project: str, container_id: str, file_id: str
+    ) -> tuple[ContainerFile, bytes]:
+        live = await self._use(project, container_id)
+        found = await self._find_file(live, file_id)
+        return found, await live.managed.session.download(_relative(found.path))
+
+    async def delete_file(self, project: str, container_id: str, file_id: str) -> dict[str, Any]:
+        live = await self._use(project, container_id)
+        found = await self._find_file(live, file_id)
+        name = _relative(found.path)
+        await live.managed.session.delete_file(name)
+        live.files.pop(name, None)
+        return {"id": file_id, "object": "container.file.deleted", "deleted": True}
+
+    # -- code -----------------------------------------------------------------------------------
+
+    async def execute(
+        self, project: str, container_id: str, code: str, timeout: float | None
+    ) -> AsyncIterator[ExecutionEvent]:
+        """Check the container (NotFound, ContainerExpired), then return the execution's events.
+
+        They are yielded as they happen; leaving the iteration early (a client that went away)
+        interrupts the code. Images the code displays are saved as container files and named
+        in their `result` event.
+        """
+        live = await self._use(project, container_id)
+        return self._execute(live, code, timeout)
+
+    async def _execute(
+        self, live: LiveContainer, code: str, timeout: float | None
+    ) -> AsyncIterator[ExecutionEvent]:
+        managed = live.managed
+        managed.busy += 1
+        execution = Execution()
+        results: list[dict[str, Any]] = []
+        try:
+            limit = timeout if timeout is not None else self.settings.execution_timeout
+            async for event in managed.session.execute(code, limit):
+                execution.add(event)
+                if isinstance(event, Stdout):
+                    yield "stdout", {"text": event.text}
+                elif isinstance(event, Stderr):
+                    yield "stderr", {"text": event.text}
+                elif isinstance(event, Result):
+                    result = event.to_dict()
+                    saved = await self._save_image(live, event)
+                    if saved is not None:
+                        result["file_id"], result["path"] = saved.id, saved.path
+                    results.append(result)
+                    yield "result", result
+                elif isinstance(event, Error):
+                    yield "error", event.to_dict()
+                elif isinstance(event, End):
+                    body = execution.to_dict()
+                    body["results"] = results
+                    body["files"] = self._track_changes(live, event.files)
+                    yield "end", body
+        finally:
+            managed.busy -= 1
+            managed.touch()
+
+    async def run(
+        self, project: str, container_id: str, code: str, timeout: float | None
+    ) -> dict[str, Any]:
+        """`execute` gathered: the `end` event's body."""
+        async for name, data in await self.execute(project, container_id, code, timeout):
+            if name == "end":
+                return data
+        raise AssertionError("an execution always ends with an `end` event")
+
+    async def interrupt(self, project: str, container_id: str) -> dict[str, Any]:
+        live = await self._use(project, container_id)
+        running = live.managed.busy > 0
+        await live.managed.session.interrupt()
+        return {"id": container_id, "object": "container.interrupt", "interrupted": running}
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _idle_seconds(self, minutes: int) -> float:
+        cap = self.settings.container_idle_cap_minutes
+        return 60.0 * (minutes if cap is None else min(minutes, cap))
+
+    async def _use(self, project: str, container_id: str) -> LiveContainer:
+        """The live container, its expiry refreshed; NotFound or ContainerExpired if none."""
+        live = self._live.get(container_id)
+        if live is None or live.project != project:
+            record = await self.store.get_object("container", project, container_id)  # 404
+            raise _expired_error(container_id, record.body)
+        managed = live.managed
+        if managed.session.closed or managed.expired(self.sessions.idle_seconds):
+            await self.sessions.expire(managed)
+            raise _expired_error(container_id, live.container.model_dump())
+        managed.touch()
+        stamp = now()
+        if stamp != live.container.last_active_at:  # stored to the second, not on every call
+            live.container.last_active_at = stamp
+            await self.store.update_object(
+                "container", project, container_id, live.container.model_dump(mode="json")
+            )
+        return live
+
+    async def _on_session_expired(self, managed: ManagedSession) -> None:
+        live = self._live.pop(managed.owner_id, None)
+        if live is None:
+            return
+        live.container.status = "expired"
+        await self.store.update_object(
+            "container", managed.project, managed.owner_id, live.container.model_dump(mode="json")
+        )
+
+    def _wire(
+        self, live: LiveContainer, name: str, size: int, tracked: TrackedFile
+    ) -> ContainerFile:
+        return ContainerFile(
+            id=tracked.id,
+            created_at=tracked.created_at,
+            bytes=size,
+            container_id=live.container.id,
+            path=f"{WORKSPACE}/{name}",
+            source=tracked.source,  # type: ignore[arg-type]
+        )
+
+    def _track(self, live: LiveContainer, name: str, source: str, created_at: int) -> TrackedFile:
+        tracked = live.files.get(name)
+        if tracked is None:
+            tracked = live.files[name] = TrackedFile(new_id("container_file"), created_at, source)
+        elif source == "user":
+            tracked.source = "user"
+        return tracked
+
+    async def _write(
+        self, live: LiveContainer, name: str, data: bytes, source: str
+    ) -> ContainerFile:
+        path = await live.managed.session.upload(name, data)
+        relative = _relative(path)
+        return self._wire(live, relative, len(data), self._track(live, relative, source, now()))
+
+    async def _current_files(self, live: LiveContainer) -> list[ContainerFile]:
+        """Every file in /mnt/data now, with its id (new files get one; gone ones lose theirs)."""
+        listing: Iterable[WorkspaceFile] = await live.managed.session.list_files()
+        present = {f.name: f for f in listing}
+        for name in list(live.files):
+            if name not in present:
+                del live.files[name]
+        return [
+            self._wire(live, name, f.size, self._track(live, name, "assistant", int(f.modified)))
+            for name, f in present.items()
+        ]
+
+    async def _find_file(self, live: LiveContainer, file_id: str) -> ContainerFile:
+        for found in await self._current_files(live):
+            if found.id == file_id:
+                return found
+        raise NotFound(f"No container file found with id '{file_id}'.")
+
+    def _track_changes(self, live: LiveContainer, changes: Iterable[FileChange]) -> list[Any]:
+        """The execution's file changes, each with the container file id it has now."""
+        stamp = now()
+        reported = []
+        for change in changes:
+            entry = change.to_dict()
+            if change.change == "deleted":
+                gone = live.files.pop(change.name, None)
+                entry["id"] = gone.id if gone else None
+            else:
+                entry["id"] = self._track(live, change.name, "assistant", stamp).id
+            reported.append(entry)
+        return reported
+
+    async def _save_image(self, live: LiveContainer, result: Result) -> ContainerFile | None:
+        for mime, extension in IMAGE_TYPES.items():
+            value = result.data.get(mime)
+            if not isinstance(value, str):
+                continue
+            try:
+                data = base64.b64decode(value, validate=True)
+            except ValueError:
+                return None
+            live.images_saved += 1
+            name = f"{IMAGE_DIR}/image-{live.images_saved}{extension}"
+            try:
+                return await self._write(live, name, data, "assistant")
+            except QuotaExceeded:
+                log.warning("container %s: no room to save %s", live.container.id, name)
+                return None
+        return None
+
+
+def _relative(path: str) -> str:
+    return "/".join(clean_relative_path(path))
+
+
+def _expired_error(container_id: str, body: dict[str, Any]) -> ContainerExpired:
+    minutes = (body.get("expires_after") or {}).get("minutes", DEFAULT_EXPIRY_MINUTES)
+    return ContainerExpired(
+        f"Container {container_id} has expired: it was idle for more than {minutes} minutes "
+        "(or the server restarted), and its files and state are gone. Create a new container."
+    )
+
+
+def _envelope(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
