@@ -62,6 +62,13 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--out", default="outputs", help="where images and files go (./outputs)")
     parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="run in a container on this codeinterp server instead of a local sandbox "
+        "(key: --api-key or CODEINTERP_API_KEY)",
+    )
+    parser.add_argument("--api-key", help="the server's API key (with --server)")
+    parser.add_argument(
         "--unsafe-no-sandbox",
         action="store_true",
         help="run with NO isolation (only where the sandbox cannot work and the code is trusted)",
@@ -101,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidRequest("--timeout must be positive")
     code = _read_code(args)
     uploads = _read_uploads(args.upload)
+    if args.server:
+        if args.unsafe_no_sandbox:
+            raise InvalidRequest("--unsafe-no-sandbox is for local runs, not with --server")
+        from .exec_remote import run_remote
+
+        return run_remote(args, code, uploads)
     return asyncio.run(_run(args, code, uploads))
 
 
@@ -112,7 +125,7 @@ async def _run(args: argparse.Namespace, code: str, uploads: list[tuple[str, byt
         for name, data in uploads:
             await session.upload(name, data)
         execution = Execution()
-        saver = _OutputSaver(args.out)
+        saver = OutputSaver(args.out)
         async for event in session.execute(code, args.timeout):
             execution.add(event)
             if not args.json:
@@ -128,7 +141,7 @@ async def _run(args: argparse.Namespace, code: str, uploads: list[tuple[str, byt
     return EXIT_CODES.get(execution.status, 1)
 
 
-class _OutputSaver:
+class OutputSaver:
     """Writes images and workspace files into the output directory, never outside it."""
 
     def __init__(self, out: str) -> None:
@@ -136,13 +149,14 @@ class _OutputSaver:
         self.paths: list[str] = []
         self._images = 0
 
-    def save_image(self, result: Result) -> str | None:
+    def save_image(self, bundle: dict[str, Any]) -> str | None:
+        """Save the image of a MIME bundle, if it has one; returns its path."""
         for mime, extension in IMAGE_TYPES.items():
-            if mime in result.data:
-                value = result.data[mime]
+            if mime in bundle:
+                value = bundle[mime]
                 data = value.encode() if mime == "image/svg+xml" else base64.b64decode(value)
                 self._images += 1
-                return self._write(f"image-{self._images}.{extension}", data)
+                return self.write(f"image-{self._images}.{extension}", data)
         return None
 
     async def save_files(self, session: Session, execution: Execution) -> list[str]:
@@ -151,10 +165,10 @@ class _OutputSaver:
             if change.change == "deleted":
                 continue
             data = await session.download(change.name)
-            saved.append(self._write(change.name, data))
+            saved.append(self.write(change.name, data))
         return saved
 
-    def _write(self, name: str, data: bytes) -> str:
+    def write(self, name: str, data: bytes) -> str:
         path = os.path.join(self.out, *clean_relative_path(name))
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
@@ -162,7 +176,7 @@ class _OutputSaver:
         return path
 
 
-def _show(event: Any, saver: _OutputSaver) -> None:
+def _show(event: Any, saver: OutputSaver) -> None:
     if isinstance(event, Stdout):
         sys.stdout.write(event.text)
         sys.stdout.flush()
@@ -170,7 +184,7 @@ def _show(event: Any, saver: _OutputSaver) -> None:
         sys.stderr.write(event.text)
         sys.stderr.flush()
     elif isinstance(event, Result):
-        path = saver.save_image(event)
+        path = saver.save_image(event.data)
         if path is not None:
             saver.paths.append(path)
             print(f"[image] {path}")

@@ -1,0 +1,89 @@
+"""`codeinterp exec --server URL`: the same command, run in a container on a server.
+
+A container is made for the run (with --memory), the uploads go to its /mnt/data, the output is
+streamed as the code produces it, images and the files the code wrote are saved into --out, and
+the container is deleted. Exit statuses are those of a local run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import httpx2
+
+from codeinterp.client import APIError, Client, Container, RunResult
+from codeinterp.errors import InvalidRequest
+
+from .exec_cmd import EXIT_CODES, OutputSaver
+
+
+def run_remote(args: argparse.Namespace, code: str, uploads: list[tuple[str, bytes]]) -> int:
+    try:
+        with (
+            Client(args.server, api_key=args.api_key) as client,
+            client.container(memory=args.memory, name="codeinterp exec") as box,
+        ):
+            return _run(box, args, code, uploads)
+    except APIError as exc:
+        raise InvalidRequest(f"the server refused: {exc.message}") from None
+    except httpx2.TransportError as exc:
+        raise InvalidRequest(f"cannot reach {args.server}: {exc}") from None
+
+
+def _run(box: Container, args: argparse.Namespace, code: str, uploads: list[Any]) -> int:
+    for name, data in uploads:
+        box.upload(data, name)
+    saver = OutputSaver(args.out)
+    quiet = bool(args.json)
+
+    def on_result(result: dict[str, Any]) -> None:
+        path = saver.save_image(result.get("data", {}))
+        if path is not None:
+            saver.paths.append(path)
+        if not quiet:
+            if path is not None:
+                print(f"[image] {path}")
+            elif "text/plain" in result.get("data", {}):
+                print(result["data"]["text/plain"])
+
+    result = box.run(
+        code,
+        args.timeout,
+        on_stdout=None if quiet else _writer(sys.stdout),
+        on_stderr=None if quiet else _writer(sys.stderr),
+        on_result=on_result,
+        on_error=None if quiet else lambda error: print(error["traceback"], file=sys.stderr),
+    )
+    saved = _save_files(box, result, saver)
+    if quiet:
+        document = dict(result.raw)
+        document["outputs"] = saver.paths + saved
+        print(json.dumps(document, indent=2))
+    else:
+        if result.status != "ok" and result.raw.get("message"):
+            print(f"[{result.status}] {result.raw['message']}", file=sys.stderr)
+        for path in saved:
+            print(f"[file] {path}")
+    return EXIT_CODES.get(result.status, 1)
+
+
+def _save_files(box: Container, result: RunResult, saver: OutputSaver) -> list[str]:
+    """The files the code created or changed (not the images the server saved for us)."""
+    saved_images = {r.get("path") for r in result.results}
+    saved = []
+    for change in result.files:
+        if change["change"] == "deleted" or change["path"] in saved_images:
+            continue
+        saved.append(saver.write(change["name"], box.download(change["id"])))
+    return saved
+
+
+def _writer(stream: Any) -> Any:
+    def write(text: str) -> None:
+        stream.write(text)
+        stream.flush()
+
+    return write
