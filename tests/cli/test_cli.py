@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,54 @@ def test_doctor_lists_every_protection(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout
     for name in ("namespaces", "cgroups", "seccomp", "privileges"):
         assert any(line.startswith("ok") and name in line for line in done.stdout.splitlines())
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server for `exec --server` (no model needed); its URL."""
+    from tests.support.server import ServerProcess
+
+    with ServerProcess({}, data_dir=tmp_path_factory.mktemp("server")) as server:
+        yield server.base_url.removesuffix("/v1")
+
+
+def test_exec_on_a_server_prints_and_saves_like_a_local_run(tmp_path: Path, remote: str) -> None:
+    """--server: the same output, images and files, from a container on the server."""
+    data = tmp_path / "numbers.csv"
+    data.write_text("n\n1\n2\n3\n")
+    code = (
+        "import pandas as pd\n"
+        "df = pd.read_csv('/mnt/data/numbers.csv')\n"
+        "print('sum', df.n.sum())\n"
+        "df.plot()\n"
+        "df.to_csv('/mnt/data/copy.csv', index=False)\n"
+        "int(df.n.max())"
+    )
+    done = run_cli("exec", "--server", remote, code, "--upload", str(data), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "sum 6"
+    assert "3" in lines
+    assert "[image] outputs/image-1.png" in lines
+    assert "[file] outputs/copy.csv" in lines
+    assert (tmp_path / "outputs/image-1.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "outputs/copy.csv").read_text() == "n\n1\n2\n3\n"
+
+
+def test_exec_on_a_server_keeps_exit_statuses_and_json(tmp_path: Path, remote: str) -> None:
+    failed = run_cli("exec", "--server", remote, "--json", "1/0", cwd=tmp_path)
+    assert failed.returncode == 1
+    document = json.loads(failed.stdout)
+    assert document["status"] == "error"
+    assert document["error"]["name"] == "ZeroDivisionError"
+    slow = run_cli(
+        "exec", "--server", remote, "--timeout", "0.5", "import time; time.sleep(5)", cwd=tmp_path
+    )
+    assert slow.returncode == 124
+
+
+def test_exec_on_an_unreachable_server_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = run_cli("exec", "--server", "http://127.0.0.1:9", "1", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.startswith("codeinterp: error: cannot reach http://127.0.0.1:9")
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -171,9 +171,10 @@ class ContainersService:
     async def add_file(
         self, project: str, container_id: str, filename: str | None, data: bytes
     ) -> dict[str, Any]:
-        """An upload: written at /mnt/data/<its name>, replacing a file of that name."""
+        """An upload: written at /mnt/data/<its name> (which may name a subdirectory), replacing
+        a file of that name."""
         live = await self._use(project, container_id)
-        name = clean_filename(filename)
+        name = "/".join(clean_relative_path(filename)) if filename else clean_filename(filename)
         return (await self._write(live, name, data, "user")).model_dump(mode="json")
 
     async def copy_file(self, project: str, container_id: str, file_id: str) -> dict[str, Any]:
