@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from codeinterp.sandbox import Execution
 
 TOOL_NAME = "python"
 MAX_RESULT_CHARS = 20_000
@@ -104,25 +103,26 @@ def _trim(text: str, limit: int) -> str:
     return f"{text[:head]}\n... [{dropped} characters omitted] ...\n{text[-tail:]}"
 
 
-def result_for_model(execution: Execution, image_ids: list[str]) -> str:
-    """What the model reads back: output, value, error, new files; long output trimmed."""
+def result_for_model(execution: dict[str, Any], images: int) -> str:
+    """What the model reads back from an execution (the shared JSON shape, Execution.to_dict):
+    output, value, error, new files; long output trimmed."""
     parts: list[str] = []
-    if execution.stdout:
-        parts.append(execution.stdout.rstrip("\n"))
-    if execution.stderr:
-        parts.append("[stderr]\n" + execution.stderr.rstrip("\n"))
-    for result in execution.results:
-        if result.kind == "execute_result" and "text/plain" in result.data:
-            parts.append(str(result.data["text/plain"]))
-    if image_ids:
-        parts.append(f"[{len(image_ids)} image(s) were displayed to the user]")
-    if execution.error is not None:
-        parts.append(
-            execution.error.traceback or f"{execution.error.name}: {execution.error.value}"
-        )
-    if execution.status not in ("ok", "error") and execution.message:
-        parts.append(f"[{execution.status}] {execution.message}")
-    written = [f.path for f in execution.files if f.change != "deleted"]
+    if execution.get("stdout"):
+        parts.append(execution["stdout"].rstrip("\n"))
+    if execution.get("stderr"):
+        parts.append("[stderr]\n" + execution["stderr"].rstrip("\n"))
+    for result in execution.get("results") or ():
+        if result.get("type") == "execute_result" and "text/plain" in result.get("data", {}):
+            parts.append(str(result["data"]["text/plain"]))
+    if images:
+        parts.append(f"[{images} image(s) were displayed to the user]")
+    error = execution.get("error")
+    if error is not None:
+        parts.append(error.get("traceback") or f"{error.get('name')}: {error.get('value')}")
+    status = execution.get("status")
+    if status not in ("ok", "error") and execution.get("message"):
+        parts.append(f"[{status}] {execution['message']}")
+    written = [f["path"] for f in execution.get("files") or () if f.get("change") != "deleted"]
     if written:
         parts.append("[files written: " + ", ".join(written) + "]")
     text = "\n".join(parts) if parts else "[no output]"

@@ -563,7 +563,7 @@ class RunExecutor:
         if execution.status not in ("ok", "error") and execution.message:
             add_logs(f"[{execution.status}] {execution.message}\n")
         self._pending_images.extend(image_ids)
-        return outputs, python_tool.result_for_model(execution, image_ids)
+        return outputs, python_tool.result_for_model(execution.to_dict(), len(image_ids))
 
     async def _save_image(self, result: Result) -> str | None:
         import base64

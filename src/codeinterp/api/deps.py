@@ -31,12 +31,16 @@ class Services:
     containers: ContainersService
 
 
-def get_services(request: Request) -> Services:
+# Both are `async def` though they never wait: FastAPI runs a plain `def` dependency in a worker
+# thread, which cost ~0.5 ms per request.
+
+
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def get_project(request: Request) -> str:
+async def get_project(request: Request) -> str:
     """The caller's project: from a configured key, or the default one when none are set."""
     keys: dict[str, str] = request.app.state.key_projects
     header = request.headers.get("authorization", "")
