@@ -17,6 +17,9 @@ PREFIXES = {
     "container": "cntr_",
     "container_file": "cfile_",
     "response": "resp_",
+    "code_interpreter_call": "ci_",
+    "function_call": "fc_",
+    "chat_completion": "chatcmpl-",
 }
 
 

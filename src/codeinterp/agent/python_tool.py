@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-
 TOOL_NAME = "python"
 MAX_RESULT_CHARS = 20_000
 

@@ -20,6 +20,7 @@ from codeinterp.sandbox import Sandbox, SandboxConfig
 from codeinterp.services.assistants import AssistantsService
 from codeinterp.services.containers import ContainersService
 from codeinterp.services.files import FilesService
+from codeinterp.services.responses import ResponsesService
 from codeinterp.services.runs import RunsService
 from codeinterp.services.threads import ThreadsService
 from codeinterp.services.usage import UsageService
@@ -29,7 +30,7 @@ from codeinterp.store import Store
 from . import errors
 from .deps import Services
 from .middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from .routes import assistants, containers, files, runs, threads, usage
+from .routes import assistants, containers, files, responses, runs, threads, usage
 
 log = logging.getLogger("codeinterp.api")
 
@@ -76,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
             await sessions.close(project, "thread", thread_id)
 
         thread_service = ThreadsService(store, on_thread_deleted=thread_deleted)
+        container_service = ContainersService(store, sessions, settings, settings.max_upload_bytes)
         app.state.sandbox = sandbox
         app.state.bus = bus
         app.state.key_projects = settings.key_projects()
@@ -88,7 +90,8 @@ def create_app(settings: Settings) -> FastAPI:
                 store, assistant_service, thread_service, run_manager, settings.run_expiry_seconds
             ),
             usage=UsageService(store),
-            containers=ContainersService(store, sessions, settings, settings.max_upload_bytes),
+            containers=container_service,
+            responses=ResponsesService(store, container_service, upstream, settings),
         )
         try:
             yield
@@ -103,7 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     # runs before threads: POST /v1/threads/runs must not match /v1/threads/{thread_id}
-    for module in (files, assistants, runs, threads, usage, containers):
+    for module in (files, assistants, runs, threads, usage, containers, responses):
         app.include_router(module.router)
     app.add_middleware(
         BodySizeLimitMiddleware,

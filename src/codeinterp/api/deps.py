@@ -13,6 +13,7 @@ from codeinterp.errors import Unauthorized
 from codeinterp.services.assistants import AssistantsService
 from codeinterp.services.containers import ContainersService
 from codeinterp.services.files import FilesService
+from codeinterp.services.responses import ResponsesService
 from codeinterp.services.runs import RunsService
 from codeinterp.services.threads import ThreadsService
 from codeinterp.services.usage import UsageService
@@ -29,6 +30,7 @@ class Services:
     runs: RunsService
     usage: UsageService
     containers: ContainersService
+    responses: ResponsesService
 
 
 # Both are `async def` though they never wait: FastAPI runs a plain `def` dependency in a worker

@@ -140,6 +140,10 @@ class ContainersService:
             data.append(live.container.model_dump(mode="json") if live else record.body)
         return _envelope(data, page.has_more)
 
+    async def ensure_usable(self, project: str, container_id: str) -> None:
+        """NotFound or ContainerExpired unless code can run in the container now."""
+        await self._use(project, container_id)
+
     async def delete(self, project: str, container_id: str) -> dict[str, Any]:
         await self.store.get_object("container", project, container_id)  # 404 if not ours
         self._live.pop(container_id, None)

@@ -20,6 +20,7 @@ from .tables import (
     AssistantRow,
     ContainerRow,
     MessageRow,
+    ResponseRow,
     Row,
     RunRow,
     RunStepRow,
@@ -59,6 +60,7 @@ KINDS = {
         Kind("run", RunRow, required=("thread_id", "status")),
         Kind("run_step", RunStepRow, required=("run_id", "thread_id")),
         Kind("container", ContainerRow, required=("status", "name")),
+        Kind("response", ResponseRow, required=("status",)),
     )
 }
 

@@ -102,6 +102,14 @@ class ContainerRow(Row):
     status: Mapped[str] = mapped_column(Text, index=True)  # "running" | "expired"
 
 
+class ResponseRow(Row):
+    """A stored response of the Responses API: `body` holds the response and its context."""
+
+    __tablename__ = "responses"
+
+    status: Mapped[str] = mapped_column(Text)
+
+
 class SandboxSessionRow(Row):
     """Usage record of one code session; `body` is kept for extra details (empty today)."""
 

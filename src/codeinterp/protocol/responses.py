@@ -1,0 +1,112 @@
+"""The Responses API's request (POST /v1/responses), checked as OpenAI checks it, for the tools
+this server runs: `code_interpreter` (in a container) and `function` (answered by the client)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .common import RequestModel, check_metadata
+from .containers import MEMORY_LIMITS
+
+INCLUDE_OUTPUTS = "code_interpreter_call.outputs"
+
+
+class AutoContainer(RequestModel):
+    type: Literal["auto"]
+    file_ids: list[str] = Field(default_factory=list, max_length=50)
+    memory_limit: Literal["1g", "4g", "16g", "64g"] | None = None
+
+
+class CodeInterpreterTool(RequestModel):
+    type: Literal["code_interpreter"]
+    container: str | AutoContainer
+
+
+class FunctionTool(RequestModel):
+    type: Literal["function"]
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+def _check_tool(tool: Any) -> CodeInterpreterTool | FunctionTool:
+    kind = tool.get("type") if isinstance(tool, dict) else None
+    if kind == "code_interpreter":
+        return CodeInterpreterTool.model_validate(tool)
+    if kind == "function":
+        return FunctionTool.model_validate(tool)
+    raise ValueError(
+        f"tool type {kind!r} is not supported here: use 'code_interpreter' or 'function'"
+    )
+
+
+class ResponseCreate(RequestModel):
+    model: str = Field(min_length=1)
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    tool_choice: str | dict[str, Any] = "auto"
+    include: list[str] | None = None
+    stream: bool = False
+    store: bool = True
+    previous_response_id: str | None = None
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    parallel_tool_calls: bool = True
+    metadata: dict[str, Any] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_output_tokens: int | None = Field(default=None, ge=16)
+    background: bool | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_metadata(value)
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for tool in value:
+            _check_tool(tool)
+        if sum(1 for t in value if t.get("type") == "code_interpreter") > 1:
+            raise ValueError("at most one code_interpreter tool")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(value, str) and value not in ("auto", "none", "required"):
+            raise ValueError("must be 'auto', 'none', 'required' or a tool")
+        return value
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, value: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+        if isinstance(value, list) and not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _unsupported(self) -> ResponseCreate:
+        if self.background:
+            raise ValueError("background responses are not supported by this server")
+        return self
+
+    def code_interpreter(self) -> CodeInterpreterTool | None:
+        for tool in self.tools:
+            if tool.get("type") == "code_interpreter":
+                return CodeInterpreterTool.model_validate(tool)
+        return None
+
+    def functions(self) -> list[FunctionTool]:
+        return [FunctionTool.model_validate(t) for t in self.tools if t.get("type") == "function"]
+
+    @property
+    def include_outputs(self) -> bool:
+        return INCLUDE_OUTPUTS in (self.include or [])
+
+
+__all__ = ["MEMORY_LIMITS", "ResponseCreate"]

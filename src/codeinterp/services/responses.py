@@ -1,0 +1,377 @@
+"""Responses: POST /v1/responses with the code_interpreter tool, stored for retrieval and for
+`previous_response_id`, which continues the conversation and its container."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from codeinterp.agent.responder import (
+    ResponseBuilder,
+    ResponseContext,
+    ResponseExecutor,
+    StreamEvent,
+    system_text,
+)
+from codeinterp.agent.upstream import Upstream
+from codeinterp.config import Settings
+from codeinterp.errors import ContainerExpired, InvalidRequest
+from codeinterp.ids import new_id
+from codeinterp.protocol.containers import ContainerCreate
+from codeinterp.protocol.responses import AutoContainer, ResponseCreate
+from codeinterp.store import Store
+
+from .common import check_limit, check_order, now
+from .containers import ContainersService
+
+FileUrl = Callable[[str, str], str]
+
+
+class ResponsesService:
+    def __init__(
+        self,
+        store: Store,
+        containers: ContainersService,
+        upstream: Upstream,
+        settings: Settings,
+    ) -> None:
+        self.store = store
+        self.containers = containers
+        self.upstream = upstream
+        self.settings = settings
+
+    # -- creating -------------------------------------------------------------------------------
+
+    async def prepare(
+        self, project: str, body: ResponseCreate, file_url: FileUrl
+    ) -> tuple[dict[str, Any], ResponseContext]:
+        """Check the request and set up its container and conversation; errors raise here,
+        before a streaming answer has begun."""
+        previous: dict[str, Any] = {}
+        if body.previous_response_id:
+            record = await self.store.get_object("response", project, body.previous_response_id)
+            previous = record.body
+        items = (
+            [{"role": "user", "content": body.input}] if isinstance(body.input, str) else body.input
+        )
+        messages = list(previous.get("messages", []))
+        container_id = await self._container(project, body, previous.get("container_id"))
+        attached = await self._attach_files(project, container_id, items)
+        messages.extend(input_messages(items, attached))
+        paths = await self._paths(project, container_id) if container_id else []
+        response = {
+            "id": new_id("response"),
+            "object": "response",
+            "created_at": now(),
+            "status": "in_progress",
+            "background": False,
+            "error": None,
+            "incomplete_details": None,
+            "instructions": body.instructions,
+            "max_output_tokens": body.max_output_tokens,
+            "max_tool_calls": body.max_tool_calls,
+            "model": body.model,
+            "output": [],
+            "parallel_tool_calls": body.parallel_tool_calls,
+            "previous_response_id": body.previous_response_id,
+            "reasoning": {"effort": None, "summary": None},
+            "store": body.store,
+            "temperature": body.temperature if body.temperature is not None else 1.0,
+            "text": {"format": {"type": "text"}},
+            "tool_choice": body.tool_choice,
+            "tools": body.tools,
+            "top_p": body.top_p if body.top_p is not None else 1.0,
+            "truncation": "disabled",
+            "usage": None,
+            "metadata": body.metadata or {},
+        }
+        functions = body.functions()
+        context = ResponseContext(
+            project=project,
+            messages=messages,
+            system=system_text(body.instructions, container_id is not None, paths),
+            container_id=container_id,
+            function_names={f.name for f in functions},
+            function_tools=[
+                {
+                    "type": "function",
+                    "function": f.model_dump(exclude_none=True, exclude={"type", "strict"}),
+                }
+                for f in functions
+            ],
+            include_outputs=body.include_outputs,
+            max_tool_calls=body.max_tool_calls or self.settings.max_tool_calls_per_run,
+            file_url=file_url,
+            sampling={
+                "temperature": body.temperature,
+                "top_p": body.top_p,
+                "max_completion_tokens": body.max_output_tokens,
+                "tool_choice": _tool_choice(body.tool_choice) if body.tools else None,
+            },
+        )
+        context.input_items = _with_ids(items)
+        return response, context
+
+    async def complete(
+        self, project: str, response: dict[str, Any], context: ResponseContext
+    ) -> dict[str, Any]:
+        """Build the whole response (non-streaming)."""
+        await self._execute(project, response, context, None)
+        return response
+
+    async def stream(
+        self, project: str, response: dict[str, Any], context: ResponseContext
+    ) -> AsyncIterator[StreamEvent]:
+        """The response's events as they happen. If the client goes away, the response stops
+        (its code is interrupted) and is not stored."""
+        queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+
+        async def build() -> None:
+            try:
+                await self._execute(project, response, context, queue.put_nowait)
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(build(), name=f"response {response['id']}")
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            await task  # its failure, if any, ends the stream
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _execute(
+        self,
+        project: str,
+        response: dict[str, Any],
+        context: ResponseContext,
+        emit: Callable[[StreamEvent], None] | None,
+    ) -> None:
+        builder = ResponseBuilder(response, emit)
+        executor = ResponseExecutor(self.upstream, self.containers, self.settings, builder, context)
+        async with asyncio.timeout(self.settings.run_expiry_seconds):
+            await executor.execute()
+        if response["store"]:
+            await self.store.create_object(
+                "response",
+                project,
+                response["id"],
+                {
+                    "response": response,
+                    "messages": context.messages,
+                    "container_id": context.container_id,
+                    "input_items": context.input_items,
+                },
+                status=response["status"],
+                created_at=response["created_at"],
+            )
+
+    async def _container(
+        self, project: str, body: ResponseCreate, previous_container: str | None
+    ) -> str | None:
+        tool = body.code_interpreter()
+        if tool is None:
+            return None
+        if isinstance(tool.container, str):
+            await self.containers.ensure_usable(project, tool.container)
+            return tool.container
+        if previous_container:
+            with contextlib.suppress(ContainerExpired):
+                await self.containers.ensure_usable(project, previous_container)
+                return previous_container
+        auto: AutoContainer = tool.container
+        created = await self.containers.create(
+            project,
+            ContainerCreate(name="auto", file_ids=auto.file_ids, memory_limit=auto.memory_limit),
+        )
+        return str(created["id"])
+
+    async def _attach_files(
+        self, project: str, container_id: str | None, items: list[dict[str, Any]]
+    ) -> dict[str, str]:
+        """Copy every input_file into the container; returns file id -> its path there."""
+        attached: dict[str, str] = {}
+        for item in items:
+            content = item.get("content")
+            for part in content if isinstance(content, list) else ():
+                if isinstance(part, dict) and part.get("type") == "input_file":
+                    file_id = part.get("file_id")
+                    if not isinstance(file_id, str):
+                        raise InvalidRequest("input_file needs a file_id here.", param="input")
+                    if container_id is None:
+                        await self.store.get_file(project, file_id)  # 404 if it is not ours
+                        attached[file_id] = ""
+                        continue
+                    copied = await self.containers.copy_file(project, container_id, file_id)
+                    attached[file_id] = copied["path"]
+        return attached
+
+    async def _paths(self, project: str, container_id: str) -> list[str]:
+        listing = await self.containers.list_files(project, container_id, None, 10_000, "asc")
+        return [entry["path"] for entry in listing["data"]]
+
+    # -- reading --------------------------------------------------------------------------------
+
+    async def retrieve(self, project: str, response_id: str) -> dict[str, Any]:
+        record = await self.store.get_object("response", project, response_id)
+        return dict(record.body["response"])
+
+    async def delete(self, project: str, response_id: str) -> dict[str, Any]:
+        await self.store.delete_object("response", project, response_id)
+        return {"id": response_id, "object": "response", "deleted": True}
+
+    async def input_items(
+        self, project: str, response_id: str, after: str | None, limit: int, order: str
+    ) -> dict[str, Any]:
+        record = await self.store.get_object("response", project, response_id)
+        items = list(record.body.get("input_items", []))
+        if check_order(order) == "desc":
+            items.reverse()
+        if after is not None:
+            ids = [item.get("id") for item in items]
+            items = items[ids.index(after) + 1 :] if after in ids else []
+        page = items[: check_limit(limit)]
+        return {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(items) > len(page),
+        }
+
+
+def _tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
+    """The Responses API's tool_choice in Chat Completions terms."""
+    if isinstance(choice, str):
+        return choice
+    if choice.get("type") == "code_interpreter":
+        return {"type": "function", "function": {"name": "python"}}
+    if choice.get("type") == "function" and isinstance(choice.get("name"), str):
+        return {"type": "function", "function": {"name": choice["name"]}}
+    return "auto"
+
+
+def _with_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Input items as input_items lists them: each with an id and a type."""
+    listed = []
+    for item in items:
+        entry = {"type": "message", **item} if "type" not in item else dict(item)
+        if entry["type"] == "message" and isinstance(entry.get("content"), str):
+            entry["content"] = [{"type": "input_text", "text": entry["content"]}]
+        entry.setdefault("id", new_id("message"))
+        listed.append(entry)
+    return listed
+
+
+def input_messages(items: list[dict[str, Any]], attached: dict[str, str]) -> list[dict[str, Any]]:
+    """Responses input items as chat messages (files named by their path in the container)."""
+    messages: list[dict[str, Any]] = []
+    for item in items:
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            if role not in ("user", "assistant", "system", "developer"):
+                raise InvalidRequest(
+                    f"Invalid value for 'role': {role!r}. Use user, assistant, system or "
+                    "developer.",
+                    param="input",
+                )
+            messages.append(
+                {
+                    "role": "system" if role == "developer" else role,
+                    "content": _text_of(item.get("content"), attached),
+                }
+            )
+        elif kind == "function_call_output":
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": str(item.get("call_id", "")),
+                    "content": _output_text(item.get("output")),
+                }
+            )
+        elif kind in ("function_call", "code_interpreter_call"):
+            call_id = str(item.get("call_id") or item.get("id") or new_id("call"))
+            name = item.get("name") if kind == "function_call" else "python"
+            arguments = (
+                item.get("arguments", "{}")
+                if kind == "function_call"
+                else _json({"code": item.get("code") or ""})
+            )
+            call = {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }
+            last = messages[-1] if messages else None
+            if (
+                last
+                and last["role"] == "assistant"
+                and last.get("tool_calls")
+                and not last["content"]
+            ):
+                last["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            if kind == "code_interpreter_call":
+                logs = [
+                    o.get("logs", "") for o in item.get("outputs") or [] if o.get("type") == "logs"
+                ]
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": call_id,
+                        "content": "\n".join(logs) or "[no output]",
+                    }
+                )
+        elif kind in ("reasoning", "item_reference"):
+            continue
+        else:
+            raise InvalidRequest(
+                f"Input items of type {kind!r} are not supported here.", param="input"
+            )
+    return messages
+
+
+def _text_of(content: Any, attached: dict[str, str]) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequest(
+            "A message's content must be a string or a list of parts.", param="input"
+        )
+    chunks = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text", "text"):
+            chunks.append(str(part.get("text", "")))
+        elif kind == "input_file":
+            path = attached.get(str(part.get("file_id")), "")
+            chunks.append(
+                f"[attached file: {path}]" if path else f"[attached file {part.get('file_id')}]"
+            )
+        elif kind == "input_image":
+            chunks.append(f"[image {part.get('image_url') or part.get('file_id')}]")
+        else:
+            raise InvalidRequest(
+                f"Content parts of type {kind!r} are not supported here.", param="input"
+            )
+    return "\n".join(chunks)
+
+
+def _output_text(output: Any) -> str:
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):
+        return "\n".join(str(p.get("text", "")) for p in output if isinstance(p, dict))
+    return _json(output)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value)
