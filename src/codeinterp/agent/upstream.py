@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 import openai
 
 from codeinterp.errors import UpstreamError
@@ -41,6 +42,7 @@ class Completion:
     tool_calls: list[ToolCallDraft] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    finish_reason: str | None = None
 
 
 Delta = TextDelta | ToolCallDelta
@@ -66,12 +68,31 @@ class Upstream:
             base_url=base_url, api_key=api_key or "none", timeout=timeout, max_retries=2
         )
         self.model_map = model_map
+        # Requests we only relay (Chat Completions without our tool) go as they came, byte
+        # for byte, so the client sees the upstream's own answers and errors.
+        self._relay = httpx2.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            headers={"Authorization": f"Bearer {api_key or 'none'}"},
+            timeout=timeout,
+        )
 
     def model_name(self, requested: str) -> str:
         return self.model_map.get(requested, requested)
 
     async def close(self) -> None:
         await self.client.close()
+        await self._relay.aclose()
+
+    async def relay(self, path: str, body: dict[str, Any]) -> httpx2.Response:
+        """POST `body` (its model mapped) to the upstream's `path`; the response is open for
+        streaming, and the caller must close it."""
+        if isinstance(body.get("model"), str):
+            body = {**body, "model": self.model_name(body["model"])}
+        request = self._relay.build_request("POST", path.lstrip("/"), json=body)
+        try:
+            return await self._relay.send(request, stream=True)
+        except httpx2.HTTPError as exc:
+            raise UpstreamFailure(f"the model endpoint failed: {exc}") from exc
 
     async def stream(
         self,
@@ -111,7 +132,11 @@ class Upstream:
                     completion.prompt_tokens += _count(usage.get("prompt_tokens"))
                     completion.completion_tokens += _count(usage.get("completion_tokens"))
                 for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta") if isinstance(choice, dict) else None
+                    if not isinstance(choice, dict):
+                        continue
+                    if isinstance(choice.get("finish_reason"), str):
+                        completion.finish_reason = choice["finish_reason"]
+                    delta = choice.get("delta")
                     if not isinstance(delta, dict):
                         continue
                     content = delta.get("content")

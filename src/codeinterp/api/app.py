@@ -30,7 +30,7 @@ from codeinterp.store import Store
 from . import errors
 from .deps import Services
 from .middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from .routes import assistants, containers, files, responses, runs, threads, usage
+from .routes import assistants, chat, containers, files, responses, runs, threads, usage
 
 log = logging.getLogger("codeinterp.api")
 
@@ -92,6 +92,7 @@ def create_app(settings: Settings) -> FastAPI:
             usage=UsageService(store),
             containers=container_service,
             responses=ResponsesService(store, container_service, upstream, settings),
+            upstream=upstream,
         )
         try:
             yield
@@ -106,7 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     # runs before threads: POST /v1/threads/runs must not match /v1/threads/{thread_id}
-    for module in (files, assistants, runs, threads, usage, containers, responses):
+    for module in (files, assistants, runs, threads, usage, containers, responses, chat):
         app.include_router(module.router)
     app.add_middleware(
         BodySizeLimitMiddleware,

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from codeinterp.agent.upstream import Upstream
 from codeinterp.config import Settings
 from codeinterp.errors import Unauthorized
 from codeinterp.services.assistants import AssistantsService
@@ -31,6 +32,7 @@ class Services:
     usage: UsageService
     containers: ContainersService
     responses: ResponsesService
+    upstream: Upstream
 
 
 # Both are `async def` though they never wait: FastAPI runs a plain `def` dependency in a worker

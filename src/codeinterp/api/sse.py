@@ -74,8 +74,17 @@ def _failure(exc: Exception) -> dict[str, Any]:
     return {"error": {"message": "internal server error", "type": "server_error"}}
 
 
+def data_frame(event: str, data: Any) -> bytes:
+    """Chat Completions' framing: `data:` lines only (the event name is not sent)."""
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {payload}\n\n".encode()
+
+
 def execution_stream(
-    source: AsyncIterator[tuple[str, Any]], heartbeat: float = HEARTBEAT_SECONDS
+    source: AsyncIterator[tuple[str, Any]],
+    heartbeat: float = HEARTBEAT_SECONDS,
+    framer: Callable[[str, Any], bytes] = frame,
+    headers: dict[str, str] | None = None,
 ) -> StreamingResponse:
     """Relay an execution's events as they happen, with a heartbeat while the code is quiet.
 
@@ -108,13 +117,15 @@ def execution_stream(
                 if item is _DONE:
                     return
                 if isinstance(item, Exception):
-                    yield frame("error", _failure(item))
+                    yield framer("error", _failure(item))
                     return
-                yield frame(*item)
+                yield framer(*item)
         finally:
             if not puller.done():
                 puller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await puller
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=HEADERS)
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={**HEADERS, **(headers or {})}
+    )
