@@ -29,6 +29,7 @@ from codeinterp.store import Store
 
 from . import errors
 from .deps import Services
+from .mcp_route import add_mcp
 from .middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from .routes import assistants, chat, containers, files, responses, runs, threads, usage
 
@@ -95,7 +96,8 @@ def create_app(settings: Settings) -> FastAPI:
             upstream=upstream,
         )
         try:
-            yield
+            async with mcp.session_manager.run():
+                yield
         finally:
             await run_manager.shutdown()
             await sessions.close_all()
@@ -109,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
     # runs before threads: POST /v1/threads/runs must not match /v1/threads/{thread_id}
     for module in (files, assistants, runs, threads, usage, containers, responses, chat):
         app.include_router(module.router)
+    mcp = add_mcp(app, settings)
     app.add_middleware(
         BodySizeLimitMiddleware,
         json_limit=JSON_BODY_LIMIT,

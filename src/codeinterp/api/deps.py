@@ -46,9 +46,12 @@ async def get_services(request: Request) -> Services:
 
 async def get_project(request: Request) -> str:
     """The caller's project: from a configured key, or the default one when none are set."""
-    keys: dict[str, str] = request.app.state.key_projects
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
+    return project_for(request.app.state.key_projects, request.headers.get("authorization", ""))
+
+
+def project_for(keys: dict[str, str], authorization: str) -> str:
+    """The project of an Authorization header's bearer key; Unauthorized if it names none."""
+    scheme, _, key = authorization.partition(" ")
     key = key.strip() if scheme.lower() == "bearer" else ""
     if not keys:
         return DEFAULT_PROJECT

@@ -1,0 +1,146 @@
+"""`codeinterp mcp`: the MCP tools over stdio, for Claude Desktop, IDE agents and other MCP
+clients (`{"command": "codeinterp", "args": ["mcp"]}`).
+
+On its own it runs an engine in this process (one sandbox session for the connection); with
+--server URL it uses a container on that server instead, sharing its limits and usage records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import httpx2
+
+from codeinterp.client import APIError, AsyncClient, AsyncContainer
+from codeinterp.errors import SandboxError
+from codeinterp.sandbox import Sandbox, SandboxConfig, SandboxPolicy, Session
+from codeinterp.sandbox.policy import MEMORY_TIERS
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "mcp",
+        help="serve the sandbox as MCP tools over stdio",
+        description="Serve run_python, upload_file, download_file, list_files and reset as MCP "
+        "tools over stdio: in a sandbox of this process, or in a container on --server.",
+    )
+    parser.add_argument("--server", metavar="URL", help="use a container on this server")
+    parser.add_argument("--api-key", help="the server's API key (with --server)")
+    parser.add_argument("--memory", choices=list(MEMORY_TIERS), default="1g", help="memory limit")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from codeinterp.mcp_tools import build_server  # the mcp SDK, only for this command
+
+    backend: LocalBackend | ServerBackend
+    if args.server:
+        backend = ServerBackend(args.server, args.api_key, args.memory)
+    else:
+        backend = LocalBackend(args.memory)
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[Any]) -> AsyncIterator[None]:
+        # Inside the stdio transport: by now fd 1 is diverted, so the engine's processes can
+        # never write on the protocol's stream.
+        await backend.start()
+        try:
+            yield
+        finally:
+            await backend.close()
+
+    asyncio.run(build_server(backend, lifespan=lifespan).run_stdio_async())
+    return 0
+
+
+class LocalBackend:
+    """One engine in this process; a session per MCP connection."""
+
+    def __init__(self, memory: str) -> None:
+        self.policy = SandboxPolicy.for_memory_tier(memory)
+        self.sandbox: Sandbox | None = None
+        self.sessions: dict[str, Session] = {}
+
+    async def start(self) -> None:
+        self.sandbox = await Sandbox.start(SandboxConfig(policy=self.policy, pool_size=1))
+
+    async def close(self) -> None:
+        if self.sandbox is not None:
+            await self.sandbox.close()
+
+    async def _session(self, key: str) -> Session:
+        session = self.sessions.get(key)
+        if session is None or session.closed:
+            if self.sandbox is None:
+                raise SandboxError("the sandbox is not running")
+            session = self.sessions[key] = await self.sandbox.create_session()
+        return session
+
+    async def run(self, key: str, code: str, timeout: float | None) -> dict[str, Any]:
+        execution = await (await self._session(key)).run(code, timeout or 120.0)
+        return execution.to_dict()
+
+    async def upload(self, key: str, name: str, data: bytes) -> str:
+        return await (await self._session(key)).upload(name, data)
+
+    async def download(self, key: str, name: str) -> bytes:
+        return await (await self._session(key)).download(name)
+
+    async def list_files(self, key: str) -> list[dict[str, Any]]:
+        listing = await (await self._session(key)).list_files()
+        return [{"path": f"/mnt/data/{f.name}", "bytes": f.size} for f in listing]
+
+    async def reset(self, key: str) -> None:
+        session = self.sessions.pop(key, None)
+        if session is not None:
+            await session.close()
+
+
+class ServerBackend:
+    """A container on a codeinterp server per MCP connection, through the Python client."""
+
+    def __init__(self, url: str, api_key: str | None, memory: str) -> None:
+        self.client = AsyncClient(url, api_key=api_key)
+        self.memory = memory
+        self.boxes: dict[str, AsyncContainer] = {}
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        for box in self.boxes.values():
+            with contextlib.suppress(APIError, httpx2.HTTPError):  # gone: it will expire
+                await box.delete()
+        await self.client.close()
+
+    async def _box(self, key: str) -> AsyncContainer:
+        box = self.boxes.get(key)
+        if box is None:
+            box = self.boxes[key] = await self.client.container(memory=self.memory, name="mcp")
+        return box
+
+    async def run(self, key: str, code: str, timeout: float | None) -> dict[str, Any]:
+        return (await (await self._box(key)).run(code, timeout)).raw
+
+    async def upload(self, key: str, name: str, data: bytes) -> str:
+        return str((await (await self._box(key)).upload(data, name))["path"])
+
+    async def download(self, key: str, name: str) -> bytes:
+        return await (await self._box(key)).download(name)
+
+    async def list_files(self, key: str) -> list[dict[str, Any]]:
+        return await (await self._box(key)).files()
+
+    async def reset(self, key: str) -> None:
+        box = self.boxes.pop(key, None)
+        if box is not None:
+            with contextlib.suppress(APIError):  # already expired or deleted
+                await box.delete()
