@@ -1,0 +1,188 @@
+"""The MCP door with the official `mcp` SDK's client: streamable HTTP at /mcp on the server,
+and stdio (`codeinterp mcp`) on its own and against the server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.support.server import ServerProcess
+
+TOOLS = ["download_file", "list_files", "reset", "run_python", "upload_file"]
+
+
+def mcp_url(server: ServerProcess) -> str:
+    return server.base_url.removesuffix("/v1") + "/mcp"
+
+
+@asynccontextmanager
+async def http_session(server: ServerProcess) -> AsyncIterator[ClientSession]:
+    async with (
+        streamable_http_client(mcp_url(server)) as streams,
+        ClientSession(streams[0], streams[1]) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+@asynccontextmanager
+async def stdio_session(*args: str) -> AsyncIterator[ClientSession]:
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "codeinterp.cli.main", "mcp", *args]
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+def run(scenario: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(asyncio.wait_for(scenario(), timeout=120))
+
+
+async def call(session: ClientSession, tool: str, **arguments: Any) -> list[Any]:
+    result = await session.call_tool(tool, arguments)
+    return list(result.content)
+
+
+async def text_of(session: ClientSession, tool: str, **arguments: Any) -> str:
+    content = await call(session, tool, **arguments)
+    assert content and content[0].type == "text", content
+    return str(content[0].text)
+
+
+async def tool_suite(session: ClientSession) -> None:
+    """The same checks for every transport: state, images, files, reset."""
+    listed = await session.list_tools()
+    assert sorted(t.name for t in listed.tools) == TOOLS
+    schema = next(t for t in listed.tools if t.name == "run_python").input_schema
+    assert schema["required"] == ["code"] and "timeout" in schema["properties"]
+
+    assert await text_of(session, "run_python", code="x = 20\nprint('hi')\nx + 1") == "hi\n21"
+    assert await text_of(session, "run_python", code="x * 2") == "40"  # state persists
+
+    failed = await text_of(session, "run_python", code="1/0")
+    assert failed.startswith("[status: error]") and "ZeroDivisionError" in failed
+    slow = await text_of(session, "run_python", code="import time; time.sleep(5)", timeout=0.5)
+    assert slow.startswith("[status: timeout]")
+
+    chart = await call(
+        session, "run_python", code="import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])"
+    )
+    assert [c.type for c in chart] == ["text", "image"]
+    assert chart[1].mime_type == "image/png"
+    assert base64.b64decode(chart[1].data).startswith(b"\x89PNG")
+
+    assert await text_of(session, "upload_file", name="in.csv", text="a\n1\n2\n") == (
+        "/mnt/data/in.csv"
+    )
+    raw = base64.b64encode(bytes(range(256))).decode()
+    assert await text_of(session, "upload_file", name="bin/raw.dat", content_base64=raw) == (
+        "/mnt/data/bin/raw.dat"
+    )
+    total = await text_of(
+        session,
+        "run_python",
+        code="import pandas as pd\nint(pd.read_csv('/mnt/data/in.csv').a.sum())",
+    )
+    assert total == "3"
+    await text_of(session, "run_python", code="open('/mnt/data/out.txt', 'w').write('made')")
+    listing = await text_of(session, "list_files")
+    assert "/mnt/data/in.csv\t6" in listing.splitlines()
+    assert "/mnt/data/out.txt\t4" in listing.splitlines()
+    assert await text_of(session, "download_file", name="out.txt") == "made"
+    assert await text_of(session, "download_file", name="/mnt/data/in.csv") == "a\n1\n2\n"
+    binary = await text_of(session, "download_file", name="bin/raw.dat")
+    assert binary.splitlines()[1] == raw
+
+    bad = await session.call_tool(
+        "upload_file", {"name": "x", "text": "a", "content_base64": "YQ=="}
+    )
+    assert bad.is_error
+
+    assert "reset" in await text_of(session, "reset")
+    gone = await text_of(session, "run_python", code="x")
+    assert "NameError" in gone
+    assert await text_of(session, "list_files") == "(no files in /mnt/data)"
+
+
+def test_tools_over_streamable_http(server: ServerProcess) -> None:
+    async def scenario() -> None:
+        async with http_session(server) as session:
+            await tool_suite(session)
+
+    run(scenario)
+
+
+def test_each_http_session_has_its_own_sandbox_and_closing_it_deletes_the_container(
+    server: ServerProcess, client: openai.OpenAI
+) -> None:
+    """Two MCP sessions do not share state; their containers are the server's (visible in the
+    Containers API and recorded as sessions) and are deleted when the client ends its session."""
+
+    def containers() -> set[str]:
+        return {c.id for c in client.containers.list(limit=100) if c.name == "mcp"}
+
+    before = containers()
+
+    async def scenario() -> set[str]:
+        async with http_session(server) as first, http_session(server) as second:
+            await text_of(first, "run_python", code="who = 'first'")
+            await text_of(second, "run_python", code="who = 'second'")
+            assert await text_of(first, "run_python", code="who") == "'first'"
+            assert await text_of(second, "run_python", code="who") == "'second'"
+            return containers() - before
+
+    during = run(scenario)
+    assert len(during) == 2
+    deadline = time.monotonic() + 5
+    while containers() & during and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not containers() & during
+
+
+def test_http_door_checks_api_keys(tmp_path: Any) -> None:
+    """With keys configured, /mcp refuses a request without a valid key, in OpenAI's envelope."""
+    with ServerProcess({"CODEINTERP_API_KEYS": "good-key"}, data_dir=tmp_path / "d") as keyed:
+        response = httpx2.post(
+            mcp_url(keyed),
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={"Authorization": "Bearer wrong-key", "Accept": "application/json"},
+        )
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_api_key"
+
+        async def scenario() -> str:
+            http = httpx2.AsyncClient(headers={"Authorization": "Bearer good-key"})
+            async with (
+                http,
+                streamable_http_client(mcp_url(keyed), http_client=http) as streams,
+                ClientSession(streams[0], streams[1]) as session,
+            ):
+                await session.initialize()
+                return await text_of(session, "run_python", code="2 ** 8")
+
+        assert run(scenario) == "256"
+
+
+@pytest.mark.parametrize("where", ["local", "server"])
+def test_tools_over_stdio(where: str, server: ServerProcess) -> None:
+    """`codeinterp mcp`: a sandbox of its own, or (--server) a container on the server."""
+    args = ("--server", server.base_url) if where == "server" else ()
+
+    async def scenario() -> None:
+        async with stdio_session(*args) as session:
+            await tool_suite(session)
+
+    run(scenario)
