@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
 from codeinterp.api.deps import Project, ServicesDep
@@ -120,11 +120,12 @@ async def delete_container_file(
 @router.post("/{container_id}/execute", response_model=None)
 async def execute(
     container_id: str, body: ExecuteRequest, services: ServicesDep, project: Project
-) -> dict[str, Any] | StreamingResponse:
+) -> JSONResponse | StreamingResponse:
     """Run code in the container: the whole result, or (stream) its events as they happen."""
     containers = services.containers
     if not body.stream:
-        return await containers.run(project, container_id, body.code, body.timeout)
+        # JSONResponse: the result is plain JSON already (FastAPI would walk it again).
+        return JSONResponse(await containers.run(project, container_id, body.code, body.timeout))
     events = await containers.execute(project, container_id, body.code, body.timeout)
     return execution_stream(events, services.settings.sse_heartbeat_seconds)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from codeinterp.api.deps import Project, ServicesDep
 from codeinterp.api.sse import execution_stream
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/responses", tags=["responses"])
 @router.post("", response_model=None)
 async def create_response(
     request: Request, body: ResponseCreate, services: ServicesDep, project: Project
-) -> dict[str, Any] | StreamingResponse:
+) -> JSONResponse | StreamingResponse:
     root = str(request.base_url).rstrip("/")
 
     def file_url(container_id: str, file_id: str) -> str:
@@ -28,7 +28,7 @@ async def create_response(
     if body.stream:
         events = responses.stream(project, response, context)
         return execution_stream(events, services.settings.sse_heartbeat_seconds)
-    return await responses.complete(project, response, context)
+    return JSONResponse(await responses.complete(project, response, context))
 
 
 @router.get("/{response_id}")
