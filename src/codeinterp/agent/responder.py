@@ -11,6 +11,7 @@ response is built, each with its sequence number.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -206,8 +207,12 @@ class ResponseExecutor:
         """Build the response to its end: completed, or failed with `error`."""
         self.builder.lifecycle("response.created")
         self.builder.lifecycle("response.in_progress")
+        limit = self.settings.run_expiry_seconds
         try:
-            await self._loop()
+            async with asyncio.timeout(limit):
+                await self._loop()
+        except TimeoutError:
+            self._fail("server_error", f"the response took longer than {limit} s and was stopped")
         except UpstreamFailure as exc:
             self._fail(exc.code, str(exc))
         except CodeInterpError as exc:

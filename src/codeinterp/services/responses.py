@@ -155,8 +155,7 @@ class ResponsesService:
     ) -> None:
         builder = ResponseBuilder(response, emit)
         executor = ResponseExecutor(self.upstream, self.containers, self.settings, builder, context)
-        async with asyncio.timeout(self.settings.run_expiry_seconds):
-            await executor.execute()
+        await executor.execute()
         if response["store"]:
             await self.store.create_object(
                 "response",
