@@ -34,6 +34,8 @@ def server(
         "CODEINTERP_UPSTREAM_API_KEY": "sk-upstream-test",
         "CODEINTERP_POOL_SIZE": "2",
         "CODEINTERP_POLL_AFTER_MS": "20",
+        # short, so the tests of SSE heartbeats need not wait 15 s for one
+        "CODEINTERP_SSE_HEARTBEAT_SECONDS": "0.3",
     }
     with ServerProcess(env, data_dir=data_dir) as process:
         yield process

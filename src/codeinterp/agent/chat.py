@@ -139,6 +139,8 @@ class ChatLoop:
         while True:
             completion = Completion()
             separated = not text
+            if calls_made:  # a forced tool is the first turn's: later turns may answer in text
+                options.pop("tool_choice", None)
             try:
                 async for delta in self.upstream.stream(
                     self.body["model"], messages, tools, completion, **options

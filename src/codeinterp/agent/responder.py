@@ -139,6 +139,14 @@ class _Message:
         self.builder.emit("response.content_part.done", **where, content_index=0, part=part)
         self.builder.done(self.index)
 
+    def abandon(self) -> None:
+        """The response failed while this message was open: it stays, incomplete."""
+        part = {"type": "output_text", "text": self.text, "annotations": [], "logprobs": []}
+        self.item["content"] = [part]
+        self.item["status"] = "incomplete"
+        self.builder.emit("response.content_part.done", **self._where(), content_index=0, part=part)
+        self.builder.done(self.index)
+
 
 class _CodeCall:
     """A code_interpreter_call item, open while its code streams and runs."""
@@ -179,6 +187,11 @@ class _CodeCall:
         self.builder.emit("response.code_interpreter_call.completed", **self._where())
         self.builder.done(self.index)
 
+    def abandon(self) -> None:
+        """The response failed before this call ran to its end."""
+        self.item["status"] = "incomplete"
+        self.builder.done(self.index)
+
 
 class ResponseExecutor:
     def __init__(
@@ -198,6 +211,9 @@ class ResponseExecutor:
         self.completion_tokens = 0
         self.new_files: dict[str, str] = {}  # container file id -> its path, made in this response
         self._code_calls: dict[int, _CodeCall] = {}  # the turn's python calls, by call index
+        self._message: _Message | None = None  # the turn's message while its text streams
+        self._turns = 0
+        self._running: _CodeCall | None = None  # the call whose code runs now
 
     @property
     def response(self) -> dict[str, Any]:
@@ -222,10 +238,22 @@ class ResponseExecutor:
             self._fail("server_error", "internal server error")
         else:
             self.response["status"] = "completed"
+        if self.response["status"] != "completed":
+            self._abandon_open_items()
         self._set_usage()
         self.builder.lifecycle(
             "response.completed" if self.response["status"] == "completed" else "response.failed"
         )
+
+    def _abandon_open_items(self) -> None:
+        """Every item still open is closed as incomplete, so none stays in progress."""
+        if self._message is not None:
+            self._message.abandon()
+            self._message = None
+        for call in [*self._code_calls.values(), *([self._running] if self._running else [])]:
+            call.abandon()
+        self._code_calls.clear()
+        self._running = None
 
     def _fail(self, code: str, message: str) -> None:
         self.response["status"] = "failed"
@@ -249,9 +277,8 @@ class ResponseExecutor:
         calls_made = 0
         while True:
             system = [{"role": "system", "content": context.system}] if context.system else []
-            completion, message = await self._model_turn(system + context.messages)
-            if message is not None:
-                message.close(await self._annotations(message.text))
+            completion = await self._model_turn(system + context.messages)
+            await self._close_message()
             if not completion.tool_calls:
                 context.messages.append({"role": "assistant", "content": completion.text})
                 return
@@ -284,26 +311,30 @@ class ResponseExecutor:
                 self._function_calls(completion)
                 return  # the client runs its functions and answers in its next request
 
-    async def _model_turn(
-        self, messages: list[dict[str, Any]]
-    ) -> tuple[Completion, _Message | None]:
+    async def _close_message(self) -> None:
+        message, self._message = self._message, None
+        if message is not None:
+            message.close(await self._annotations(message.text))
+
+    async def _model_turn(self, messages: list[dict[str, Any]]) -> Completion:
         completion = Completion()
-        message: _Message | None = None
-        code_calls: dict[int, _CodeCall] = {}
+        code_calls = self._code_calls = {}
+        sampling = dict(self.context.sampling)
+        if self._turns:  # a forced tool is the first turn's: later turns may answer in text
+            sampling.pop("tool_choice", None)
+        self._turns += 1
         try:
             async for delta in self.upstream.stream(
-                self.response["model"], messages, self._tools(), completion, **self.context.sampling
+                self.response["model"], messages, self._tools(), completion, **sampling
             ):
                 if isinstance(delta, TextDelta):
-                    if message is None:
-                        message = _Message(self.builder)
-                    message.add(delta.text)
+                    if self._message is None:
+                        self._message = _Message(self.builder)
+                    self._message.add(delta.text)
                 elif isinstance(delta, ToolCallDelta) and delta.call.name == python_tool.TOOL_NAME:
                     call = code_calls.get(delta.call.index)
                     if call is None:
-                        if message is not None:  # its text is complete: tool calls come last
-                            message.close(await self._annotations(message.text))
-                            message = None
+                        await self._close_message()  # its text is complete: calls come last
                         assert self.context.container_id is not None
                         call = code_calls[delta.call.index] = _CodeCall(
                             self.builder, self.context.container_id
@@ -315,8 +346,7 @@ class ResponseExecutor:
         for draft in completion.tool_calls:
             if not draft.id:
                 draft.id = f"call_{self.response['id'][-8:]}{draft.index}"
-        self._code_calls = code_calls
-        return completion, message
+        return completion
 
     async def _run_call(self, draft: ToolCallDraft) -> str:
         if draft.name != python_tool.TOOL_NAME or self.context.container_id is None:
@@ -326,13 +356,17 @@ class ResponseExecutor:
         if call is None:  # no fragment of it was seen while streaming: open its item now
             call = _CodeCall(self.builder, self.context.container_id)
         call.interpreting(code)
+        self._running = call
         result = await self.containers.run(
             self.context.project, self.context.container_id, code, self.settings.execution_timeout
         )
+        self._running = None
         images = [r for r in result["results"] if r.get("file_id")]
-        for entry in result["files"]:
-            if entry.get("id") and entry["change"] != "deleted":
-                self.new_files[entry["id"]] = entry["path"]
+        for image in images:  # saved by the containers service as it arrived
+            self.new_files[image["file_id"]] = image["path"]
+        for change in result["files"]:  # written by the code
+            if change.get("id") and change["change"] != "deleted":
+                self.new_files[change["id"]] = change["path"]
         outputs: list[dict[str, Any]] | None = None
         if self.context.include_outputs:
             outputs = []

@@ -248,7 +248,12 @@ class ContainersService:
                 elif isinstance(event, End):
                     body = execution.to_dict()
                     body["results"] = results
-                    body["files"] = self._track_changes(live, event.files)
+                    # The images saved for the results are named there; `files` is what the
+                    # code itself changed (whether a saved image shows up in the sandbox's own
+                    # account depends on timing, so it never does).
+                    image_paths = {r["path"] for r in results if "path" in r}
+                    changes = [c for c in event.files if c.path not in image_paths]
+                    body["files"] = self._track_changes(live, changes)
                     yield "end", body
         finally:
             managed.busy -= 1

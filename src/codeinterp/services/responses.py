@@ -18,7 +18,7 @@ from codeinterp.agent.responder import (
 )
 from codeinterp.agent.upstream import Upstream
 from codeinterp.config import Settings
-from codeinterp.errors import ContainerExpired, InvalidRequest
+from codeinterp.errors import ContainerExpired, InvalidRequest, NotFound
 from codeinterp.ids import new_id
 from codeinterp.protocol.containers import ContainerCreate
 from codeinterp.protocol.responses import AutoContainer, ResponseCreate
@@ -57,11 +57,19 @@ class ResponsesService:
         items = (
             [{"role": "user", "content": body.input}] if isinstance(body.input, str) else body.input
         )
+        input_messages(items, {})  # a malformed input is refused before anything is made
+        for file_id in _input_file_ids(items) + _auto_file_ids(body):
+            await self.store.get_file(project, file_id)  # 404 before anything is made
         messages = list(previous.get("messages", []))
-        container_id = await self._container(project, body, previous.get("container_id"))
-        attached = await self._attach_files(project, container_id, items)
+        container_id, created = await self._container(project, body, previous.get("container_id"))
+        try:
+            attached = await self._attach_files(project, container_id, items)
+            paths = await self._paths(project, container_id) if container_id else []
+        except BaseException:
+            if created and container_id:
+                await self.containers.delete(project, container_id)
+            raise
         messages.extend(input_messages(items, attached))
-        paths = await self._paths(project, container_id) if container_id else []
         response = {
             "id": new_id("response"),
             "object": "response",
@@ -173,23 +181,26 @@ class ResponsesService:
 
     async def _container(
         self, project: str, body: ResponseCreate, previous_container: str | None
-    ) -> str | None:
+    ) -> tuple[str | None, bool]:
+        """The response's container (None: no code_interpreter tool), and whether it is new."""
         tool = body.code_interpreter()
         if tool is None:
-            return None
+            return None, False
         if isinstance(tool.container, str):
             await self.containers.ensure_usable(project, tool.container)
-            return tool.container
-        if previous_container:
-            with contextlib.suppress(ContainerExpired):
-                await self.containers.ensure_usable(project, previous_container)
-                return previous_container
+            return tool.container, False
         auto: AutoContainer = tool.container
+        if previous_container:
+            with contextlib.suppress(ContainerExpired, NotFound):
+                await self.containers.ensure_usable(project, previous_container)
+                for file_id in auto.file_ids:  # files named now join the continued container
+                    await self.containers.copy_file(project, previous_container, file_id)
+                return previous_container, False
         created = await self.containers.create(
             project,
             ContainerCreate(name="auto", file_ids=auto.file_ids, memory_limit=auto.memory_limit),
         )
-        return str(created["id"])
+        return str(created["id"]), True
 
     async def _attach_files(
         self, project: str, container_id: str | None, items: list[dict[str, Any]]
@@ -243,6 +254,25 @@ class ResponsesService:
             "last_id": page[-1]["id"] if page else None,
             "has_more": len(items) > len(page),
         }
+
+
+def _input_file_ids(items: list[dict[str, Any]]) -> list[str]:
+    ids = []
+    for item in items:
+        content = item.get("content")
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and part.get("type") == "input_file":
+                if not isinstance(part.get("file_id"), str):
+                    raise InvalidRequest("input_file needs a file_id here.", param="input")
+                ids.append(part["file_id"])
+    return ids
+
+
+def _auto_file_ids(body: ResponseCreate) -> list[str]:
+    tool = body.code_interpreter()
+    if tool is None or isinstance(tool.container, str):
+        return []
+    return list(tool.container.file_ids)
 
 
 def _tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
