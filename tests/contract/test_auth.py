@@ -155,6 +155,42 @@ def test_lists_exclude_other_projects(
     assert [f.id for f in client_b.files.list(purpose="assistants")] == b_files
 
 
+def test_other_project_cannot_see_or_use_containers(
+    client_a: openai.OpenAI, client_b: openai.OpenAI, owned: Owned
+) -> None:
+    """Key-a's container and its files are a 404 for key-b on every call, absent from key-b's
+    list, and untouched for key-a; key-b cannot load key-a's file into a container."""
+    box = client_a.containers.create(name="A's container")
+    try:
+        stored = client_a.containers.files.create(box.id, file=("a.txt", b"A's secret"))
+        calls = [
+            lambda: client_b.containers.retrieve(box.id),
+            lambda: client_b.containers.delete(box.id),
+            lambda: client_b.post(
+                f"/containers/{box.id}/execute", body={"code": "1"}, cast_to=object
+            ),
+            lambda: client_b.post(f"/containers/{box.id}/interrupt", cast_to=object),
+            lambda: client_b.containers.files.list(box.id),
+            lambda: client_b.containers.files.create(box.id, file=("b.txt", b"B")),
+            lambda: client_b.containers.files.retrieve(stored.id, container_id=box.id),
+            lambda: client_b.containers.files.content.retrieve(stored.id, container_id=box.id),
+            lambda: client_b.containers.files.delete(stored.id, container_id=box.id),
+            lambda: client_b.containers.create(name="B's", file_ids=[owned.file]),
+        ]
+        for call in calls:
+            with pytest.raises(openai.NotFoundError) as caught:
+                call()
+            assert_sdk_error(caught.value, 404)
+        assert box.id not in [c.id for c in client_b.containers.list(limit=100)]
+        assert box.id in [c.id for c in client_a.containers.list(limit=100)]
+        assert client_a.containers.retrieve(box.id).status == "running"
+        content = client_a.containers.files.content.retrieve(stored.id, container_id=box.id)
+        assert content.read() == b"A's secret"
+        assert [f.id for f in client_a.containers.files.list(box.id).data] == [stored.id]
+    finally:
+        client_a.containers.delete(box.id)
+
+
 def test_cursor_from_another_project_is_not_accepted(
     keyed_server: ServerProcess, owned: Owned
 ) -> None:

@@ -12,13 +12,14 @@ through `execute` here, so they share sessions, limits, file tracking and usage 
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from codeinterp.config import Settings
-from codeinterp.errors import ContainerExpired, NotFound, QuotaExceeded
+from codeinterp.errors import ContainerExpired, InvalidRequest, NotFound, QuotaExceeded
 from codeinterp.ids import new_id
 from codeinterp.protocol.containers import (
     DEFAULT_EXPIRY_MINUTES,
@@ -44,11 +45,15 @@ IMAGE_DIR = "outputs"  # displayed images are saved as /mnt/data/outputs/image-N
 ExecutionEvent = tuple[str, dict[str, Any]]
 
 
+_file_order = itertools.count()
+
+
 @dataclass
 class TrackedFile:
     id: str
     created_at: int
     source: str  # "user" (uploaded through the API) or "assistant" (written by code)
+    order: int = field(default_factory=lambda: next(_file_order))  # within a second
 
 
 @dataclass
@@ -137,6 +142,10 @@ class ContainersService:
         data = []
         for record in page.items:
             live = self._live.get(record.id)
+            if live is not None and await self._expire_if_idle(live):
+                live = None
+            if live is None:
+                record = await self.store.get_object("container", project, record.id)
             data.append(live.container.model_dump(mode="json") if live else record.body)
         return _envelope(data, page.has_more)
 
@@ -162,14 +171,21 @@ class ContainersService:
     ) -> dict[str, Any]:
         live = await self._use(project, container_id)
         check_limit(limit, 10_000)
+        order_of = {t.id: t.order for t in live.files.values()}
         files = sorted(
             await self._current_files(live),
-            key=lambda f: (f.created_at, f.id),
+            key=lambda f: (f.created_at, order_of.get(f.id, 0)),
             reverse=check_order(order) == "desc",
         )
         if after is not None:
             ids = [f.id for f in files]
-            files = files[ids.index(after) + 1 :] if after in ids else []
+            if after not in ids:
+                raise InvalidRequest(
+                    f"after={after!r} is not a file of this container; pass the id of a file "
+                    "from an earlier page",
+                    param="after",
+                )
+            files = files[ids.index(after) + 1 :]
         return _envelope([f.model_dump(mode="json") for f in files[:limit]], len(files) > limit)
 
     async def add_file(
@@ -287,8 +303,7 @@ class ContainersService:
             record = await self.store.get_object("container", project, container_id)  # 404
             raise _expired_error(container_id, record.body)
         managed = live.managed
-        if managed.session.closed or managed.expired(self.sessions.idle_seconds):
-            await self.sessions.expire(managed)
+        if await self._expire_if_idle(live):
             raise _expired_error(container_id, live.container.model_dump())
         managed.touch()
         stamp = now()
@@ -298,6 +313,15 @@ class ContainersService:
                 "container", project, container_id, live.container.model_dump(mode="json")
             )
         return live
+
+    async def _expire_if_idle(self, live: LiveContainer) -> bool:
+        """Expire the container now if it has been idle too long (the reaper may not have
+        come round yet); whether it has expired."""
+        managed = live.managed
+        if managed.session.closed or managed.expired(self.sessions.idle_seconds):
+            await self.sessions.expire(managed)
+            return True
+        return False
 
     async def _on_session_expired(self, managed: ManagedSession) -> None:
         live = self._live.pop(managed.owner_id, None)

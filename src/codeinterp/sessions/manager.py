@@ -57,6 +57,7 @@ class SessionManager:
         self._sessions: dict[tuple[str, str, str], ManagedSession] = {}
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._reaper_wakeup = asyncio.Event()  # a session with a shorter idle time arrived
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._expire_idle_sessions())
@@ -93,6 +94,8 @@ class SessionManager:
                     on_expire=on_expire,
                 )
                 self._sessions[key] = managed
+                if idle_seconds is not None:
+                    self._reaper_wakeup.set()
                 await self.store.record_session_start(
                     project,
                     managed.id,
@@ -164,7 +167,10 @@ class SessionManager:
                 (m.idle_for(self.idle_seconds) for m in self._sessions.values()),
                 default=self.idle_seconds,
             )
-            await asyncio.sleep(min(30.0, max(0.25, shortest / 4)))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(30.0, max(0.25, shortest / 4))):
+                    await self._reaper_wakeup.wait()
+            self._reaper_wakeup.clear()
             for managed in list(self._sessions.values()):
                 if managed.expired(self.idle_seconds):
                     await self.expire(managed)

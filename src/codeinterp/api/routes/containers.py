@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -106,7 +107,7 @@ async def container_file_content(
     return Response(
         data,
         media_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{_quoted(name)}"'},
+        headers={"Content-Disposition": content_disposition(name)},
     )
 
 
@@ -135,5 +136,8 @@ async def interrupt(container_id: str, services: ServicesDep, project: Project) 
     return await services.containers.interrupt(project, container_id)
 
 
-def _quoted(name: str) -> str:
-    return "".join(ch if ch.isprintable() and ch not in '"\\' else "_" for ch in name)
+def content_disposition(name: str) -> str:
+    """An attachment header for any file name: an ASCII fallback, and the UTF-8 name (RFC 6266
+    and 5987), since header values are Latin-1 on the wire."""
+    fallback = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "_" for ch in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
