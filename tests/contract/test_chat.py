@@ -259,3 +259,21 @@ def test_every_door_records_its_sandbox_in_the_same_usage_report(
 
     asyncio.run(mcp_run())
     assert sessions() == before + 4
+
+
+def test_a_forced_tool_choice_applies_to_the_first_turn_only(
+    client: openai.OpenAI, upstream: ScriptedUpstream
+) -> None:
+    """tool_choice code_interpreter forces the python tool on the first model turn; the next
+    turn is free to answer in text (else a real model could never finish)."""
+    upstream.script = answer_from_sandbox("print(7 * 6)")
+    completion = client.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "7*6"}],
+        tools=CI_TOOL,
+        tool_choice={"type": "code_interpreter"},  # type: ignore[arg-type]
+    )
+    assert completion.choices[0].message.content == "The result is 42."
+    first, second = upstream.requests
+    assert first["tool_choice"] == {"type": "function", "function": {"name": "python"}}
+    assert "tool_choice" not in second

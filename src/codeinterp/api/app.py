@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
             await sessions.close(project, "thread", thread_id)
 
         thread_service = ThreadsService(store, on_thread_deleted=thread_deleted)
-        container_service = ContainersService(store, sessions, settings, settings.max_upload_bytes)
+        container_service = ContainersService(store, sessions, settings)
         app.state.sandbox = sandbox
         app.state.bus = bus
         app.state.key_projects = settings.key_projects()

@@ -66,13 +66,10 @@ class LiveContainer:
 
 
 class ContainersService:
-    def __init__(
-        self, store: Store, sessions: SessionManager, settings: Settings, max_upload_bytes: int
-    ) -> None:
+    def __init__(self, store: Store, sessions: SessionManager, settings: Settings) -> None:
         self.store = store
         self.sessions = sessions
         self.settings = settings
-        self.max_upload_bytes = max_upload_bytes
         self._live: dict[str, LiveContainer] = {}
 
     # -- containers -----------------------------------------------------------------------------
@@ -160,10 +157,6 @@ class ContainersService:
         await self.store.delete_object("container", project, container_id)
         return {"id": container_id, "object": "container.deleted", "deleted": True}
 
-    async def close_all(self) -> None:
-        """The server is stopping: its sessions end with it (start-up marks them expired)."""
-        self._live.clear()
-
     # -- files ----------------------------------------------------------------------------------
 
     async def list_files(
@@ -171,10 +164,11 @@ class ContainersService:
     ) -> dict[str, Any]:
         live = await self._use(project, container_id)
         check_limit(limit, 10_000)
+        current = await self._current_files(live)
         order_of = {t.id: t.order for t in live.files.values()}
         files = sorted(
-            await self._current_files(live),
-            key=lambda f: (f.created_at, order_of.get(f.id, 0)),
+            current,
+            key=lambda f: (f.created_at, order_of[f.id]),
             reverse=check_order(order) == "desc",
         )
         if after is not None:
