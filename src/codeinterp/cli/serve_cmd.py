@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=args.log_level,
         lifespan="on",
+        loop="uvloop",  # faster than asyncio's loop and h11 (dependencies of this package)
+        http="httptools",
     )
     uvicorn.Server(config).run(sockets=[listening_socket(settings.host, settings.port)])
     return 0
