@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from tests.contract.helpers import raw_client
@@ -235,3 +236,27 @@ def test_objects_survive_several_restarts_in_a_row(
         assert [f.id for f in sdk.files.list(order="asc")] == files
         for file_id in files:
             assert sdk.files.content(file_id).read() == CSV
+
+
+def test_containers_and_responses_after_a_crash(
+    server: ServerProcess, upstream: ScriptedUpstream
+) -> None:
+    """A stored response survives a crash; a container's files and state lived in its session,
+    so after the restart it is shown expired and refuses work, with a clear error."""
+    upstream.reset([Text("stored answer")])
+    with server.client() as sdk:
+        box = sdk.containers.create(name="before-crash")
+        sdk.post(f"/containers/{box.id}/execute", body={"code": "x = 1"}, cast_to=object)
+        response = sdk.responses.create(model="m", input="hi")
+    server.kill()
+    server.restart()
+    with server.client() as sdk:
+        assert sdk.responses.retrieve(response.id).output_text == "stored answer"
+        assert sdk.containers.retrieve(box.id).status == "expired"
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk.post(f"/containers/{box.id}/execute", body={"code": "x"}, cast_to=object)
+        assert refused.value.code == "container_expired"
+        assert "restarted" in refused.value.message
+        fresh = sdk.containers.create(name="after-crash")
+        result = sdk.post(f"/containers/{fresh.id}/execute", body={"code": "2 + 2"}, cast_to=object)
+        assert isinstance(result, dict) and result["results"][0]["data"]["text/plain"] == "4"
