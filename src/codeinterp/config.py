@@ -16,6 +16,10 @@ def default_data_dir() -> str:
     return os.path.join(base, "codeinterp")
 
 
+# The project of every caller when no API keys are configured.
+DEFAULT_PROJECT = "proj_default"
+
+
 class Settings(BaseSettings):
     """Everything the server is configured with. Environment: CODEINTERP_<NAME>."""
 

@@ -12,6 +12,7 @@ expires. Where the session comes from is a `Backend`:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -25,15 +26,13 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ImageContent, TextContent
 
 from codeinterp.agent import python_tool
+from codeinterp.config import DEFAULT_PROJECT
 from codeinterp.errors import ContainerExpired, NotFound
 from codeinterp.protocol.containers import ContainerCreate
-from codeinterp.services.containers import ContainersService
-
-DEFAULT_PROJECT = "proj_default"
+from codeinterp.services.containers import IMAGE_TYPES, ContainersService
 
 log = logging.getLogger("codeinterp.mcp")
 
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif")
 INSTRUCTIONS = (
     "A stateful Python sandbox (IPython). run_python keeps variables, imports and files between "
     "calls; files live in /mnt/data; there is no network access; numpy, pandas, matplotlib, "
@@ -170,8 +169,13 @@ class ContainerBackend:
     def __init__(self, containers: Callable[[], ContainersService]) -> None:
         self._service = containers  # looked up when used: the server makes it at start-up
         self._containers: dict[str, str] = {}  # connection key -> container id
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def _container(self, key: str) -> tuple[ContainersService, str, str]:
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            return await self._container_locked(key)
+
+    async def _container_locked(self, key: str) -> tuple[ContainersService, str, str]:
         service = self._service()
         project = key.split("|", 1)[0]
         known = self._containers.get(key)
@@ -208,6 +212,7 @@ class ContainerBackend:
 
     async def reset(self, key: str) -> None:
         container_id = self._containers.pop(key, None)
+        self._locks.pop(key, None)
         if container_id is not None:
             project = key.split("|", 1)[0]
             with contextlib.suppress(NotFound):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import select
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -658,6 +659,42 @@ def test_upload_over_the_cap_is_413_and_stores_nothing(
     message = error["message"].lower()
     assert "large" in message or "limit" in message, error
     assert str(CAP) in error["message"], f"the message does not state the cap of {CAP}: {error}"
+
+
+def test_chunked_upload_over_the_cap_is_413(capped_server: ServerProcess) -> None:
+    """A multipart upload without Content-Length (chunked) is counted as it arrives: past the
+    cap it is refused with the 413 envelope, before it reaches the disk."""
+    boundary = "capboundary"
+    head = (
+        b"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer local\r\n"
+        + f"Content-Type: multipart/form-data; boundary={boundary}\r\n".encode()
+        + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    preamble = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n"
+        f"assistants\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+        'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
+
+    pieces = [preamble] + [b"\0" * 65536] * 40  # 2.5 MiB of file, never finished
+    with socket.create_connection(("127.0.0.1", capped_server.port), timeout=60) as sock:
+        sock.sendall(head)
+        answer = b""
+        for piece in pieces:  # stop sending as soon as the server answers
+            if select.select([sock], [], [], 0)[0]:
+                break
+            sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert b" 413 " in status_line, answer[:300]
+    body = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert body["error"]["code"] == "file_too_large" and str(CAP) in body["error"]["message"]
+    with capped_server.client() as sdk:
+        assert sdk.files.list().data == []
 
 
 def test_upload_at_the_cap_is_accepted(capped_server: ServerProcess) -> None:

@@ -208,6 +208,41 @@ def test_bad_requests_get_the_error_envelope(server: ServerProcess) -> None:
                 None,
             ),
         ]
+        message = [{"role": "user", "content": "x"}]
+        cases += [
+            (
+                {
+                    "model": "m",
+                    "messages": message,
+                    "tools": [
+                        {
+                            "type": "code_interpreter",
+                            "container": {"type": "auto", "memory_limit": "2g"},
+                        }
+                    ],
+                },
+                400,
+                "tools",
+            ),
+            (
+                {
+                    "model": "m",
+                    "messages": message,
+                    "tools": [*CI_TOOL, {"type": "function", "function": {}}],
+                },
+                400,
+                "tools",
+            ),
+            (
+                {
+                    "model": "m",
+                    "messages": message,
+                    "tools": [*CI_TOOL, {"type": "function", "function": {"name": "python"}}],
+                },
+                400,
+                "tools",
+            ),
+        ]
         for body, status, param in cases:
             response = http.post("/chat/completions", json=body)
             assert response.status_code == status, (body, response.text)
@@ -277,3 +312,20 @@ def test_a_forced_tool_choice_applies_to_the_first_turn_only(
     first, second = upstream.requests
     assert first["tool_choice"] == {"type": "function", "function": {"name": "python"}}
     assert "tool_choice" not in second
+
+
+def test_a_failed_request_leaves_no_container_behind(
+    client: openai.OpenAI, upstream: ScriptedUpstream
+) -> None:
+    """The container made for a request whose model fails is deleted: nobody knows its id."""
+
+    def chats() -> set[str]:
+        return {c.id for c in client.containers.list(limit=100) if c.name == "chat"}
+
+    before = chats()
+    upstream.script = [Fail(500, "model down", should_retry=False)]
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], tools=CI_TOOL
+        )
+    assert chats() == before

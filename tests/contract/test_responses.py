@@ -775,6 +775,7 @@ def test_bad_requests_get_the_error_envelope(
     cases: list[tuple[int, dict[str, Any]]] = [
         (400, {"input": "hi", "tools": [{"type": "web_search"}]}),
         (400, {"input": "hi", "tools": [{"type": "code_interpreter"}]}),
+        (400, {"input": "hi", "tools": [{"type": "function", "name": "python"}]}),
         (
             404,
             {

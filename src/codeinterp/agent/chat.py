@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
+
 from codeinterp.config import Settings
 from codeinterp.errors import InvalidRequest, UpstreamError
 from codeinterp.ids import new_id
@@ -57,28 +59,42 @@ def check_request(body: dict[str, Any]) -> None:
             raise InvalidRequest(
                 "With the code_interpreter tool, other tools must be functions.", param="tools"
             )
+        function = tool.get("function")
+        if tool["type"] == "function":
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise InvalidRequest("A function tool needs a function name.", param="tools")
+            if function["name"] == python_tool.TOOL_NAME:
+                raise InvalidRequest(
+                    "The function name 'python' is reserved for the code_interpreter tool.",
+                    param="tools",
+                )
 
 
 async def open_container(
     containers: ContainersService, project: str, body: dict[str, Any], header: str | None
-) -> str:
-    """The container named by the header or the tool, or a new one (auto)."""
+) -> tuple[str, bool]:
+    """The container named by the header or the tool, or a new one (auto); whether it is new."""
     tool = code_interpreter_tool(body) or {}
     named = header or (tool.get("container") if isinstance(tool.get("container"), str) else None)
     if named:
         await containers.ensure_usable(project, named)
-        return named
+        return named, False
     given = tool.get("container")
     auto: dict[str, Any] = given if isinstance(given, dict) else {}
-    create = ContainerCreate.model_validate(
-        {
-            "name": "chat",
-            "file_ids": auto.get("file_ids") or [],
-            "memory_limit": auto.get("memory_limit"),
-        }
-    )
+    try:
+        create = ContainerCreate.model_validate(
+            {
+                "name": "chat",
+                "file_ids": auto.get("file_ids") or [],
+                "memory_limit": auto.get("memory_limit"),
+            }
+        )
+    except ValidationError as exc:
+        raise InvalidRequest(
+            f"Invalid code_interpreter container: {exc.errors()[0]['msg']}.", param="tools"
+        ) from None
     created = await containers.create(project, create)
-    return str(created["id"])
+    return str(created["id"]), True
 
 
 class ChatLoop:

@@ -240,6 +240,7 @@ class ResponseExecutor:
             self.response["status"] = "completed"
         if self.response["status"] != "completed":
             self._abandon_open_items()
+            self._answer_unanswered_calls()
         self._set_usage()
         self.builder.lifecycle(
             "response.completed" if self.response["status"] == "completed" else "response.failed"
@@ -255,6 +256,26 @@ class ResponseExecutor:
         self._code_calls.clear()
         self._running = None
 
+    def _answer_unanswered_calls(self) -> None:
+        """A failure can leave the conversation's last tool calls without results, and a model
+        refuses such a conversation: a follow-up (previous_response_id) gets an error result."""
+        messages = self.context.messages
+        for index in range(len(messages) - 1, -1, -1):
+            if messages[index].get("tool_calls"):
+                answered = {m.get("tool_call_id") for m in messages[index + 1 :]}
+                for call in messages[index]["tool_calls"]:
+                    if call["id"] not in answered and call["function"]["name"] not in (
+                        self.context.function_names
+                    ):
+                        messages.append(
+                            {
+                                "role": "tool",
+                                "tool_call_id": call["id"],
+                                "content": "error: the response failed before this call finished",
+                            }
+                        )
+                return
+
     def _fail(self, code: str, message: str) -> None:
         self.response["status"] = "failed"
         self.response["error"] = {"code": code, "message": message}
@@ -262,7 +283,7 @@ class ResponseExecutor:
     def _set_usage(self) -> None:
         self.response["usage"] = {
             "input_tokens": self.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": self.completion_tokens,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": self.prompt_tokens + self.completion_tokens,

@@ -24,6 +24,7 @@ from codeinterp.protocol.assistants import Assistant
 from codeinterp.protocol.runs import Run, ToolOutput
 from codeinterp.protocol.threads import Message, Thread
 from codeinterp.sandbox import Error, Execution, Result, Stderr, Stdout
+from codeinterp.services.containers import IMAGE_TYPES
 from codeinterp.services.files import FilesService
 from codeinterp.sessions import ManagedSession, SessionManager
 from codeinterp.store import Store
@@ -37,7 +38,6 @@ from .writers import Emitter, MessageWriter, StepWriter
 log = logging.getLogger("codeinterp.agent")
 
 SHUTDOWN_MESSAGE = "The server shut down while this run was in progress."
-IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif"}
 
 
 @dataclass

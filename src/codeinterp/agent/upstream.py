@@ -68,11 +68,12 @@ class Upstream:
             base_url=base_url, api_key=api_key or "none", timeout=timeout, max_retries=2
         )
         self.model_map = model_map
-        # Requests we only relay (Chat Completions without our tool) go as they came, byte
-        # for byte, so the client sees the upstream's own answers and errors.
+        # Requests we only relay (Chat Completions without our tool) go as they came (the
+        # model name mapped), and the client gets the upstream's own answers and errors.
         self._relay = httpx2.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
-            headers={"Authorization": f"Bearer {api_key or 'none'}"},
+            # identity: the bytes are forwarded as they come, without Content-Encoding
+            headers={"Authorization": f"Bearer {api_key or 'none'}", "Accept-Encoding": "identity"},
             timeout=timeout,
         )
 
@@ -124,7 +125,7 @@ class Upstream:
                 stream=True,
                 stream_cls=openai.AsyncStream[object],
             )
-            async for chunk in stream:
+            async for chunk in _closing(stream):
                 if not isinstance(chunk, dict):
                     raise UpstreamFailure("the model endpoint sent a chunk that is not an object")
                 usage = chunk.get("usage")
@@ -178,3 +179,12 @@ def _merge_tool_call(drafts: dict[int, ToolCallDraft], call: object) -> tuple[To
             fragment = function["arguments"]
             draft.arguments += fragment
     return draft, fragment
+
+
+async def _closing(stream: openai.AsyncStream[object]) -> AsyncIterator[object]:
+    """The stream's chunks; its HTTP response is closed however the iteration ends."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        await stream.close()

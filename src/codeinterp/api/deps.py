@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from codeinterp.agent.upstream import Upstream
-from codeinterp.config import Settings
+from codeinterp.config import DEFAULT_PROJECT, Settings
 from codeinterp.errors import Unauthorized
 from codeinterp.services.assistants import AssistantsService
 from codeinterp.services.containers import ContainersService
@@ -18,8 +18,6 @@ from codeinterp.services.responses import ResponsesService
 from codeinterp.services.runs import RunsService
 from codeinterp.services.threads import ThreadsService
 from codeinterp.services.usage import UsageService
-
-DEFAULT_PROJECT = "proj_default"
 
 
 @dataclass

@@ -6,6 +6,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from codeinterp.errors import QuotaExceeded
 from codeinterp.ids import new_id
 
 
@@ -68,6 +69,23 @@ class BodySizeLimitMiddleware:
         self.upload_cap = upload_cap
         self.upload_limit = upload_cap + upload_overhead  # the multipart framing around the file
 
+    def _capped(self, receive: Receive) -> Receive:
+        """`receive` that fails the request (413, through the error table) past the limit."""
+        received = 0
+
+        async def capped() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.upload_limit:
+                    raise QuotaExceeded(
+                        f"File is too large: the upload limit is {self.upload_cap} bytes."
+                    )
+            return message
+
+        return capped
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -85,6 +103,8 @@ class BodySizeLimitMiddleware:
                     ),
                 )
                 return
+            if length is None:  # chunked: count as it arrives (file parts are not capped there)
+                receive = self._capped(receive)
             await self.app(scope, receive, send)
             return
         too_big = _too_large(

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
@@ -81,7 +81,7 @@ def data_frame(event: str, data: Any) -> bytes:
 
 
 def execution_stream(
-    source: AsyncIterator[tuple[str, Any]],
+    source: AsyncGenerator[tuple[str, Any], None],
     heartbeat: float = HEARTBEAT_SECONDS,
     framer: Callable[[str, Any], bytes] = frame,
     headers: dict[str, str] | None = None,
@@ -98,8 +98,9 @@ def execution_stream(
 
         async def pull() -> None:
             try:
-                async for item in source:
-                    queue.put_nowait(item)
+                async with contextlib.aclosing(source) as items:
+                    async for item in items:
+                        queue.put_nowait(item)
                 queue.put_nowait(_DONE)
             except Exception as exc:  # the stream has begun: the failure becomes its last event
                 log.exception("execution stream failed")

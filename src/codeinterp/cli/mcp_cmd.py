@@ -123,8 +123,14 @@ class ServerBackend:
 
     async def _box(self, key: str) -> AsyncContainer:
         box = self.boxes.get(key)
-        if box is None:
-            box = self.boxes[key] = await self.client.container(memory=self.memory, name="mcp")
+        if box is not None:
+            try:  # a retrieve refreshes its expiry, or shows that it is gone
+                if (await self.client.attach(box.id)).info.get("status") == "running":
+                    return box
+            except APIError as exc:
+                if exc.status != 404:
+                    raise
+        box = self.boxes[key] = await self.client.container(memory=self.memory, name="mcp")
         return box
 
     async def run(self, key: str, code: str, timeout: float | None) -> dict[str, Any]:

@@ -70,7 +70,9 @@ class ResponseCreate(RequestModel):
     @classmethod
     def _tools(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for tool in value:
-            _check_tool(tool)
+            checked = _check_tool(tool)
+            if isinstance(checked, FunctionTool) and checked.name == "python":
+                raise ValueError("the function name 'python' is reserved for code_interpreter")
         if sum(1 for t in value if t.get("type") == "code_interpreter") > 1:
             raise ValueError("at most one code_interpreter tool")
         return value

@@ -12,14 +12,15 @@ through `execute` here, so they share sessions, limits, file tracking and usage 
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from codeinterp.config import Settings
-from codeinterp.errors import ContainerExpired, InvalidRequest, NotFound, QuotaExceeded
+from codeinterp.errors import CodeInterpError, ContainerExpired, InvalidRequest, NotFound
 from codeinterp.ids import new_id
 from codeinterp.protocol.containers import (
     DEFAULT_EXPIRY_MINUTES,
@@ -221,7 +222,7 @@ class ContainersService:
 
     async def execute(
         self, project: str, container_id: str, code: str, timeout: float | None
-    ) -> AsyncIterator[ExecutionEvent]:
+    ) -> AsyncGenerator[ExecutionEvent, None]:
         """Check the container (NotFound, ContainerExpired), then return the execution's events.
 
         They are yielded as they happen; leaving the iteration early (a client that went away)
@@ -233,7 +234,7 @@ class ContainersService:
 
     async def _execute(
         self, live: LiveContainer, code: str, timeout: float | None
-    ) -> AsyncIterator[ExecutionEvent]:
+    ) -> AsyncGenerator[ExecutionEvent, None]:
         managed = live.managed
         managed.busy += 1
         execution = Execution()
@@ -273,9 +274,13 @@ class ContainersService:
         self, project: str, container_id: str, code: str, timeout: float | None
     ) -> dict[str, Any]:
         """`execute` gathered: the `end` event's body."""
-        async for name, data in await self.execute(project, container_id, code, timeout):
-            if name == "end":
-                return data
+        # aclosing: the generator's cleanup (the session's lock, `busy`) runs now, not at GC
+        async with contextlib.aclosing(
+            await self.execute(project, container_id, code, timeout)
+        ) as events:
+            async for name, data in events:
+                if name == "end":
+                    return data
         raise AssertionError("an execution always ends with an `end` event")
 
     async def interrupt(self, project: str, container_id: str) -> dict[str, Any]:
@@ -396,10 +401,13 @@ class ContainersService:
                 return None
             live.images_saved += 1
             name = f"{IMAGE_DIR}/image-{live.images_saved}{extension}"
+            while name in live.files:  # never replace a file of the same name
+                live.images_saved += 1
+                name = f"{IMAGE_DIR}/image-{live.images_saved}{extension}"
             try:
                 return await self._write(live, name, data, "assistant")
-            except QuotaExceeded:
-                log.warning("container %s: no room to save %s", live.container.id, name)
+            except CodeInterpError as exc:  # no room, or the code made `outputs` a symlink
+                log.warning("container %s: could not save %s: %s", live.container.id, name, exc)
                 return None
         return None
 
@@ -411,8 +419,9 @@ def _relative(path: str) -> str:
 def _expired_error(container_id: str, body: dict[str, Any]) -> ContainerExpired:
     minutes = (body.get("expires_after") or {}).get("minutes", DEFAULT_EXPIRY_MINUTES)
     return ContainerExpired(
-        f"Container {container_id} has expired: it was idle for more than {minutes} minutes "
-        "(or the server restarted), and its files and state are gone. Create a new container."
+        f"Container {container_id} has expired (idle for more than {minutes} minutes, or its "
+        "sandbox ended with a server restart): its files and state are gone. Create a new "
+        "container."
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from codeinterp.agent.responder import (
@@ -132,7 +132,7 @@ class ResponsesService:
 
     async def stream(
         self, project: str, response: dict[str, Any], context: ResponseContext
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """The response's events as they happen. If the client goes away, the response stops
         (its code is interrupted) and is not stored."""
         queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
@@ -245,7 +245,11 @@ class ResponsesService:
             items.reverse()
         if after is not None:
             ids = [item.get("id") for item in items]
-            items = items[ids.index(after) + 1 :] if after in ids else []
+            if after not in ids:
+                raise InvalidRequest(
+                    f"after={after!r} is not an input item of this response.", param="after"
+                )
+            items = items[ids.index(after) + 1 :]
         page = items[: check_limit(limit)]
         return {
             "object": "list",

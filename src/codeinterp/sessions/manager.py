@@ -154,6 +154,7 @@ class SessionManager:
             return  # already ended
         log.info("session %s of %s %s expired", managed.id, key[1], key[2])
         self._sessions.pop(key, None)
+        self._locks.pop(key, None)
         if managed.on_expire is not None:
             try:
                 await managed.on_expire(managed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -21,7 +21,7 @@ from codeinterp.agent.chat import (
 )
 from codeinterp.api.deps import Project, ServicesDep
 from codeinterp.api.sse import data_frame, execution_stream
-from codeinterp.errors import InvalidRequest
+from codeinterp.errors import CodeInterpError, InvalidRequest
 
 router = APIRouter(prefix="/v1/chat", tags=["chat"])
 
@@ -41,19 +41,29 @@ async def chat_completions(request: Request, services: ServicesDep, project: Pro
     if not wants_code_interpreter(body, header):
         return await _relay(services, body)
     check_request(body)
-    container_id = await open_container(services.containers, project, body, header)
-    loop = ChatLoop(
-        services.upstream, services.containers, services.settings, project, body, container_id
-    )
+    containers = services.containers
+    container_id, created = await open_container(containers, project, body, header)
+    loop = ChatLoop(services.upstream, containers, services.settings, project, body, container_id)
     headers = {CONTAINER_HEADER: container_id}
+
+    async def discard_new_container() -> None:
+        # The client never learns the id of a container made for a request that failed.
+        if created:
+            with contextlib.suppress(CodeInterpError):
+                await containers.delete(project, container_id)
+
     if not body.get("stream"):
-        return JSONResponse(await loop.run(), headers=headers)
+        try:
+            return JSONResponse(await loop.run(), headers=headers)
+        except BaseException:
+            await discard_new_container()
+            raise
     return execution_stream(
         _chunks(loop), services.settings.sse_heartbeat_seconds, data_frame, headers
     )
 
 
-async def _chunks(loop: ChatLoop) -> AsyncIterator[tuple[str, Any]]:
+async def _chunks(loop: ChatLoop) -> AsyncGenerator[tuple[str, Any], None]:
     """The loop's chunks as they come, then [DONE]."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
     finished = object()

@@ -58,7 +58,7 @@ async def create_container_file(
     containers = services.containers
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         limit = services.settings.max_upload_bytes
-        form = await request.form(max_part_size=limit + 1)
+        form = await request.form()  # file parts stream to disk; other fields stay small
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidRequest("Missing required parameter: 'file'.", param="file")

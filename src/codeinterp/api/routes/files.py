@@ -22,9 +22,9 @@ async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
 
 @router.post("")
 async def upload_file(request: Request, services: ServicesDep, project: Project) -> dict[str, Any]:
-    limit = services.settings.max_upload_bytes
-    # Starlette spools the parts to disk as they arrive; the size cap is checked as we copy.
-    form = await request.form(max_part_size=limit + 1)
+    # Starlette spools file parts to disk as they arrive (other fields stay small); the size
+    # cap is checked as we copy, and by the middleware for a chunked body.
+    form = await request.form()
     upload = form.get("file")
     purpose = form.get("purpose")
     if not isinstance(upload, UploadFile):
