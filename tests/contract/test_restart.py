@@ -256,7 +256,7 @@ def test_containers_and_responses_after_a_crash(
         with pytest.raises(openai.BadRequestError) as refused:
             sdk.post(f"/containers/{box.id}/execute", body={"code": "x"}, cast_to=object)
         assert refused.value.code == "container_expired"
-        assert "restarted" in refused.value.message
+        assert "restart" in refused.value.message
         fresh = sdk.containers.create(name="after-crash")
         result = sdk.post(f"/containers/{fresh.id}/execute", body={"code": "2 + 2"}, cast_to=object)
         assert isinstance(result, dict) and result["results"][0]["data"]["text/plain"] == "4"

@@ -560,10 +560,12 @@ async def test_shell_fork_bomb_is_contained(sandbox: Sandbox) -> None:
         # bash backgrounds the first pipeline and exits: the cell ends; the bomb runs on.
         assert ex.status == "ok", (ex.status, ex.message)
         counts = []
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline:  # watch the bomb grow to the limit
+        deadline = time.monotonic() + 3.0
+        # Watch the bomb grow to the limit. Its count swings as children die and are replaced,
+        # so sample often, and on a loaded machine give it time to reach the top.
+        while time.monotonic() < deadline and (not counts or max(counts) < 60):
             counts.append(s.stats().processes)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
         assert max(counts) <= 64, counts
         assert max(counts) >= 60, counts  # it really ran into the limit
         assert await asyncio.to_thread(host_true_seconds) < 1.0  # while it keeps trying
