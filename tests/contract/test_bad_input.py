@@ -542,12 +542,18 @@ def _raw_exchange(server: ServerProcess, request: bytes, body_chunks: Iterator[b
         sock.sendall(request)
         try:
             for chunk in body_chunks:
+                if select.select([sock], [], [], 0)[0]:
+                    break  # the server answered early: read it before its close resets us
                 sock.sendall(chunk)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered early and closed; its answer is still to be read
         answer = b""
-        while data := sock.recv(65536):
-            answer += data
+        try:
+            while data := sock.recv(65536):
+                answer += data
+        except ConnectionResetError:
+            if not answer:
+                raise  # a reset before any answer is a failure; after one, the end of it
     return answer
 
 
