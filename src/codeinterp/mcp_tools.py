@@ -207,8 +207,7 @@ class ContainerBackend:
 
     async def list_files(self, key: str) -> list[dict[str, Any]]:
         service, project, container_id = await self._container(key)
-        listing = await service.list_files(project, container_id, None, 10_000, "asc")
-        return list(listing["data"])
+        return await service.all_files(project, container_id)
 
     async def reset(self, key: str) -> None:
         container_id = self._containers.pop(key, None)

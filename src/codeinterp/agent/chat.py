@@ -138,8 +138,8 @@ class ChatLoop:
 
     async def run(self, emit: Callable[[Chunk], None] | None = None) -> dict[str, Any]:
         """The final chat.completion; with `emit`, its chunks are sent as they happen."""
-        files = await self.containers.list_files(self.project, self.container_id, None, 100, "asc")
-        paths = [entry["path"] for entry in files["data"]]
+        files = await self.containers.all_files(self.project, self.container_id)
+        paths = [entry["path"] for entry in files]
         note = prompt.system_message("", None, True, paths)
         messages: list[dict[str, Any]] = [note, *self.body["messages"]]
         tools = [python_tool.DEFINITION] + [
@@ -255,5 +255,5 @@ class ChatLoop:
 
 def _tool_choice(choice: Any) -> Any:
     if isinstance(choice, dict) and choice.get("type") == "code_interpreter":
-        return {"type": "function", "function": {"name": python_tool.TOOL_NAME}}
+        return python_tool.FORCED_CHOICE
     return choice

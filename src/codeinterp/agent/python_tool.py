@@ -8,6 +8,9 @@ from typing import Any
 TOOL_NAME = "python"
 MAX_RESULT_CHARS = 20_000
 
+# tool_choice that makes the model call the python tool (what forcing code_interpreter means)
+FORCED_CHOICE: dict[str, Any] = {"type": "function", "function": {"name": TOOL_NAME}}
+
 DEFINITION: dict[str, Any] = {
     "type": "function",
     "function": {

@@ -451,12 +451,10 @@ class ResponseExecutor:
 
     async def _file_id(self, container_id: str, path: str) -> str | None:
         try:
-            listing = await self.containers.list_files(
-                self.context.project, container_id, None, 10_000, "asc"
-            )
+            listing = await self.containers.all_files(self.context.project, container_id)
         except CodeInterpError:
             return None
-        for entry in listing["data"]:
+        for entry in listing:
             if entry["path"] == path:
                 return str(entry["id"])
         return None

@@ -33,6 +33,17 @@ def list_envelope(
     }
 
 
+def dict_envelope(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """The list envelope around objects that are wire dicts already."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
+
+
 def check_order(order: str) -> str:
     if order not in ("asc", "desc"):
         raise InvalidRequest(

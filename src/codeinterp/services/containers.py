@@ -33,7 +33,7 @@ from codeinterp.sandbox.workspace import WorkspaceFile, clean_relative_path
 from codeinterp.sessions import ManagedSession, SessionManager
 from codeinterp.store import Store
 
-from .common import check_limit, check_order, now
+from .common import check_limit, check_order, dict_envelope, now
 from .files import clean_filename
 
 log = logging.getLogger("codeinterp.containers")
@@ -145,7 +145,7 @@ class ContainersService:
             if live is None:
                 record = await self.store.get_object("container", project, record.id)
             data.append(live.container.model_dump(mode="json") if live else record.body)
-        return _envelope(data, page.has_more)
+        return dict_envelope(data, page.has_more)
 
     async def ensure_usable(self, project: str, container_id: str) -> None:
         """NotFound or ContainerExpired unless code can run in the container now."""
@@ -163,17 +163,12 @@ class ContainersService:
     async def list_files(
         self, project: str, container_id: str, after: str | None, limit: int, order: str
     ) -> dict[str, Any]:
-        live = await self._use(project, container_id)
+        files = await self.all_files(project, container_id)  # oldest first
         check_limit(limit, 10_000)
-        current = await self._current_files(live)
-        order_of = {t.id: t.order for t in live.files.values()}
-        files = sorted(
-            current,
-            key=lambda f: (f.created_at, order_of[f.id]),
-            reverse=check_order(order) == "desc",
-        )
+        if check_order(order) == "desc":
+            files.reverse()
         if after is not None:
-            ids = [f.id for f in files]
+            ids = [f["id"] for f in files]
             if after not in ids:
                 raise InvalidRequest(
                     f"after={after!r} is not a file of this container; pass the id of a file "
@@ -181,7 +176,15 @@ class ContainersService:
                     param="after",
                 )
             files = files[ids.index(after) + 1 :]
-        return _envelope([f.model_dump(mode="json") for f in files[:limit]], len(files) > limit)
+        return dict_envelope(files[:limit], len(files) > limit)
+
+    async def all_files(self, project: str, container_id: str) -> list[dict[str, Any]]:
+        """Every file of the container, oldest first (what a prompt or a lookup by path needs)."""
+        live = await self._use(project, container_id)
+        current = await self._current_files(live)
+        order_of = {t.id: t.order for t in live.files.values()}
+        current.sort(key=lambda f: (f.created_at, order_of[f.id]))
+        return [f.model_dump(mode="json") for f in current]
 
     async def add_file(
         self, project: str, container_id: str, filename: str | None, data: bytes
@@ -428,13 +431,3 @@ def _expired_error(container_id: str, body: dict[str, Any]) -> ContainerExpired:
         "sandbox ended with a server restart): its files and state are gone. Create a new "
         "container."
     )
-
-
-def _envelope(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": has_more,
-    }

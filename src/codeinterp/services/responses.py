@@ -9,6 +9,7 @@ import json
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
+from codeinterp.agent import python_tool
 from codeinterp.agent.responder import (
     ResponseBuilder,
     ResponseContext,
@@ -24,7 +25,7 @@ from codeinterp.protocol.containers import ContainerCreate
 from codeinterp.protocol.responses import AutoContainer, ResponseCreate
 from codeinterp.store import Store
 
-from .common import check_limit, check_order, now
+from .common import check_limit, check_order, dict_envelope, now
 from .containers import ContainersService
 
 FileUrl = Callable[[str, str], str]
@@ -223,8 +224,7 @@ class ResponsesService:
         return attached
 
     async def _paths(self, project: str, container_id: str) -> list[str]:
-        listing = await self.containers.list_files(project, container_id, None, 10_000, "asc")
-        return [entry["path"] for entry in listing["data"]]
+        return [entry["path"] for entry in await self.containers.all_files(project, container_id)]
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -251,13 +251,7 @@ class ResponsesService:
                 )
             items = items[ids.index(after) + 1 :]
         page = items[: check_limit(limit)]
-        return {
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(items) > len(page),
-        }
+        return dict_envelope(page, len(items) > len(page))
 
 
 def _input_file_ids(items: list[dict[str, Any]]) -> list[str]:
@@ -284,7 +278,7 @@ def _tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
     if isinstance(choice, str):
         return choice
     if choice.get("type") == "code_interpreter":
-        return {"type": "function", "function": {"name": "python"}}
+        return python_tool.FORCED_CHOICE
     if choice.get("type") == "function" and isinstance(choice.get("name"), str):
         return {"type": "function", "function": {"name": choice["name"]}}
     return "auto"
