@@ -103,13 +103,20 @@ class ServerProcess:
         startup_timeout: float = 60.0,
         stop_timeout: float = 10.0,
         extra_args: Sequence[str] = (),
+        command: Sequence[str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
     ) -> None:
+        """``command`` replaces ``python -m codeinterp.cli.main serve ...`` (for a server started
+        another way, such as the README's shell line); it runs in ``cwd`` (default: data_dir).
+        Stopping signals the whole process group, so a shell's children stop too."""
         self.env = dict(env or {})
         self.data_dir = Path(data_dir)
         self.port = free_port() if port is None else port
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.extra_args = list(extra_args)
+        self._command = None if command is None else list(command)
+        self.cwd = Path(cwd) if cwd is not None else None
         self.log_path = self.data_dir / "server.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -128,6 +135,8 @@ class ServerProcess:
         return f"{self.url}/v1"
 
     def command(self) -> list[str]:
+        if self._command is not None:
+            return self._command
         return [
             sys.executable,
             "-m",
@@ -200,7 +209,7 @@ class ServerProcess:
         self._process = subprocess.Popen(
             self.command(),
             env=child_environment(self.env),
-            cwd=self.data_dir,
+            cwd=self.data_dir if self.cwd is None else self.cwd,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -243,8 +252,7 @@ class ServerProcess:
         """SIGKILL at once, like a crash; returns the exit status (``-9``)."""
         process = self._process
         if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGKILL)
+            self._signal(signal.SIGKILL)
             process.wait()
         self._close_log("killed")
         return self.returncode
@@ -257,16 +265,23 @@ class ServerProcess:
     def _terminate(self, kill_after: float) -> int | None:
         process = self._process
         if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
+            self._signal(signal.SIGTERM)
             try:
                 process.wait(timeout=kill_after)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGKILL)
+                self._signal(signal.SIGKILL)
                 process.wait()
         self._close_log("stopped")
         return self.returncode
+
+    def _signal(self, number: int) -> None:
+        """The server; with a custom command, its whole process group (a shell and its children)."""
+        assert self._process is not None
+        with contextlib.suppress(ProcessLookupError):
+            if self._command is None:
+                self._process.send_signal(number)
+            else:
+                os.killpg(self._process.pid, number)
 
     def _close_log(self, how: str = "") -> None:
         if self._log is None:
