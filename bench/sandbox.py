@@ -46,6 +46,41 @@ even count is the mean of the two middle samples; p99 of 30 samples lies between
 30th.
 
 `--quick` cuts the sample counts so the whole run takes well under a minute.
+
+    .venv/bin/python bench/sandbox.py --seccomp --json PATH [--quick]
+
+compares the two seccomp profiles ("deny", the deny-list, and "allow", the derived allow-list)
+in one run instead, with the samples of the two interleaved (deny then allow, then allow then
+deny, ...) so that drift in the machine's load falls on both. Each figure is given for both
+profiles with the ratio allow/deny:
+
+install_filter
+    `seccomp.install` of the profile's program in a freshly forked child (no_new_privs set
+    before the clock starts): the kernel checks the program and prepares its action cache.
+create_cold
+    `create_session(SandboxPolicy(seccomp_profile=...))` on one Sandbox with `pool_size=0`, as
+    create_cold above (one creation per profile is made and discarded first).
+exec_1plus1
+    As above, on one session per profile from that same Sandbox (one zygote for both).
+session_getppid_ns, session_ioctl_ns, session_mmap_ns
+    Nanoseconds per call inside those sessions (Python's own cost included), the fastest of the
+    loop's passes (the least disturbed: on a shared VM the passes differ by up to 40%):
+    `os.getppid()` (allowed by both; the kernel's action cache answers it without running the
+    filter), `fcntl.ioctl(pipe, TCGETS)` and `mmap.mmap(-1, 4096).close()` (their arguments are
+    checked, so the filter runs for each call).
+raw_getppid_ns, raw_ioctl_ns, raw_sched_rr_get_interval_ns
+    The filter alone: raw syscalls through ctypes in a forked child of the bench with only the
+    profile's filter loaded (`no_filter`: none), the fastest pass (see `filter_cost_once`).
+create_warm
+    As above, on two Sandboxes with the default pool size, one per profile
+    (`SandboxConfig(seccomp_profile=...)`), both pools full before each sample.
+held_out
+    Each snippet of HELD_OUT (ordinary work the allow-list's derivation never ran: shell tools,
+    the standard library, more of the preinstalled libraries) in a fresh session under each
+    profile: "broken_by_allow" lists those that work under deny but not under allow.
+
+`CODEINTERP_SECCOMP_PROFILE=allow` runs the default figures (without `--seccomp`) under the
+allow profile.
 """
 
 from __future__ import annotations
@@ -397,6 +432,626 @@ def subprocess_once() -> float:
     return elapsed_ms(start)
 
 
+# -- seccomp profiles: the deny-list against the allow-list --------------------------------------
+
+PROFILES = ("deny", "allow")
+
+
+@dataclass(frozen=True)
+class SeccompCounts:
+    """Sample counts of a `--seccomp` run: each is per profile."""
+
+    install: int
+    cold: int
+    warm: int
+    exec_warmup: int
+    exec: int
+    loop: int  # iterations of each syscall loop
+    loop_passes: int  # runs of each loop (the fastest is reported)
+
+
+SECCOMP_FULL = SeccompCounts(install=200, cold=40, warm=40, exec_warmup=20, exec=400,
+                             loop=200_000, loop_passes=9)
+SECCOMP_QUICK = SeccompCounts(install=50, cold=10, warm=10, exec_warmup=5, exec=100,
+                              loop=50_000, loop_passes=3)
+
+
+def _orders(n: int) -> Iterator[tuple[str, ...]]:
+    """deny, allow; allow, deny; ... so neither profile always goes first."""
+    for i in range(n):
+        yield PROFILES if i % 2 == 0 else PROFILES[::-1]
+
+
+def install_once(program: bytes) -> float:
+    """Fork; the child loads `program` (no_new_privs first) and reports how long the load took."""
+    from codeinterp.sandbox import seccomp
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            seccomp._prctl(seccomp._PR_SET_NO_NEW_PRIVS, 1)
+            start = time.perf_counter()
+            seccomp.install(program)
+            os.write(write_fd, str(elapsed_ms(start)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as reader:
+        text = reader.read()
+    os.waitpid(pid, 0)
+    return float(text)
+
+
+def filter_cost_once(program: bytes | None, n: int) -> dict[str, float]:
+    """Fork; the child loads `program` (None: no filter) and times raw syscalls made through
+    ctypes, in nanoseconds per call: getppid (the action cache answers it under both profiles),
+    ioctl(pipe, TCGETS) (its request is checked: the filter runs to the ioctl block), and
+    sched_rr_get_interval (allowed by the deny-list, cached; unlisted under the allow-list, so
+    the filter runs to its end and answers ENOSYS: the longest path there is)."""
+    import ctypes
+
+    from codeinterp.sandbox import seccomp
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            if program is not None:
+                seccomp.install(program, set_no_new_privs=True)
+            table = seccomp._host_arch()
+            assert table is not None
+            nr = table.syscalls
+            call = ctypes.CDLL(None, use_errno=True).syscall
+            pipe_r, _ = os.pipe()
+            timespec = ctypes.create_string_buffer(16)
+            probes = {
+                "getppid": (nr["getppid"],),
+                "ioctl": (nr["ioctl"], pipe_r, 0x5401, 0),
+                "sched_rr_get_interval": (nr["sched_rr_get_interval"], 0, timespec),
+            }
+            out = {}
+            for name, args in probes.items():
+                start = time.perf_counter_ns()
+                for _ in range(n):
+                    call(*args)
+                out[name] = (time.perf_counter_ns() - start) / n
+            os.write(write_fd, json.dumps(out).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as reader:
+        text = reader.read()
+    os.waitpid(pid, 0)
+    return {name: float(value) for name, value in json.loads(text).items()}
+
+
+# One line of JSON last: nanoseconds per call (with Python's own cost) of an allowed syscall the
+# kernel's action cache answers without running the filter (getppid), and of two whose argument
+# the filter checks, so it runs for each call under both profiles: ioctl (TCGETS on a pipe,
+# ENOTTY) and mmap (with munmap).
+SYSCALL_LOOP = """
+import fcntl, json, mmap, os, termios, time
+n = {n}
+def per_call(fn, count):
+    start = time.perf_counter_ns()
+    for _ in range(count):
+        fn()
+    return (time.perf_counter_ns() - start) / count
+r, w = os.pipe()
+def tcgets():
+    try:
+        fcntl.ioctl(r, termios.TCGETS)
+    except OSError:
+        pass
+print(json.dumps({{"getppid_ns": per_call(os.getppid, n), "ioctl_ns": per_call(tcgets, n // 10),
+                  "mmap_ns": per_call(lambda: mmap.mmap(-1, 4096).close(), n // 10)}}))
+"""
+
+
+def _sh(command: str) -> str:
+    return f"import subprocess\nsubprocess.run({command!r}, shell=True, check=True, timeout=50)\n"
+
+
+# Ordinary work that the allow-list's derivation (scripts/derive-seccomp-allowlist) never ran: how
+# much of it breaks under the allow profile is the breakage figure. Each raises (or exits non-zero
+# through check=True) when the work fails.
+HELD_OUT: dict[str, str] = {
+    "sh_ls_find_stat": _sh(
+        "ls -la /mnt/data /usr/bin > /dev/null && stat /etc/hosts"
+        " && find /usr/share/zoneinfo -maxdepth 1 -type d | head -3"
+    ),
+    "sh_cp_a_du_df": _sh(
+        "cp -a /usr/share/zoneinfo/Europe /tmp/zi && du -sh /tmp/zi && df -h /mnt/data /tmp"
+    ),
+    "sh_tar_gzip_xz_zip": _sh(
+        "cd /tmp && mkdir -p d && echo hi > d/f && tar czf d.tgz d && tar tzf d.tgz"
+        " && xz -k d/f && gzip -k d/f && bzip2 -k d/f && zip -qr d.zip d && unzip -l d.zip"
+    ),
+    "sh_text_pipeline": _sh(
+        "seq 1 1000 | sort -rn | uniq | awk '{s+=$1} END {print s}' | tee /tmp/t | wc -c"
+        " && xargs echo < /tmp/t && cut -c1-2 /tmp/t && md5sum /tmp/t && diff /tmp/t /tmp/t"
+        " && base64 /tmp/t | od -c | head -1"
+    ),
+    "sh_ps_id_env": _sh("ps aux && id && whoami; env && date -u && nproc && uptime"),
+    "sh_fifo_timeout_jobs": _sh(
+        "mkfifo /tmp/ff && (echo x > /tmp/ff &) && cat /tmp/ff && timeout 5 sleep 0.1"
+        " && (sleep 0.1 & wait)"
+    ),
+    "sh_git": _sh(
+        "cd /tmp && git init -q repo && cd repo && git config user.email a@b"
+        " && git config user.name a && echo x > f && git add f && git commit -qm m && git log"
+    ),
+    "sh_gcc_make": _sh(
+        "cd /tmp && printf '#include <stdio.h>\\nint main(){puts(\"c\");return 0;}\\n' > c.c"
+        " && printf 'c: c.c\\n\\tgcc -O1 -o c c.c\\n' > Makefile && make -s && ./c"
+    ),
+    "sh_perl_sqlite_jq_bc": _sh(
+        "perl -e 'print 1+1' && sqlite3 /tmp/s.db 'create table t(a); insert into t values(1);'"
+        " && echo '{\"a\":1}' | jq .a && echo '2^10' | bc"
+    ),
+    "sh_file_python_curl": _sh(
+        "file /usr/bin/ls && python3 -c 'print(1)' && curl --version > /dev/null"
+    ),
+    "ipython_magics": (
+        "ip = get_ipython()\n"
+        "ip.run_line_magic('timeit', '-n 3 -r 2 sum(range(100))')\n"
+        "ip.run_line_magic('time', 'sum(range(10))')\n"
+        "ip.run_cell_magic('writefile', '/tmp/script.py', 'print(1)')\n"
+        "ip.run_line_magic('run', '/tmp/script.py')\n"
+        "ip.run_line_magic('env', 'X=1')\n"
+        "ip.run_cell_magic('bash', '', 'echo hi; ls /mnt/data')\n"
+        "ip.run_cell_magic('script', 'sh', 'echo sh')\n"
+    ),
+    "pip_list_show": (
+        "import subprocess, sys\n"
+        "subprocess.run([sys.executable, '-m', 'pip', 'list'], check=True, capture_output=True)\n"
+        "subprocess.run([sys.executable, '-m', 'pip', 'show', 'numpy'], check=True,"
+        " capture_output=True)\n"
+    ),
+    "os_file_calls": """
+import fcntl, mmap, os, select
+r, w = os.pipe()
+os.writev(w, [b"ab", b"cd"])
+assert select.select([r], [], [], 1)[0]
+os.readv(r, [bytearray(4)])
+fd = os.open("/tmp/f", os.O_RDWR | os.O_CREAT, 0o600)
+os.posix_fallocate(fd, 0, 1 << 16)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+fcntl.flock(fd, fcntl.LOCK_EX)
+fcntl.flock(fd, fcntl.LOCK_UN)
+os.lockf(fd, os.F_LOCK, 0)
+os.pwrite(fd, b"x", 10)
+m = mmap.mmap(fd, 1 << 16)
+m.madvise(mmap.MADV_DONTNEED)
+m.flush()
+m.close()
+fd2 = os.open("/tmp/f2", os.O_RDWR | os.O_CREAT, 0o600)
+os.copy_file_range(fd, fd2, 10, 0, 0)
+src = os.open("/etc/hosts", os.O_RDONLY)
+os.sendfile(fd, src, 0, 10)
+pr, pw = os.pipe()
+os.splice(src, pw, 10)
+e = os.eventfd(0)
+os.eventfd_write(e, 1)
+os.eventfd_read(e)
+os.mkfifo("/tmp/fifo")
+os.chown("/tmp/f", os.getuid(), os.getgid())
+os.truncate("/tmp/f", 5)
+os.link("/tmp/f", "/tmp/g")
+os.umask(0o22)
+""",
+    "os_process_calls": """
+import os, signal, threading, time, faulthandler, resource
+os.nice(1)
+os.sched_yield()
+os.sched_getscheduler(0)
+os.sched_setaffinity(0, os.sched_getaffinity(0))
+pid = os.fork()
+if pid == 0:
+    try:
+        os.setsid()
+    finally:
+        os._exit(3)
+assert os.waitpid(pid, 0)[1] >> 8 == 3
+pid = os.fork()
+if pid == 0:
+    try:
+        time.sleep(5)
+    finally:
+        os._exit(0)
+os.kill(pid, signal.SIGTERM)
+os.waitid(os.P_PID, pid, os.WEXITED)
+signal.signal(signal.SIGUSR1, lambda *a: None)
+signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2])
+os.kill(os.getpid(), signal.SIGUSR2)
+assert signal.sigtimedwait([signal.SIGUSR2], 1).si_signo == signal.SIGUSR2
+faulthandler.dump_traceback_later(30)
+faulthandler.cancel_dump_traceback_later()
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+os.getsid(0), os.getresuid(), os.getresgid()
+os.close(os.pidfd_open(os.getpid()))
+""",
+    "sockets_fd_passing": """
+import array, os, socket, ssl, uuid
+a, b = socket.socketpair()
+r, w = os.pipe()
+a.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r]))])
+b.recvmsg(10, socket.CMSG_LEN(4))
+socket.send_fds(a, [b"y"], [w])
+socket.recv_fds(b, 10, 1)
+socket.getaddrinfo("localhost", 80)
+socket.getfqdn()
+ssl.create_default_context()
+uuid.uuid1()
+u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+u.bind("\\0abstract")
+u.listen()
+""",
+    "multiprocessing_more": """
+import multiprocessing as mp
+from multiprocessing import shared_memory
+with mp.Manager() as manager:
+    d = manager.dict()
+    d["a"] = 1
+    assert dict(d) == {"a": 1}
+shm = shared_memory.SharedMemory(create=True, size=1 << 20)
+shm.buf[0] = 1
+shm.close()
+shm.unlink()
+with mp.get_context("forkserver").Pool(2) as pool:
+    assert pool.map(abs, range(-2, 2)) == [2, 1, 0, 1]
+""",
+    "asyncio_subprocess": """
+import asyncio
+async def main():
+    p = await asyncio.create_subprocess_exec("echo", "hi", stdout=asyncio.subprocess.PIPE)
+    await p.communicate()
+    q = await asyncio.create_subprocess_shell("sleep 0.1", stdout=asyncio.subprocess.PIPE)
+    await q.communicate()
+    return await asyncio.wait_for(asyncio.to_thread(sum, range(10)), 5)
+await main()
+""",
+    "stdlib_misc": """
+import datetime, getpass, hashlib, importlib.metadata, locale, shutil, sqlite3, tracemalloc
+import zoneinfo
+datetime.datetime.now(zoneinfo.ZoneInfo("Europe/Paris"))
+locale.setlocale(locale.LC_ALL, "")
+tracemalloc.start()
+tracemalloc.take_snapshot()
+tracemalloc.stop()
+db = sqlite3.connect("/tmp/w.db")
+db.execute("pragma journal_mode=wal")
+db.execute("create table t(a)")
+db.execute("insert into t values (1)")
+db.commit()
+db.execute("vacuum")
+db.close()
+hashlib.scrypt(b"p", salt=b"s", n=16, r=8, p=1)
+getpass.getuser()
+shutil.disk_usage("/mnt/data")
+shutil.copy2("/usr/bin/ls", "/tmp/ls2")
+shutil.copytree("/usr/share/zoneinfo/Asia", "/tmp/asia")
+shutil.make_archive("/tmp/arc", "gztar", "/tmp/asia")
+shutil.unpack_archive("/tmp/arc.tar.gz", "/tmp/un")
+len(list(importlib.metadata.distributions()))
+""",
+    "numpy_more": """
+import numpy as np
+big = np.ones((2000, 2000))
+big @ big[:, :10]
+mm = np.memmap("/tmp/mm.dat", dtype="float32", mode="w+", shape=(1000, 100))
+mm[:] = 1
+mm.flush()
+del mm
+np.arange(10).tofile("/tmp/a.bin")
+np.fromfile("/tmp/a.bin", dtype=int)
+np.savez_compressed("/tmp/z.npz", a=np.arange(10))
+np.load("/tmp/z.npz")["a"]
+np.linalg.eig(np.random.default_rng(0).normal(size=(50, 50)))
+huge = np.empty(300_000_000, dtype=np.uint8)
+huge[::4096] = 1
+""",
+    "pandas_more": """
+import io, sqlite3
+import numpy as np, pandas as pd
+df = pd.DataFrame({"a": np.arange(1000), "b": np.random.default_rng(0).normal(size=1000)})
+con = sqlite3.connect("/tmp/p.db")
+df.to_sql("t", con, index=False)
+pd.read_sql("select * from t", con)
+for chunk in pd.read_csv(io.StringIO(df.to_csv(index=False)), chunksize=100):
+    pass
+df.describe()
+df.to_markdown()
+df.plot().figure.savefig("/tmp/p.png")
+with pd.ExcelWriter("/tmp/x.xlsx") as writer:
+    df.to_excel(writer, sheet_name="one")
+    df.head().to_excel(writer, sheet_name="two")
+pd.read_excel("/tmp/x.xlsx", sheet_name=None)
+pd.to_datetime(["2024-01-01"]).tz_localize("UTC").tz_convert("Asia/Tokyo")
+""",
+    "matplotlib_more": """
+import matplotlib.animation as animation, matplotlib.pyplot as plt, numpy as np
+from matplotlib import font_manager
+font_manager.findfont("DejaVu Sans")
+fig, ax = plt.subplots()
+line, = ax.plot([], [])
+anim = animation.FuncAnimation(fig, lambda i: line.set_data(range(i), range(i)), frames=5)
+anim.save("/tmp/a.gif", writer=animation.PillowWriter(fps=5))
+ax3 = plt.figure().add_subplot(projection="3d")
+ax3.plot_surface(*np.meshgrid(np.arange(5), np.arange(5)), np.ones((5, 5)))
+plt.title(r"$\\alpha^2$")
+plt.savefig("/tmp/m.pdf")
+plt.savefig("/tmp/m.eps")
+plt.close("all")
+""",
+    "sklearn_more": """
+import joblib, numpy as np
+from joblib import Memory, Parallel, delayed
+from sklearn.datasets import load_digits, load_iris
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+X, y = load_iris(return_X_y=True)
+load_digits()
+model = make_pipeline(StandardScaler(), SVC())
+gs = GridSearchCV(model, {"svc__C": [0.1, 1, 10]}, n_jobs=-1, cv=3).fit(X, y)
+Parallel(n_jobs=2, backend="threading")(delayed(sum)(range(i)) for i in range(10))
+Parallel(n_jobs=2, backend="multiprocessing")(delayed(abs)(-i) for i in range(10))
+Memory("/tmp/joblib", verbose=0).cache(np.sum)(np.arange(10))
+joblib.dump(gs.best_estimator_, "/tmp/model.joblib")
+joblib.load("/tmp/model.joblib")
+""",
+    "scipy_more": """
+import numpy as np
+from scipy import io, ndimage, spatial, sparse, special
+from scipy.io import wavfile
+from scipy.sparse.linalg import spsolve
+io.savemat("/tmp/m.mat", {"a": np.arange(10)})
+io.loadmat("/tmp/m.mat")
+wavfile.write("/tmp/w.wav", 8000, np.zeros(800, dtype=np.int16))
+wavfile.read("/tmp/w.wav")
+ndimage.gaussian_filter(np.ones((50, 50)), 2)
+spatial.KDTree(np.random.default_rng(0).random((100, 2))).query([0.5, 0.5])
+special.gamma(5)
+spsolve(sparse.identity(10, format="csc"), np.ones(10))
+""",
+    "pillow_openpyxl_more": """
+import openpyxl
+from openpyxl.chart import BarChart, Reference
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+img = Image.new("RGB", (200, 100))
+ImageDraw.Draw(img).text((10, 10), "hi", font=ImageFont.load_default())
+img.filter(ImageFilter.GaussianBlur(2)).save("/tmp/i.webp")
+img.save("/tmp/i.gif")
+img.save("/tmp/i.tiff")
+frames = [Image.new("P", (10, 10), i) for i in range(3)]
+frames[0].save("/tmp/f.gif", save_all=True, append_images=frames[1:])
+wb = openpyxl.Workbook()
+ws = wb.active
+for i in range(10):
+    ws.append([i, i * i])
+chart = BarChart()
+chart.add_data(Reference(ws, min_col=2, min_row=1, max_row=10))
+ws.add_chart(chart, "D2")
+wb.save("/tmp/c.xlsx")
+openpyxl.load_workbook("/tmp/c.xlsx")
+""",
+    "sympy_seaborn_more": """
+import numpy as np, pandas as pd, seaborn as sns, sympy as sp
+x, y = sp.symbols("x y")
+sp.integrate(sp.exp(-x**2), (x, -sp.oo, sp.oo))
+sp.Matrix([[1, 2], [3, 4]]).inv()
+sp.solve([x + y - 2, x - y], [x, y])
+sp.nsolve(sp.cos(x) - x, 0.5)
+df = pd.DataFrame(np.random.default_rng(0).normal(size=(50, 3)), columns=list("abc"))
+sns.pairplot(df).savefig("/tmp/pair.png")
+""",
+}
+
+
+async def measure_held_out(sandbox: Sandbox, timeout: float) -> dict[str, dict[str, str]]:
+    """Each HELD_OUT snippet in a fresh session under each profile: "ok" or what went wrong."""
+    from codeinterp.sandbox import SandboxPolicy
+
+    outcomes: dict[str, dict[str, str]] = {}
+    for name, code in HELD_OUT.items():
+        outcomes[name] = {}
+        for profile in PROFILES:
+            session = await sandbox.create_session(SandboxPolicy(seccomp_profile=profile))
+            try:
+                execution = await session.run(code, timeout=timeout)
+            finally:
+                await session.close()
+            error = execution.error
+            outcomes[name][profile] = (
+                "ok" if execution.status == "ok"
+                else f"{execution.status}: {error.name}: {error.value}"[:200] if error
+                else execution.status
+            )
+    return outcomes
+
+
+async def measure_seccomp(counts: SeccompCounts) -> dict[str, Any]:
+    """Every figure for both profiles in one run, the samples of the two interleaved."""
+    from codeinterp.sandbox import SandboxPolicy, seccomp
+
+    raw: dict[str, Any] = {p: {"install": [], "cold": [], "warm": [], "exec": []} for p in PROFILES}
+    programs = {p: seccomp.build_program(seccomp.profile(p)) for p in PROFILES}
+    for profile in PROFILES:
+        start = time.perf_counter()
+        seccomp.build_program(seccomp.profile(profile))
+        raw[profile]["build_ms"] = elapsed_ms(start)
+        raw[profile]["instructions"] = len(programs[profile]) // 8
+    for order in _orders(counts.install):
+        for profile in order:
+            raw[profile]["install"].append(install_once(programs[profile]))
+    unfiltered: dict[str, list[float]] = {}
+    for profile in PROFILES:
+        raw[profile]["filter_cost"] = {}
+    for order in _orders(counts.loop_passes):
+        for profile in (*order, None):
+            costs = filter_cost_once(None if profile is None else programs[profile], counts.loop)
+            sink = unfiltered if profile is None else raw[profile]["filter_cost"]
+            for name, value in costs.items():
+                sink.setdefault(name, []).append(value)
+
+    # One zygote for both profiles: cold creation, 1+1, the syscall loops, the held-out work.
+    policies = {p: SandboxPolicy(seccomp_profile=p) for p in PROFILES}
+    sandbox = await Sandbox.start(SandboxConfig(pool_size=0))
+    sessions: dict[str, Session] = {}
+    try:
+        for profile in PROFILES:  # the first fork after start is slower: not a sample
+            await (await sandbox.create_session(policies[profile])).close()
+        for order in _orders(counts.cold):
+            for profile in order:
+                start = time.perf_counter()
+                session = await sandbox.create_session(policies[profile])
+                raw[profile]["cold"].append(elapsed_ms(start))
+                await session.close()
+        for profile in PROFILES:
+            sessions[profile] = await sandbox.create_session(policies[profile])
+            for _ in range(counts.exec_warmup):
+                await run_ok(sessions[profile], "1+1")
+        for order in _orders(counts.exec):
+            for profile in order:
+                start = time.perf_counter()
+                execution = await sessions[profile].run("1+1")
+                raw[profile]["exec"].append(elapsed_ms(start))
+                if execution.status != "ok" or execution.text != "2":
+                    raise RuntimeError(f"1+1 under {profile}: {execution.status}")
+        for profile in PROFILES:
+            raw[profile]["loop"] = {"getppid_ns": [], "ioctl_ns": [], "mmap_ns": []}
+        for i, order in enumerate(_orders(counts.loop_passes + 1)):
+            for profile in order:
+                loop = await sessions[profile].run(SYSCALL_LOOP.format(n=counts.loop))
+                if loop.status != "ok":
+                    raise RuntimeError(f"syscall loop under {profile}: {loop.error}")
+                if i:  # the first pass warms up
+                    per_call = json.loads(loop.stdout.strip().splitlines()[-1])
+                    for key, value in per_call.items():
+                        raw[profile]["loop"][key].append(value)
+        for session in sessions.values():
+            await session.close()
+        breakage = await measure_held_out(sandbox, timeout=60)
+    finally:
+        for session in sessions.values():
+            await session.close()
+        await sandbox.close()
+
+    # The warm pool serves only its Sandbox's own profile: one Sandbox per profile.
+    pooled = {
+        p: await Sandbox.start(SandboxConfig(pool_size=BURST_POOL_SIZE, seccomp_profile=p))
+        for p in PROFILES
+    }
+    try:
+        for order in _orders(counts.warm):
+            for profile in order:
+                for each in pooled.values():  # no refill running behind the sample
+                    await each.wait_pool_full()
+                start = time.perf_counter()
+                session = await pooled[profile].create_session()
+                raw[profile]["warm"].append(elapsed_ms(start))
+                await session.close()
+    finally:
+        for each in pooled.values():
+            await each.close()
+    return {"raw": raw, "breakage": breakage, "unfiltered": unfiltered}
+
+
+def build_seccomp_report(measured: dict[str, Any], counts: SeccompCounts,
+                         quick: bool) -> dict[str, Any]:
+    from codeinterp.sandbox.seccomp_allowlist import ALLOWED
+
+    raw = measured["raw"]
+    figures: dict[str, dict[str, float]] = {}
+    for key, name in (("install", "install_filter"), ("cold", "create_cold"),
+                      ("warm", "create_warm"), ("exec", "exec_1plus1")):
+        for stat in ("p50", "p95"):
+            row = {p: summary(raw[p][key])[stat] for p in PROFILES}
+            figures[f"{name}_{stat}"] = {**row, "allow_over_deny": row["allow"] / row["deny"]}
+        # The i-th samples of the two profiles were taken side by side: their differences.
+        pairs = zip(raw["allow"][key], raw["deny"][key], strict=True)
+        differences = [allow - deny for allow, deny in pairs]
+        figures[f"{name}_paired_difference"] = {
+            "p25": percentile(differences, 25),
+            "p50": percentile(differences, 50),
+            "p75": percentile(differences, 75),
+        }
+    for key in ("getppid_ns", "ioctl_ns", "mmap_ns"):
+        row = {p: min(raw[p]["loop"][key]) for p in PROFILES}
+        figures[f"session_{key}"] = {**row, "allow_over_deny": row["allow"] / row["deny"]}
+    for key in ("getppid", "ioctl", "sched_rr_get_interval"):
+        row = {p: min(raw[p]["filter_cost"][key]) for p in PROFILES}
+        figures[f"raw_{key}_ns"] = {
+            **row,
+            "allow_over_deny": row["allow"] / row["deny"],
+            "no_filter": min(measured["unfiltered"][key]),
+        }
+    outcomes = measured["breakage"]
+    works_under_deny = [n for n, o in outcomes.items() if o["deny"] == "ok"]
+    broken = {n: outcomes[n]["allow"] for n in works_under_deny if outcomes[n]["allow"] != "ok"}
+    return {
+        "figures": figures,
+        "unit": "ms, except *_ns (nanoseconds per call, the fastest of the loop's passes)",
+        "unfiltered_samples": measured["unfiltered"],
+        "programs": {p: {"instructions": raw[p]["instructions"], "build_ms": raw[p]["build_ms"]}
+                     for p in PROFILES},
+        "allow_list_size": len(ALLOWED),
+        "held_out": {
+            "snippets": len(outcomes),
+            "ok_under_deny": len(works_under_deny),
+            "ok_under_allow": sum(1 for o in outcomes.values() if o["allow"] == "ok"),
+            "broken_by_allow": broken,
+            "outcomes": outcomes,
+        },
+        "samples_per_profile": asdict(counts),
+        "samples": {p: {k: v for k, v in raw[p].items() if isinstance(v, list | dict)}
+                    for p in PROFILES},
+        "quick": quick,
+        "percentile_method": "linear interpolation between closest ranks (numpy default)",
+        "machine": machine_info(),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def print_seccomp_table(report: dict[str, Any]) -> None:
+    headers = ("metric", "deny", "allow", "allow/deny")
+    rows = [
+        (name, f"{row['deny']:,.3f}", f"{row['allow']:,.3f}", f"{row['allow_over_deny']:.3f}")
+        for name, row in report["figures"].items()
+        if "deny" in row
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join("{:<%d}" % w for w in widths)  # noqa: UP031
+    print(line.format(*headers))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line.format(*row))
+    unfiltered = ", ".join(f"{name} {row['no_filter']:,.1f}" for name, row in
+                           report["figures"].items() if "no_filter" in row)
+    print(f"\nwithout any filter: {unfiltered}")
+    print("\nallow minus deny, sample by sample (p25 / p50 / p75, ms):")
+    for name, row in report["figures"].items():
+        if "deny" not in row:
+            print(f"  {name.removesuffix('_paired_difference')}: {row['p25']:+.3f} / "
+                  f"{row['p50']:+.3f} / {row['p75']:+.3f}")
+    programs = report["programs"]
+    print(f"\nBPF instructions: deny {programs['deny']['instructions']}, allow "
+          f"{programs['allow']['instructions']} ({report['allow_list_size']} syscalls listed)")
+    held = report["held_out"]
+    print(f"held-out work: {held['snippets']} snippets, {held['ok_under_deny']} ok under deny, "
+          f"{held['ok_under_allow']} ok under allow; broken by the allow profile: "
+          f"{len(held['broken_by_allow'])}")
+    for name, outcome in held["broken_by_allow"].items():
+        print(f"  {name}: {outcome}")
+
+
+
 # -- report -------------------------------------------------------------------------------------
 
 
@@ -511,7 +1166,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--json", required=True, type=Path, help="where to write the results")
     parser.add_argument("--quick", action="store_true", help="fewer samples (under a minute)")
+    parser.add_argument("--seccomp", action="store_true",
+                        help="compare the deny-list and allow-list seccomp profiles instead")
     args = parser.parse_args(argv)
+    if args.seccomp:
+        seccomp_counts = SECCOMP_QUICK if args.quick else SECCOMP_FULL
+        measured = asyncio.run(measure_seccomp(seccomp_counts))
+        seccomp_report = build_seccomp_report(measured, seccomp_counts, args.quick)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(seccomp_report, indent=2) + "\n")
+        print_seccomp_table(seccomp_report)
+        print(f"written to {args.json}")
+        return
     counts = QUICK if args.quick else FULL
 
     raw = asyncio.run(measure_sandbox(counts))

@@ -180,6 +180,55 @@ def test_bpf_aarch64() -> None:
     assert run_bpf(program, 29, a, (0, 0x5412)) == err(errno.EPERM)  # ioctl TIOCSTI
 
 
+MAP_HUGETLB, MFD_HUGETLB, SHM_HUGETLB = 0x40000, 0x4, 0o4000
+MAP_PRIVATE_ANONYMOUS = 0x22
+
+
+def test_bpf_host_resources_x86_64(x86_program: bytes) -> None:
+    """AIO and inotify answer ENOSYS, modify_ldt EPERM, and only the huge page flavours of
+    mmap, memfd_create and shmget are refused."""
+
+    def run(nr: int, *args: int) -> int:
+        return run_bpf(x86_program, nr, seccomp.AUDIT_ARCH_X86_64, args)
+
+    for nr in (206, 207, 208, 209, 210, 333, 253, 294, 254, 255):  # io_*, inotify_*
+        assert run(nr) == err(errno.ENOSYS), nr
+    assert run(154) == err(errno.EPERM)  # modify_ldt
+    assert run(300) == err(errno.EPERM)  # fanotify_init
+    assert run(9, 0, 4096, 3, MAP_PRIVATE_ANONYMOUS) == ALLOW
+    assert run(9, 0, 4096, 3, MAP_PRIVATE_ANONYMOUS | MAP_HUGETLB) == err(errno.EPERM)
+    assert run(9, 0, 4096, 3, (1 << 32) | MAP_PRIVATE_ANONYMOUS) == ALLOW  # high word ignored
+    assert run(319, 0, 1) == ALLOW  # memfd_create(MFD_CLOEXEC)
+    assert run(319, 0, MFD_HUGETLB | 1) == err(errno.EPERM)
+    assert run(29, 0, 4096, 0o1600) == ALLOW  # shmget(IPC_CREAT | 0600)
+    assert run(29, 0, 4096, 0o1600 | SHM_HUGETLB) == err(errno.EPERM)
+
+
+def test_bpf_host_resources_aarch64() -> None:
+    program = build_program(SeccompProfile(), arch="aarch64")
+
+    def run(nr: int, *args: int) -> int:
+        return run_bpf(program, nr, seccomp.AUDIT_ARCH_AARCH64, args)
+
+    for nr in (0, 1, 2, 3, 4, 292, 26, 27, 28):  # io_*, inotify_init1/add_watch/rm_watch
+        assert run(nr) == err(errno.ENOSYS), nr
+    assert run(222, 0, 4096, 3, MAP_PRIVATE_ANONYMOUS) == ALLOW  # mmap
+    assert run(222, 0, 4096, 3, MAP_PRIVATE_ANONYMOUS | MAP_HUGETLB) == err(errno.EPERM)
+    assert run(279, 0, MFD_HUGETLB) == err(errno.EPERM)  # memfd_create
+    assert run(194, 0, 4096, SHM_HUGETLB) == err(errno.EPERM)  # shmget
+
+
+def test_unavailable_list_is_a_profile_field() -> None:
+    """An empty unavailable list lets AIO through; a denied name wins over an unavailable one."""
+    a = seccomp.AUDIT_ARCH_X86_64
+    program = build_program(SeccompProfile(unavailable_syscalls=()), arch="x86_64")
+    assert run_bpf(program, 206, a) == ALLOW
+    both = SeccompProfile(denied_syscalls=("io_setup",), unavailable_syscalls=("io_setup",))
+    assert run_bpf(build_program(both, arch="x86_64"), 206, a) == err(errno.EPERM)
+    with pytest.raises(ValueError, match="no_such_call"):
+        build_program(SeccompProfile(unavailable_syscalls=("no_such_call",)))
+
+
 def test_profile_fields() -> None:
     a = seccomp.AUDIT_ARCH_X86_64
     profile = SeccompProfile(denied_syscalls=("socket",), allowed_socket_families=())
@@ -469,3 +518,44 @@ def test_control_without_filter() -> None:
     assert result["clone3"] not in (0, errno.ENOSYS)
     assert result["personality_query"] == 0
     assert result["socketpair_netlink"] != errno.EAFNOSUPPORT
+
+
+@pytest.mark.root
+@needs_seccomp
+def test_host_resource_calls_in_a_filtered_process() -> None:
+    """With the filter loaded, AIO and inotify report ENOSYS, modify_ldt and huge page
+    mappings EPERM, while an ordinary anonymous mapping still works; unfiltered, io_setup and
+    inotify_init1 succeed, so the probes themselves are sound."""
+
+    def probe() -> dict[str, int]:
+        ctx = ctypes.c_ulong(0)
+        out = {
+            "io_setup": sys_errno(206, 1, ctypes.addressof(ctx)),
+            "io_submit": sys_errno(209, 0, 0, 0),
+            "inotify_init1": sys_errno(294, os.O_CLOEXEC),
+            "modify_ldt": sys_errno(154, 0, 0, 0),
+            "mmap_hugetlb": raw_syscall(
+                9, 0, 2 << 20, 3, MAP_PRIVATE_ANONYMOUS | MAP_HUGETLB, 2**64 - 1, 0
+            )[1],
+            "memfd_hugetlb": sys_errno(319, b"x", MFD_HUGETLB),
+            "mmap_plain": raw_syscall(9, 0, 4096, 3, MAP_PRIVATE_ANONYMOUS, 2**64 - 1, 0)[1],
+        }
+        if ctx.value:
+            sys_errno(207, ctx.value)  # io_destroy: give the host its AIO slots back
+        return out
+
+    filtered, status = run_child(probe)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert filtered == {
+        "io_setup": errno.ENOSYS,
+        "io_submit": errno.ENOSYS,
+        "inotify_init1": errno.ENOSYS,
+        "modify_ldt": errno.EPERM,
+        "mmap_hugetlb": errno.EPERM,
+        "memfd_hugetlb": errno.EPERM,
+        "mmap_plain": 0,
+    }
+    plain, status = run_child(probe, filtered=False)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert plain["io_setup"] == 0 and plain["inotify_init1"] == 0 and plain["modify_ldt"] == 0
+    assert plain["mmap_hugetlb"] != errno.EPERM and plain["memfd_hugetlb"] == 0

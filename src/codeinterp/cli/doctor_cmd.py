@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from codeinterp.sandbox.doctor import run_checks
+from codeinterp.sandbox.engine import SandboxConfig
 from codeinterp.sandbox.policy import SandboxPolicy
 
 
@@ -22,7 +23,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{mark}  {check.name:<{width}}  {check.detail}")
     print()
     print("Default session policy:")
-    for line in SandboxPolicy().describe():
+    # With the seccomp profile sessions get here (CODEINTERP_SECCOMP_PROFILE, else "deny").
+    for line in SandboxConfig().effective(SandboxPolicy()).describe():
         print(f"  {line}")
     if all(c.ok for c in checks):
         print("\nAll protections are available: sessions run isolated.")

@@ -29,6 +29,7 @@ from .policy import Limits
 ROOT = "/sys/fs/cgroup"
 V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
 REQUIRED = ("memory", "pids", "cpu")
+TCP_LIMIT = "memory.kmem.tcp.limit_in_bytes"  # v1: socket buffer memory of a group
 
 
 def _read(path: str) -> str:
@@ -171,14 +172,20 @@ class CgroupManager:
     def probe() -> tuple[bool, str]:
         """Whether session limits can be enforced here, and how (for `doctor`)."""
         if _is_v2_with_controllers():
-            return True, "cgroup v2 (memory, pids, cpu)"
+            return True, "cgroup v2 (memory, pids, cpu; socket buffers count as memory)"
         mounts = _v1_mounts()
         missing = [c for c in REQUIRED if c not in mounts]
         if missing:
             return False, f"no cgroup controller for {', '.join(missing)}: mount cgroups v1 or v2"
         if not os.access(mounts["memory"], os.W_OK):
             return False, "cgroup hierarchy is not writable: run as root"
-        return True, "cgroup v1 (" + ", ".join(c for c in V1_CONTROLLERS if c in mounts) + ")"
+        sockets = (
+            "socket buffers capped"
+            if os.path.exists(os.path.join(mounts["memory"], TCP_LIMIT))
+            else f"socket buffers NOT capped (no {TCP_LIMIT})"
+        )
+        controllers = ", ".join(c for c in V1_CONTROLLERS if c in mounts)
+        return True, f"cgroup v1 ({controllers}; {sockets})"
 
     def _make_bases(self, name: str) -> tuple[int, dict[str, str]]:
         ok, why = self.probe()
@@ -230,6 +237,12 @@ class CgroupManager:
         _write(os.path.join(memory, "memory.limit_in_bytes"), str(limits.memory))
         with contextlib.suppress(FileNotFoundError):  # present only with swap accounting
             _write(os.path.join(memory, "memory.memsw.limit_in_bytes"), str(limits.memory))
+        # Socket buffers are outside memory.limit_in_bytes on v1 (v2 counts them in memory.max)
+        # and come from the host-wide net.ipv4.tcp_mem/udp_mem. This counter charges TCP and UDP
+        # buffers to the session and caps them. It covers only sockets made after it is set:
+        # here, before any process joins. Sends then get EAGAIN or wait, receives are dropped.
+        with contextlib.suppress(FileNotFoundError):  # a kernel without v1 kmem accounting
+            _write(os.path.join(memory, TCP_LIMIT), str(limits.socket_buffers))
         _write(os.path.join(group.dirs["pids"], "pids.max"), str(limits.processes))
         _write(os.path.join(group.dirs["cpu"], "cpu.cfs_period_us"), "100000")
         _write(os.path.join(group.dirs["cpu"], "cpu.cfs_quota_us"), str(quota))

@@ -65,7 +65,24 @@ def _seccomp() -> Check:
     from . import seccomp
 
     ok, detail = seccomp.supported()
-    return Check("seccomp", ok, detail)
+    if not ok:
+        return Check("seccomp", ok, detail)
+    # Both profiles must build for this machine: a session may ask for either.
+    from .seccomp_allowlist import ALLOWED
+
+    try:
+        sizes = {
+            name: len(seccomp.build_program(seccomp.profile(name))) // 8
+            for name in seccomp.PROFILES
+        }
+    except (OSError, ValueError) as exc:
+        return Check("seccomp", False, f"cannot build the seccomp filters: {exc}")
+    return Check(
+        "seccomp",
+        True,
+        f"{detail}; profiles: deny ({sizes['deny']} BPF instructions), "
+        f"allow ({len(ALLOWED)} syscalls listed, {sizes['allow']} instructions)",
+    )
 
 
 def _architecture() -> Check:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -24,7 +25,7 @@ from codeinterp.errors import InvalidRequest, IsolationUnavailable, SandboxError
 
 from . import doctor, leftovers
 from .cgroups import CgroupManager
-from .policy import SandboxPolicy
+from .policy import SECCOMP_PROFILES, SandboxPolicy
 from .session import KernelProcess, Session
 from .workspace import Workspace
 from .zygote_client import ZygoteClient
@@ -36,6 +37,11 @@ log = logging.getLogger("codeinterp.sandbox")
 UID_FLOOR = 1 << 20
 UID_BLOCK = 1 << 16
 REFILL_QUIET = 0.1  # seconds without a hand-out before the pool is refilled (unless empty)
+
+
+def default_seccomp_profile() -> str:
+    """CODEINTERP_SECCOMP_PROFILE ("deny" or "allow"), else "deny"."""
+    return os.environ.get("CODEINTERP_SECCOMP_PROFILE", "").strip().lower() or "deny"
 
 
 def default_cache_dir() -> str:
@@ -57,12 +63,26 @@ class SandboxConfig:
     interrupt_grace: float = 2.0  # seconds between SIGINT and SIGKILL on timeout or cancel
     start_timeout: float = 30.0  # seconds for one session to become ready
     unsafe_no_sandbox: bool = False  # run sessions without any isolation (explicit opt-in)
+    # The seccomp profile of every session whose policy names none (seccomp_profile=None, the
+    # default): "deny" or "allow". Default: CODEINTERP_SECCOMP_PROFILE, else "deny".
+    seccomp_profile: str = field(default_factory=default_seccomp_profile)
 
     def __post_init__(self) -> None:
+        if self.seccomp_profile not in SECCOMP_PROFILES:
+            raise InvalidRequest(
+                f"seccomp_profile must be one of {', '.join(SECCOMP_PROFILES)} "
+                f"(got {self.seccomp_profile!r})"
+            )
         if self.pool_size < 0:
             raise InvalidRequest("pool_size must be zero or more")
         if self.interrupt_grace <= 0:
             raise InvalidRequest("interrupt_grace must be positive")
+
+    def effective(self, policy: SandboxPolicy) -> SandboxPolicy:
+        """`policy` as a session gets it: with this sandbox's seccomp profile if it names none."""
+        if policy.seccomp_profile is not None:
+            return policy
+        return dataclasses.replace(policy, seccomp_profile=self.seccomp_profile)
 
 
 class Sandbox:
@@ -189,6 +209,7 @@ class Sandbox:
         return session
 
     async def _new_session(self, policy: SandboxPolicy) -> Session:
+        policy = self.config.effective(policy)
         if not self._free_uids:
             raise SandboxError("no free session uids: close idle sessions")
         uid = self._free_uids.popleft()
@@ -313,6 +334,7 @@ class Sandbox:
         return {
             "instance": self.instance,
             "unsafe": self.unsafe,
+            "seccomp_profile": self.config.seccomp_profile,
             "zygote": self.zygote.hello,
             "sessions": len(self.sessions),
             "pool_ready": len(self._pool),

@@ -154,7 +154,27 @@ def _minimal_dev(root: str) -> None:
         os.symlink(target, f"{dev}/{name}")
 
 
-_PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "latency_stats", "sysrq-trigger")
+# Host kernel files a fresh /proc still shows: /dev/null is bound over them (as runc does for
+# Docker's masked paths), so they read as empty. Boot arguments, kernel symbols and config,
+# loaded modules, keys, timers, the scheduler's and the interrupt counters (a side channel).
+_PROC_MASKED = (
+    "cmdline",
+    "kallsyms",
+    "config.gz",
+    "modules",
+    "bootconfig",
+    "kcore",
+    "keys",
+    "key-users",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "latency_stats",
+    "interrupts",
+    "sysrq-trigger",
+)
+# Host device directories: an empty read-only tmpfs over each.
+_PROC_EMPTY = ("acpi", "asound", "scsi", "driver", "dynamic_debug")
 _PROC_READONLY = ("sys", "bus", "fs", "irq")
 
 
@@ -165,6 +185,10 @@ def _fresh_proc(root: str) -> None:
     for name in _PROC_MASKED:
         if os.path.exists(f"{proc}/{name}"):
             linux.mount(f"{root}/dev/null", f"{proc}/{name}", None, linux.MS_BIND)
+    empty = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+    for name in _PROC_EMPTY:
+        if os.path.isdir(f"{proc}/{name}"):
+            linux.mount("tmpfs", f"{proc}/{name}", "tmpfs", empty, "size=4k,nr_inodes=1,mode=555")
     for name in _PROC_READONLY:
         if os.path.isdir(f"{proc}/{name}"):
             _bind(f"{proc}/{name}", f"{proc}/{name}", readonly=True)
@@ -216,6 +240,11 @@ def set_up_network(ctx: JailContext) -> None:
 
 
 def set_rlimits(ctx: JailContext) -> None:
+    """The zygote runs with whatever limits the operator's shell or service manager gave it;
+    these are set here instead. Besides files, sizes and processes they bound kernel objects that
+    are counted per user rather than per cgroup (locked memory, message queue bytes, queued
+    signals, which also bound POSIX timers), and refuse real-time priority and negative nice
+    values: the CPU quota does not hold back a SCHED_FIFO thread."""
     lim = ctx.policy.limits
     for which, value in (
         (resource.RLIMIT_CORE, 0),
@@ -223,6 +252,11 @@ def set_rlimits(ctx: JailContext) -> None:
         (resource.RLIMIT_FSIZE, max(lim.workspace, lim.tmp)),
         (resource.RLIMIT_AS, lim.address_space),
         (resource.RLIMIT_NPROC, lim.processes),
+        (resource.RLIMIT_MEMLOCK, lim.locked_memory),
+        (resource.RLIMIT_MSGQUEUE, lim.message_queues),
+        (resource.RLIMIT_SIGPENDING, lim.pending_signals),
+        (resource.RLIMIT_RTPRIO, 0),
+        (resource.RLIMIT_NICE, 0),
     ):
         _, hard = resource.getrlimit(which)
         if hard != resource.RLIM_INFINITY:

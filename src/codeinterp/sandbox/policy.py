@@ -49,6 +49,11 @@ SESSION_ENV: tuple[tuple[str, str], ...] = (
 
 SANDBOX_HOSTNAME = "sandbox"
 
+# The seccomp profiles a policy can name (seccomp.PROFILES): "deny" lets through everything not
+# refused; "allow" keeps those refusals and lets through only the syscalls on the allow-list
+# (seccomp_allowlist.ALLOWED), answering ENOSYS to the rest.
+SECCOMP_PROFILES: tuple[str, ...] = ("deny", "allow")
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -60,6 +65,13 @@ class Limits:
     workspace: int = 512 * MiB  # size quota of /mnt/data
     tmp: int = 256 * MiB  # size of the /tmp tmpfs
     open_files: int = 1024  # RLIMIT_NOFILE
+    # TCP and UDP socket buffer memory. Counted against the host-wide net.ipv4.tcp_mem/udp_mem,
+    # not only this session: on cgroup v1 it is capped by memory.kmem.tcp.limit_in_bytes, on v2
+    # it is part of the memory limit.
+    socket_buffers: int = 32 * MiB
+    locked_memory: int = 8 * MiB  # RLIMIT_MEMLOCK
+    message_queues: int = 800 * KiB  # RLIMIT_MSGQUEUE: bytes of POSIX message queues
+    pending_signals: int = 1024  # RLIMIT_SIGPENDING: queued signals, POSIX timers too
     # RLIMIT_AS headroom above the memory limit: a single huge allocation fails with MemoryError
     # (the session survives) instead of waking the OOM killer.
     address_space_headroom: int = 1 * GiB
@@ -67,9 +79,22 @@ class Limits:
     results: int = 32 * MiB  # rich results (images, HTML, ...) per execution, likewise
 
     def __post_init__(self) -> None:
-        for name in ("memory", "processes", "workspace", "tmp", "open_files", "output", "results"):
+        for name in (
+            "memory",
+            "processes",
+            "workspace",
+            "tmp",
+            "open_files",
+            "socket_buffers",
+            "pending_signals",
+            "output",
+            "results",
+        ):
             if getattr(self, name) <= 0:
                 raise InvalidRequest(f"limit {name!r} must be positive")
+        for name in ("locked_memory", "message_queues"):
+            if getattr(self, name) < 0:
+                raise InvalidRequest(f"limit {name!r} must not be negative")
         if self.memory < 64 * MiB:
             raise InvalidRequest("limit 'memory' must be at least 64 MiB")
         if not 0 < self.cpus <= 1024:
@@ -90,8 +115,16 @@ class SandboxPolicy:
     network: str = "loopback"  # the only mode: a private namespace with `lo` up and no route out
     hostname: str = SANDBOX_HOSTNAME
     seccomp: bool = True
+    # "deny", "allow", or None: the Sandbox's setting (SandboxConfig.seccomp_profile, "deny"
+    # unless CODEINTERP_SECCOMP_PROFILE says otherwise), filled in before the session starts.
+    seccomp_profile: str | None = None
 
     def __post_init__(self) -> None:
+        if self.seccomp_profile is not None and self.seccomp_profile not in SECCOMP_PROFILES:
+            raise InvalidRequest(
+                f"seccomp_profile must be one of {', '.join(SECCOMP_PROFILES)} "
+                f"(got {self.seccomp_profile!r})"
+            )
         if self.network != "loopback":
             raise InvalidRequest("network must be 'loopback' (sessions never reach other hosts)")
         for path in self.readonly_binds:
@@ -127,6 +160,7 @@ class SandboxPolicy:
             network=data["network"],
             hostname=data["hostname"],
             seccomp=data["seccomp"],
+            seccomp_profile=data["seccomp_profile"],
         )
 
     def describe(self) -> list[str]:
@@ -139,9 +173,27 @@ class SandboxPolicy:
             f"cpus             {lim.cpus:g}",
             f"/mnt/data quota  {lim.workspace // MiB} MiB",
             f"/tmp size        {lim.tmp // MiB} MiB",
+            f"socket buffers   {lim.socket_buffers // MiB} MiB (TCP and UDP)",
+            f"kernel objects   {lim.open_files} open files, {lim.pending_signals} pending signals"
+            f" and timers, {lim.message_queues // KiB} KiB message queues,"
+            f" {lim.locked_memory // KiB} KiB locked memory",
             f"output cap       {lim.output // KiB} KiB per stream per execution",
             f"results cap      {lim.results // MiB} MiB of rich results per execution",
             f"network          {self.network} only",
-            f"seccomp          {'deny-list' if self.seccomp else 'off'}",
+            f"seccomp          {self._describe_seccomp()}",
             "read-only binds  " + ", ".join(self.readonly_binds) + " + the Python environment",
         ]
+
+    def _describe_seccomp(self) -> str:
+        if not self.seccomp:
+            return "off"
+        if self.seccomp_profile == "allow":
+            from .seccomp_allowlist import ALLOWED
+
+            return (
+                f"allow-list ({len(ALLOWED)} syscalls, others ENOSYS; "
+                "plus the deny-list's refusals and argument checks)"
+            )
+        if self.seccomp_profile == "deny":
+            return "deny-list (everything not refused is allowed)"
+        return "the sandbox's profile (deny-list unless CODEINTERP_SECCOMP_PROFILE=allow)"

@@ -1,4 +1,5 @@
-"""Seccomp deny-list filter for the sandbox: a classic-BPF builder and a ctypes loader.
+"""Seccomp filters for the sandbox (a deny-list and an allow-list profile): a classic-BPF
+builder and a ctypes loader.
 
 No dependencies beyond the standard library: :func:`build_program` assembles the raw
 ``struct sock_filter`` array (8 bytes per instruction) once, in the parent process, and
@@ -13,6 +14,19 @@ attack surface and the escape/administration primitives an unprivileged process 
 needs.  It is one layer: namespaces, capabilities, cgroups and ``no_new_privs`` do the rest
 (for example raw ``AF_INET`` sockets are refused for lack of ``CAP_NET_RAW``, not here).
 
+The *allow-list* profile (``SeccompProfile(allowed_syscalls=...)``, :func:`profile` with
+``"allow"``) keeps every rule below and changes only the last step: a syscall that is neither
+refused nor on ``allowed_syscalls`` fails with ENOSYS instead of being allowed, and the
+argument checks are emitted only for syscalls on the list.  The shipped list
+(:data:`codeinterp.sandbox.seccomp_allowlist.ALLOWED`) is what the preinstalled libraries and
+the sandbox test suite were traced calling (``scripts/derive-seccomp-allowlist``).  ENOSYS
+rather than EPERM (Docker's default answer) for the unlisted ones: a syscall the trace never
+saw is often a newer interface with an older equivalent, and code that probes for one (glibc
+for ``faccessat2`` and ``clone3``, for instance) falls back on ENOSYS only and reports any
+other errno as a failure; ENOSYS is also what a kernel without the call says, and what steps
+2, 3, 5 and 6 already answer.  The refusals that mean "not permitted" (steps 4 and 7-11) keep
+EPERM and EAFNOSUPPORT under both profiles, so hostile code sees the same answers from either.
+
 Filter order, top to bottom (first match wins)::
 
     1. arch != the build arch (AUDIT_ARCH_X86_64 / _AARCH64)   -> KILL_PROCESS
@@ -26,26 +40,41 @@ Filter order, top to bottom (first match wins)::
        Syscalls newer than this file are unknown, so we cannot judge them; ENOSYS is what
        an older kernel returns and makes libc fall back to older interfaces.
     4. profile.denied_syscalls                                   -> ERRNO(EPERM)
-    5. clone3                                                    -> ERRNO(ENOSYS)
+    5. profile.unavailable_syscalls                              -> ERRNO(ENOSYS)
+       Host-wide kernel resources with a userspace fallback: AIO contexts (fs.aio-max-nr
+       is one counter for the whole machine) and inotify (the read-only binds share their
+       inodes with every other session, so a watch sees another session's imports).
+       ENOSYS is what a kernel without them says; libraries then use threads or polling.
+    6. clone3                                                    -> ERRNO(ENOSYS)
        Its flags live in a struct in user memory that BPF cannot read, so it cannot be
        checked like ``clone``; glibc (and Python) fall back to ``clone`` on ENOSYS.
-    6. clone with a CLONE_NEW* namespace flag in arg0            -> ERRNO(EPERM)
-    7. personality(p) unless p in {0, 8, 0x20000, 0x20008, 0xffffffff} -> ERRNO(EPERM)
+    7. clone with a CLONE_NEW* namespace flag in arg0            -> ERRNO(EPERM)
+    8. personality(p) unless p in {0, 8, 0x20000, 0x20008, 0xffffffff} -> ERRNO(EPERM)
        (PER_LINUX, PER_LINUX32, UNAME26 variants and the query; notably refuses
        READ_IMPLIES_EXEC and ADDR_NO_RANDOMIZE)
-    8. ioctl(fd, TIOCSTI | TIOCLINUX, ...)                       -> ERRNO(EPERM)
+    9. ioctl(fd, TIOCSTI | TIOCLINUX, ...)                       -> ERRNO(EPERM)
        (terminal input injection into whatever owns the tty)
-    9. socket / socketpair with a family outside
+   10. socket / socketpair with a family outside
        profile.allowed_socket_families (arg0)                    -> ERRNO(EAFNOSUPPORT)
        Blocks AF_PACKET, AF_NETLINK, AF_VSOCK, AF_ALG, AF_BLUETOOTH, ... and their bugs.
-   10. everything else                                           -> ALLOW
+   11. mmap(.., MAP_HUGETLB), memfd_create(.., MFD_HUGETLB),
+       shmget(.., SHM_HUGETLB)                                   -> ERRNO(EPERM)
+       Pages of the host's huge page pool (vm.nr_hugepages) are not charged to the
+       memory cgroup: a session could take the whole pool, beyond its memory limit.
+       Transparent huge pages (madvise) are ordinary memory and stay allowed.
+   12. everything else                                           -> ALLOW
+       (allow-list profile: nr in profile.allowed_syscalls -> ALLOW, else ERRNO(ENOSYS);
+       steps 7-11 exist only for syscalls on the list, the others reach this step)
 
 64-bit arguments
 ----------------
 ``seccomp_data.args`` are u64 and classic BPF loads 32 bits at a time.  Every argument
-checked here (clone flags, personality, ioctl request, socket family) is truncated to 32
-bits by the kernel before use: ``personality(unsigned int)``, ``ioctl(.., unsigned int cmd,
-..)``, ``socket(int family, ..)`` and ``clone`` uses ``lower_32_bits(clone_flags)``.  So the
+checked here (clone flags, personality, ioctl request, socket family, the huge page flags)
+is truncated to 32 bits by the kernel before use: ``personality(unsigned int)``,
+``ioctl(.., unsigned int cmd, ..)``, ``socket(int family, ..)``, ``memfd_create(..,
+unsigned int flags)``, ``shmget(.., int shmflg)``, and ``clone`` uses
+``lower_32_bits(clone_flags)``; ``mmap`` takes an unsigned long but MAP_HUGETLB is bit 18,
+in the low word, and no bit of the high word changes what it means.  So the
 filter deliberately looks at the low word only and ignores the high word, which makes it
 decide on exactly the value the kernel will act on.  Also requiring ``high == 0`` would be
 wrong in the deny direction: ``ioctl(fd, TIOCSTI | 1 << 32)`` would pass such a check and
@@ -61,7 +90,11 @@ Instructions are built as a list of :class:`_Insn` with symbolic jump targets an
 jumps are forward only and conditional ones reach at most 255 instructions, so the deny
 list is emitted in chunks, each followed by its own ``ret ERRNO(EPERM)``.  Results that
 depend only on the syscall number let the kernel's seccomp action cache (5.11+) skip the
-filter entirely for allowed syscalls; only the handful of argument-checked syscalls run it.
+filter entirely for allowed syscalls; only the handful of argument-checked syscalls run it
+(``mmap`` is one of them, for MAP_HUGETLB: about a hundred BPF instructions per call).  The
+allow-list is matched the same way, in chunks, after the argument-check blocks: nothing is
+added to the path of an argument-checked syscall, and the action cache answers the listed ones
+(without the cache, before 5.11, each of those walks the list too).
 
 Syscall tables are those of Linux 6.19 (``arch/x86/entry/syscalls/syscall_64.tbl`` and,
 for arm64, ``scripts/syscall.tbl`` with the ``common``/``64``/``renameat``/``rlimit``/
@@ -86,9 +119,12 @@ __all__ = [
     "AUDIT_ARCH_AARCH64",
     "AUDIT_ARCH_X86_64",
     "DEFAULT_DENIED",
+    "DEFAULT_UNAVAILABLE",
+    "PROFILES",
     "SeccompProfile",
     "build_program",
     "install",
+    "profile",
     "supported",
 ]
 
@@ -156,6 +192,12 @@ TIOCLINUX = 0x541C
 # <linux/personality.h>: PER_LINUX, PER_LINUX32, UNAME26, UNAME26|PER_LINUX32, query.
 _ALLOWED_PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
 
+# Huge page pool flags (same values on x86_64 and arm64): <asm-generic/mman-common.h>
+# MAP_HUGETLB, <linux/memfd.h> MFD_HUGETLB, <linux/shm.h> SHM_HUGETLB.
+MAP_HUGETLB = 0x40000
+MFD_HUGETLB = 0x0004
+SHM_HUGETLB = 0o4000
+
 # --- the policy --------------------------------------------------------------------------
 
 DEFAULT_DENIED: tuple[str, ...] = (
@@ -202,6 +244,7 @@ DEFAULT_DENIED: tuple[str, ...] = (
     "setdomainname",
     "iopl",
     "ioperm",
+    "modify_ldt",  # x86 only; a history of kernel bugs (refused by Docker's profile too)
     "quotactl",
     "quotactl_fd",
     "lookup_dcookie",
@@ -234,16 +277,57 @@ DEFAULT_DENIED: tuple[str, ...] = (
     "landlock_restrict_self",
 )
 
+DEFAULT_UNAVAILABLE: tuple[str, ...] = (
+    # AIO: every context takes from fs.aio-max-nr, one counter for the whole host, and no
+    # cgroup limits it (io_setup(32768) took half of it here).  Libraries fall back to threads.
+    "io_setup",
+    "io_destroy",
+    "io_submit",
+    "io_cancel",
+    "io_getevents",
+    "io_pgetevents",
+    # inotify: the read-only binds share inodes with every other session and the host, so a
+    # watch on a library directory shows what other sessions import.  Watchers fall back to
+    # polling.  (fanotify_init is in DEFAULT_DENIED.)
+    "inotify_init",
+    "inotify_init1",
+    "inotify_add_watch",
+    "inotify_rm_watch",
+)
+
 
 @dataclass(frozen=True)
 class SeccompProfile:
-    """What the filter refuses.  The fixed argument checks (steps 1-3 and 5-8 in the module
-    docstring) are always present; the two fields tune steps 4 and 9."""
+    """What the filter refuses.  The fixed argument checks (steps 1-3 and 6-11 in the module
+    docstring) are always present; the fields tune steps 4, 5, 10 and 12."""
 
     denied_syscalls: tuple[str, ...] = DEFAULT_DENIED
     """Syscall names that fail with EPERM.  Names missing from the target arch are skipped."""
+    unavailable_syscalls: tuple[str, ...] = DEFAULT_UNAVAILABLE
+    """Syscall names that fail with ENOSYS, as on a kernel without them (same skipping)."""
     allowed_socket_families: tuple[int, ...] = (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6)
     """``socket``/``socketpair`` families (arg0) that are allowed; others get EAFNOSUPPORT."""
+    allowed_syscalls: tuple[str, ...] | None = None
+    """None: a deny-list (step 12 allows everything not refused above).  A tuple: an
+    allow-list (step 12 allows only these names; every other syscall fails with ENOSYS).
+    Names missing from the target arch are skipped; a name also denied or unavailable keeps
+    that verdict."""
+
+
+PROFILES: tuple[str, ...] = ("deny", "allow")
+"""The named profiles a :class:`~codeinterp.sandbox.policy.SandboxPolicy` can choose."""
+
+
+def profile(name: str) -> SeccompProfile:
+    """The named profile: ``"deny"`` (the deny-list) or ``"allow"`` (the deny-list's rules
+    plus the shipped allow-list, ``seccomp_allowlist.ALLOWED``)."""
+    if name == "deny":
+        return SeccompProfile()
+    if name == "allow":
+        from .seccomp_allowlist import ALLOWED
+
+        return SeccompProfile(allowed_syscalls=ALLOWED)
+    raise ValueError(f"unknown seccomp profile {name!r}; known: {', '.join(PROFILES)}")
 
 
 # --- syscall tables (Linux 6.19), "nr:name" tokens ----------------------------------------------
@@ -553,12 +637,16 @@ def _allow_only(values: Sequence[int], deny: str) -> list[_Item]:
     return items
 
 
-def _argument_checks(arch: _Arch, skip: set[int], profile: SeccompProfile) -> list[_Item]:
-    """Steps 5-10: clone3, then the syscalls whose verdict depends on an argument.
+def _argument_checks(
+    arch: _Arch, skip: set[int], profile: SeccompProfile, allowed: set[int] | None
+) -> list[_Item]:
+    """Steps 6-12: clone3, then the syscalls whose verdict depends on an argument.
 
     Entered with A = nr.  A dispatch table jumps to one block per argument check; every
     block ends in a jump to one of the shared returns placed after all blocks (classic BPF
-    only jumps forward).  Syscalls in ``skip`` (already denied outright) are left out.
+    only jumps forward).  Syscalls in ``skip`` (already denied outright) are left out, and
+    with an allow-list (``allowed`` not None) so are those not on it: they reach step 12,
+    which then allows only the numbers in ``allowed`` and answers ENOSYS to the rest.
     """
     nr = arch.syscalls
     families = tuple(dict.fromkeys(profile.allowed_socket_families))
@@ -571,6 +659,9 @@ def _argument_checks(arch: _Arch, skip: set[int], profile: SeccompProfile) -> li
             _jeq(TIOCLINUX, jt="eperm", jf="allow"),
         ],
         "socket_family": [_ld_arg_low(0), *_allow_only(families, deny="eafnosupport")],
+        "mmap_flags": [_ld_arg_low(3), _jset(MAP_HUGETLB, jt="eperm", jf="allow")],
+        "memfd_flags": [_ld_arg_low(1), _jset(MFD_HUGETLB, jt="eperm", jf="allow")],
+        "shmget_flags": [_ld_arg_low(2), _jset(SHM_HUGETLB, jt="eperm", jf="allow")],
     }
     dispatch = [
         ("clone", "clone_flags"),
@@ -578,14 +669,24 @@ def _argument_checks(arch: _Arch, skip: set[int], profile: SeccompProfile) -> li
         ("ioctl", "ioctl_request"),
         ("socket", "socket_family"),
         ("socketpair", "socket_family"),
+        ("mmap", "mmap_flags"),
+        ("memfd_create", "memfd_flags"),
+        ("shmget", "shmget_flags"),
     ]
     active = [(nr[name], label) for name, label in dispatch if nr.get(name, -1) not in skip | {-1}]
+    if allowed is not None:
+        active = [(number, label) for number, label in active if number in allowed]
 
     items: list[_Item] = []
     if nr.get("clone3", -1) not in skip | {-1}:
         items += _match_any([nr["clone3"]], _ret_errno(errno.ENOSYS), "clone3")
     items += [_jeq(number, jt=label) for number, label in active]
-    items.append(_ret(SECCOMP_RET_ALLOW))  # step 10: everything else
+    if allowed is None:
+        items.append(_ret(SECCOMP_RET_ALLOW))  # step 12: everything else
+    else:
+        # Step 12 of the allow-list comes after the blocks below: placed here it would push
+        # them out of reach of the dispatch's conditional jumps (255 at most).
+        items.append(_ja("allow_list"))
     for label in dict.fromkeys(label for _, label in active):
         items += [_Label(label), *bodies[label]]
     items += [
@@ -596,6 +697,12 @@ def _argument_checks(arch: _Arch, skip: set[int], profile: SeccompProfile) -> li
         _Label("eafnosupport"),
         _ret(_ret_errno(errno.EAFNOSUPPORT)),
     ]
+    if allowed is not None:
+        plain = allowed - skip - {number for number, _ in active}
+        items += [_Label("allow_list")]
+        if plain:
+            items += _match_any(plain, SECCOMP_RET_ALLOW, "allowed")
+        items.append(_ret(_ret_errno(errno.ENOSYS)))
     return items
 
 
@@ -615,13 +722,19 @@ def build_program(profile: SeccompProfile, *, arch: str | None = None) -> bytes:
     """
     target = _target_arch(arch)
     denied = _denied_numbers(target, profile.denied_syscalls)
+    unavailable = _denied_numbers(target, profile.unavailable_syscalls) - denied
     for family in profile.allowed_socket_families:
         if not 0 <= family <= 0xFFFFFFFF:
             raise ValueError(f"socket family out of range: {family}")
     items: list[_Item] = _header(target)
     if denied:
         items += _match_any(denied, _ret_errno(errno.EPERM), "denied")
-    items += _argument_checks(target, denied, profile)
+    if unavailable:
+        items += _match_any(unavailable, _ret_errno(errno.ENOSYS), "unavailable")
+    allowed = None
+    if profile.allowed_syscalls is not None:
+        allowed = _denied_numbers(target, profile.allowed_syscalls)
+    items += _argument_checks(target, denied | unavailable, profile, allowed)
     program = _assemble(items)
     if len(program) // _SOCK_FILTER.size > BPF_MAXINSNS:
         raise ValueError(f"seccomp program too long: {len(program) // _SOCK_FILTER.size} insns")

@@ -7,7 +7,8 @@ environment it started with), so it must never hold secrets.
 Control protocol (SOCK_SEQPACKET, one JSON object per packet):
   host -> zygote  {"op": "spawn", "id", "policy", "uid", "gid", "cgroup_procs", "workspace",
                    "unsafe"}
-  zygote -> host  {"ev": "hello", "pid", "python", "environment_binds", "preload_ms", "seccomp"}
+  zygote -> host  {"ev": "hello", "pid", "python", "environment_binds", "preload_ms", "seccomp",
+                   "seccomp_profiles"}
                   {"ev": "spawned", "id", "pid", "init_pid"} (the REPL and its namespace's init)
                     with the session's socket and its stdout and stderr pipes attached
                     (SCM_RIGHTS); or {"ev": "spawn_failed", "id", "error"}
@@ -143,14 +144,17 @@ class Zygote:
         self.shell = shell
         self.preload_ms = preload_ms
         self.binds = environment_binds()
-        self.seccomp_program: bytes | None = None
+        # One program per named profile ("deny", "allow"), built once; each spawn picks its own.
+        self.seccomp_programs: dict[str, bytes] = {}
         self.seccomp_error = ""
         try:
             from . import seccomp
 
             ok, why = seccomp.supported()
             if ok:
-                self.seccomp_program = seccomp.build_program(seccomp.SeccompProfile())
+                self.seccomp_programs = {
+                    name: seccomp.build_program(seccomp.profile(name)) for name in seccomp.PROFILES
+                }
             else:
                 self.seccomp_error = why
         except Exception as exc:  # reported to the host, which decides whether to refuse
@@ -185,7 +189,8 @@ class Zygote:
                 "version": sys.version.split()[0],
                 "environment_binds": self.binds,
                 "preload_ms": self.preload_ms,
-                "seccomp": self.seccomp_program is not None,
+                "seccomp": bool(self.seccomp_programs),
+                "seccomp_profiles": sorted(self.seccomp_programs),
                 "seccomp_error": self.seccomp_error,
             }
         )
@@ -245,7 +250,9 @@ class Zygote:
                 workspace=str(request["workspace"]),
                 new_root=str(request["new_root"]),
                 environment_binds=self.binds,
-                seccomp_program=None if unsafe or not policy.seccomp else self.seccomp_program,
+                seccomp_program=None
+                if unsafe or not policy.seccomp or not self.seccomp_programs
+                else self.seccomp_programs[policy.seccomp_profile or "deny"],
                 channel_fd=child_end.fileno(),
                 stdout_fd=out_w,
                 stderr_fd=err_w,
