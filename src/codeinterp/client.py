@@ -17,21 +17,27 @@ Errors from the server raise `APIError` with its status, code and message.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import httpx2
 
 __all__ = ["APIError", "AsyncClient", "AsyncContainer", "Client", "Container", "RunResult"]
 
 DEFAULT_TIMEOUT = 600.0
+CHUNK_BYTES = 1 << 20  # downloads are read in chunks of this size
 OnText = Callable[[str], Any]
 OnDict = Callable[[dict[str, Any]], Any]
+
+
+class SupportsWrite(Protocol):
+    def write(self, data: bytes, /) -> Any: ...
 
 
 class APIError(Exception):
@@ -183,6 +189,16 @@ def _upload_part(source: str | os.PathLike[str] | bytes, name: str | None) -> tu
     return name or path.name, path.read_bytes()
 
 
+def _check_size(entry: dict[str, Any], max_bytes: int | None, received: int = 0) -> None:
+    """APIError (413) if the file is over `max_bytes`: by its listed size, or by the bytes
+    received so far."""
+    size = max(int(entry.get("bytes") or 0), received)
+    if max_bytes is not None and size > max_bytes:
+        raise APIError(
+            413, f"{entry.get('path')} is over the limit of {max_bytes} bytes", "file_too_large"
+        )
+
+
 def _find_file(files: list[dict[str, Any]], name: str) -> dict[str, Any]:
     wanted = name if name.startswith("/mnt/data/") else f"/mnt/data/{name.lstrip('/')}"
     for entry in files:
@@ -290,13 +306,30 @@ class Container:
                 return found
             after = page["last_id"]
 
-    def download(self, name: str) -> bytes:
-        """The bytes of a file by its path (relative to /mnt/data, or absolute) or its id."""
+    def download(self, name: str, max_bytes: int | None = None) -> bytes:
+        """The bytes of a file by its path (relative to /mnt/data, or absolute) or its id.
+        With `max_bytes`, a larger file is an APIError (413) instead."""
+        buffer = io.BytesIO()
+        self.download_to(name, buffer, max_bytes)
+        return buffer.getvalue()
+
+    def download_to(self, name: str, file: SupportsWrite, max_bytes: int | None = None) -> int:
+        """Stream a file's bytes into `file` in chunks, never holding it whole; returns how many
+        were written. With `max_bytes`, a larger file is an APIError (413), before any byte is
+        written if its listed size says so."""
         entry = _find_file(self.files(), name)
-        response = self._http.get(f"/containers/{self.id}/files/{entry['id']}/content")
-        if not response.is_success:
-            _checked(response)
-        return response.content
+        _check_size(entry, max_bytes)
+        path = f"/containers/{self.id}/files/{entry['id']}/content"
+        written = 0
+        with self._http.stream("GET", path) as response:
+            if not response.is_success:
+                response.read()
+                _checked(response)
+            for chunk in response.iter_bytes(CHUNK_BYTES):
+                written += len(chunk)
+                _check_size(entry, max_bytes, written)
+                file.write(chunk)
+        return written
 
     def delete(self) -> None:
         _checked(self._http.delete(f"/containers/{self.id}"))
@@ -437,12 +470,21 @@ class AsyncContainer:
                 return found
             after = page["last_id"]
 
-    async def download(self, name: str) -> bytes:
+    async def download(self, name: str, max_bytes: int | None = None) -> bytes:
         entry = _find_file(await self.files(), name)
-        response = await self._http.get(f"/containers/{self.id}/files/{entry['id']}/content")
-        if not response.is_success:
-            _checked(response)
-        return response.content
+        _check_size(entry, max_bytes)
+        path = f"/containers/{self.id}/files/{entry['id']}/content"
+        chunks = []
+        received = 0
+        async with self._http.stream("GET", path) as response:
+            if not response.is_success:
+                await response.aread()
+                _checked(response)
+            async for chunk in response.aiter_bytes(CHUNK_BYTES):
+                received += len(chunk)
+                _check_size(entry, max_bytes, received)
+                chunks.append(chunk)
+        return b"".join(chunks)
 
     async def delete(self) -> None:
         _checked(await self._http.delete(f"/containers/{self.id}"))

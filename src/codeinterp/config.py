@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -18,6 +20,32 @@ def default_data_dir() -> str:
 
 # The project of every caller when no API keys are configured.
 DEFAULT_PROJECT = "proj_default"
+
+# Budgets for bytes leaving a session (apparent sizes): one file, all the files of one run or
+# execution (the server's runs, `codeinterp exec --out`), one file inlined in an MCP message.
+# 512 MiB is the workspace quota and the largest file the sandbox can write.
+DEFAULT_MAX_FILE_BYTES = 512 * 1024 * 1024
+DEFAULT_MAX_OUTPUT_BYTES = 512 * 1024 * 1024
+DEFAULT_MCP_MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
+def derived_project(key: str) -> str:
+    """The project of a key configured without one: 128 bits of a hash of the whole key, so two
+    keys never land in one project, however alike they are."""
+    digest = hashlib.sha256(b"codeinterp project\0" + key.encode()).hexdigest()
+    return f"proj_{digest[:32]}"
+
+
+def key_fingerprint(key: str) -> str:
+    """How a key is named in the server's output: never the key, only a short hash of it."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    key: str
+    project: str
+    named: bool  # the project was configured ("key:project"), not derived from the key
 
 
 class Settings(BaseSettings):
@@ -46,6 +74,9 @@ class Settings(BaseSettings):
     execution_timeout: float = 120.0
     pool_size: int = 4
     unsafe_no_sandbox: bool = False
+    # Seccomp profile of every session: "deny" (the deny-list) or "allow" (only the syscalls on
+    # the derived allow-list; see docs/isolation.md)
+    seccomp_profile: Literal["deny", "allow"] = "deny"
 
     # Containers: an operator's cap on any container's idle time, whatever it asks (None: no cap)
     container_idle_cap_minutes: float | None = Field(default=None, gt=0)
@@ -62,6 +93,15 @@ class Settings(BaseSettings):
     poll_hold_ms: int = Field(default=1000, ge=0, le=60_000)
     max_upload_bytes: int = 512 * 1024 * 1024
 
+    # Bytes leaving a session are streamed and counted by apparent size (a sparse file or a hard
+    # link takes no room in the workspace but reads whole). The largest file that leaves one
+    # (a container file's content, a file a run cites, an MCP download); past it, a 413.
+    max_download_bytes: int = Field(default=DEFAULT_MAX_FILE_BYTES, gt=0)
+    # All the files one run copies out of its session (the files its messages cite).
+    max_output_bytes: int = Field(default=DEFAULT_MAX_OUTPUT_BYTES, gt=0)
+    # The MCP download_file tool returns a file inline in one message, so less.
+    mcp_max_file_bytes: int = Field(default=DEFAULT_MCP_MAX_FILE_BYTES, gt=0)
+
     @field_validator("model_map", mode="before")
     @classmethod
     def _parse_model_map(cls, value: object) -> object:
@@ -75,15 +115,21 @@ class Settings(BaseSettings):
             return {k.strip(): v.strip() for k, v in pairs}
         return value
 
+    def key_entries(self) -> list[KeyEntry]:
+        """Each configured client key with its project: the one named, or one of its own."""
+        entries: dict[str, KeyEntry] = {}
+        for item in self.api_keys.split(","):
+            item = item.strip()
+            if item:
+                key, _, project = item.partition(":")
+                key, project = key.strip(), project.strip()
+                if key:
+                    entries[key] = KeyEntry(key, project or derived_project(key), bool(project))
+        return list(entries.values())
+
     def key_projects(self) -> dict[str, str]:
-        """Configured client key -> project it belongs to (the key itself if none is named)."""
-        projects: dict[str, str] = {}
-        for entry in self.api_keys.split(","):
-            entry = entry.strip()
-            if entry:
-                key, _, project = entry.partition(":")
-                projects[key] = project or f"proj_{key[-6:]}"
-        return projects
+        """Configured client key -> the project it belongs to."""
+        return {entry.key: entry.project for entry in self.key_entries()}
 
     @property
     def database(self) -> str:

@@ -16,18 +16,19 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ImageContent, TextContent
 
 from codeinterp.agent import python_tool
-from codeinterp.config import DEFAULT_PROJECT
-from codeinterp.errors import ContainerExpired, NotFound
+from codeinterp.client import APIError
+from codeinterp.config import DEFAULT_MCP_MAX_FILE_BYTES, DEFAULT_PROJECT
+from codeinterp.errors import CodeInterpError, ContainerExpired, InvalidRequest, NotFound
 from codeinterp.protocol.containers import ContainerCreate
 from codeinterp.services.containers import IMAGE_TYPES, ContainersService
 
@@ -46,7 +47,7 @@ class Backend(Protocol):
 
     async def run(self, key: str, code: str, timeout: float | None) -> dict[str, Any]: ...
     async def upload(self, key: str, name: str, data: bytes) -> str: ...
-    async def download(self, key: str, name: str) -> bytes: ...
+    async def download(self, key: str, name: str, max_bytes: int) -> bytes: ...
     async def list_files(self, key: str) -> list[dict[str, Any]]: ...
     async def reset(self, key: str) -> None: ...
 
@@ -55,27 +56,32 @@ def build_server(
     backend: Backend,
     project_of: Callable[[Mapping[str, str] | None], str] | None = None,
     lifespan: Callable[[MCPServer[Any]], AbstractAsyncContextManager[Any]] | None = None,
+    max_file_bytes: int = DEFAULT_MCP_MAX_FILE_BYTES,
 ) -> MCPServer[Any]:
     """The MCP server over `backend`. `project_of` names the caller's project from the request
     headers (the HTTP door's API keys); a backend's keys are "<project>|<connection>".
-    `lifespan` runs around serving (the stdio door starts its engine there)."""
+    `lifespan` runs around serving (the stdio door starts its engine there). `download_file`
+    returns a file inline, whole, so only files up to `max_file_bytes` (apparent size)."""
     server: MCPServer[Any] = MCPServer(
         name="codeinterp", instructions=INSTRUCTIONS, lifespan=lifespan
     )
 
     def connection_key(ctx: Context[Any, Any]) -> str:
         """The caller's project and connection. Over stdio there is one connection per process;
-        over HTTP it is the MCP session (mcp-session-id). A stateless HTTP client has no
-        session, so its calls share one sandbox per API key."""
+        over HTTP it is the MCP session (mcp-session-id). A request without a session is
+        refused: nothing would tell its caller's sandbox from another's (two clients with one
+        key, or any two when no keys are configured)."""
         headers = ctx.headers
         if headers is None:
             return f"{DEFAULT_PROJECT}|stdio"
         project = project_of(headers) if project_of else DEFAULT_PROJECT
         session = headers.get("mcp-session-id")
-        if session:
-            return f"{project}|http:{session}"
-        key = hashlib.sha256(headers.get("authorization", "").encode()).hexdigest()[:16]
-        return f"{project}|key:{key}"
+        if not session:
+            raise InvalidRequest(
+                "this server keeps a sandbox per MCP session: connect with the initialize "
+                "handshake, which gives the session an mcp-session-id"
+            )
+        return f"{project}|http:{session}"
 
     @server.tool()
     async def run_python(
@@ -84,7 +90,8 @@ def build_server(
         """Run Python code in this conversation's sandbox and return its output: printed text,
         the value of the last expression, errors with their traceback, and figures as images.
         State persists between calls. `timeout` is in seconds (default 120)."""
-        result = await backend.run(connection_key(ctx), code, timeout)
+        with _anticipated():
+            result = await backend.run(connection_key(ctx), code, timeout)
         images = [_image(r) for r in result["results"]]
         shown = [image for image in images if image is not None]
         text = python_tool.result_for_model(result, len(shown))
@@ -110,13 +117,15 @@ def build_server(
                 data = base64.b64decode(content_base64 or "", validate=True)
             except binascii.Error:
                 raise ValueError("content_base64 is not valid base64") from None
-        return await backend.upload(connection_key(ctx), name, data)
+        with _anticipated():
+            return await backend.upload(connection_key(ctx), name, data)
 
     @server.tool()
     async def download_file(name: str, ctx: Context[Any, Any]) -> list[Content]:
         """Read a file from the sandbox (a path relative to /mnt/data, or absolute): an image
         comes back as an image, UTF-8 text as text, anything else as base64."""
-        data = await backend.download(connection_key(ctx), name)
+        with _anticipated():
+            data = await backend.download(connection_key(ctx), name, max_file_bytes)
         mime = _image_type(data)
         if mime is not None:
             encoded = base64.b64encode(data).decode()
@@ -130,7 +139,8 @@ def build_server(
     @server.tool()
     async def list_files(ctx: Context[Any, Any]) -> str:
         """The files in /mnt/data, one per line: path and size in bytes."""
-        files = await backend.list_files(connection_key(ctx))
+        with _anticipated():
+            files = await backend.list_files(connection_key(ctx))
         if not files:
             return "(no files in /mnt/data)"
         return "\n".join(f"{f['path']}\t{f['bytes']}" for f in files)
@@ -138,10 +148,21 @@ def build_server(
     @server.tool()
     async def reset(ctx: Context[Any, Any]) -> str:
         """Start over with a fresh sandbox: variables, imports and files are gone."""
-        await backend.reset(connection_key(ctx))
+        with _anticipated():
+            await backend.reset(connection_key(ctx))
         return "The sandbox was reset: a fresh Python session with an empty /mnt/data."
 
     return server
+
+
+@contextlib.contextmanager
+def _anticipated() -> Iterator[None]:
+    """Our own errors (a missing file, a file over the limit, a full workspace, a server's
+    refusal) are anticipated: the model reads their message, not just "Error executing tool"."""
+    try:
+        yield
+    except (CodeInterpError, APIError) as exc:
+        raise ToolError(str(exc)) from None
 
 
 def _image(result: dict[str, Any]) -> ImageContent | None:
@@ -197,12 +218,15 @@ class ContainerBackend:
         service, project, container_id = await self._container(key)
         return str((await service.add_file(project, container_id, name, data))["path"])
 
-    async def download(self, key: str, name: str) -> bytes:
+    async def download(self, key: str, name: str, max_bytes: int) -> bytes:
         service, project, container_id = await self._container(key)
         path = name if name.startswith("/mnt/data/") else f"/mnt/data/{name.lstrip('/')}"
         for entry in await self.list_files(key):
             if entry["path"] == path:
-                return (await service.file_content(project, container_id, entry["id"]))[1]
+                _, reader = await service.open_file_content(
+                    project, container_id, entry["id"], max_bytes
+                )
+                return b"".join([chunk async for chunk in reader.chunks()])
         raise NotFound(f"No file {path} in the sandbox.")
 
     async def list_files(self, key: str) -> list[dict[str, Any]]:

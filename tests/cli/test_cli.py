@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,3 +149,65 @@ def test_exec_on_an_unreachable_server_is_one_line_and_exit_2(tmp_path: Path) ->
     assert done.returncode == 2
     assert done.stderr.startswith("codeinterp: error: cannot reach http://127.0.0.1:9")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+# Three names of one 300 MiB sparse file (no room in the workspace, 900 MiB to copy out), and a
+# small file.
+SPARSE_FILES = (
+    "import os\n"
+    "with open('/mnt/data/sparse.bin', 'wb') as f:\n"
+    "    f.truncate(300 * 2**20)\n"
+    "os.link('/mnt/data/sparse.bin', '/mnt/data/link-1.bin')\n"
+    "os.link('/mnt/data/sparse.bin', '/mnt/data/link-2.bin')\n"
+    "open('/mnt/data/small.txt', 'w').write('small')\n"
+    "print('made')\n"
+)
+DEFAULT_OUT_BUDGET = 512 * 2**20  # --max-out-bytes: the bytes --out may take for one run
+
+
+def _bytes_under(directory: Path) -> int:
+    """Bytes written under `directory`, by apparent size and by blocks, whichever is more."""
+    total = 0
+    for path in directory.rglob("*") if directory.exists() else ():
+        if path.is_file():
+            st = path.stat()
+            total += max(st.st_size, st.st_blocks * 512)
+    return total
+
+
+@pytest.mark.parametrize("where", ["local", "server"])
+def test_exec_out_keeps_to_its_total_budget(tmp_path: Path, where: str, request: Any) -> None:
+    """Files the code wrote are saved within a total budget counted by apparent size: 900 MiB
+    of sparse files and hard links are refused in one line, exit 2, and --out gets none of it
+    (the code's own output was shown as usual)."""
+    args = ("--server", request.getfixturevalue("remote")) if where == "server" else ()
+    done = run_cli("exec", *args, SPARSE_FILES, "--out", "out", cwd=tmp_path)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stdout.splitlines()[0] == "made"
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("codeinterp: error: "), done.stderr
+    assert "--max-out-bytes" in lines[0] and str(DEFAULT_OUT_BUDGET) in lines[0], lines[0]
+    assert _bytes_under(tmp_path / "out") <= DEFAULT_OUT_BUDGET
+
+
+@pytest.mark.parametrize("where", ["local", "server"])
+def test_exec_out_keeps_to_its_per_file_budget(tmp_path: Path, where: str, request: Any) -> None:
+    """A file over --max-file-bytes (by apparent size) is refused by name; a budget that fits
+    saves everything."""
+    args = ("--server", request.getfixturevalue("remote")) if where == "server" else ()
+    code = (
+        "with open('/mnt/data/wide.bin', 'wb') as f:\n"
+        "    f.truncate(3_000_000)\n"
+        "open('/mnt/data/small.txt', 'w').write('small')\n"
+    )
+    refused = run_cli(
+        "exec", *args, code, "--out", "out", "--max-file-bytes", "1000000", cwd=tmp_path
+    )
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "wide.bin" in lines[0] and "--max-file-bytes" in lines[0], lines
+    assert _bytes_under(tmp_path / "out") <= 1_000_000
+    saved = run_cli("exec", *args, code, "--out", "ok", "--max-file-bytes", "3000000", cwd=tmp_path)
+    assert saved.returncode == 0, saved.stderr
+    assert (tmp_path / "ok/wide.bin").stat().st_size == 3_000_000
+    assert (tmp_path / "ok/small.txt").read_text() == "small"

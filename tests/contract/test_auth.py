@@ -7,6 +7,7 @@ CLI refuses to listen on 0.0.0.0 with no keys.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -253,6 +254,87 @@ def test_unauthorized_writes_store_nothing(
             sdk.files.create(file=("x.txt", b"intruder"), purpose="assistants")
     assert [a.id for a in client_a.beta.assistants.list(limit=100)] == before
     assert "intruder" not in [f.filename for f in client_a.files.list()]
+
+
+# --------------------------------------------------------------------------- keys without a project
+
+# Two keys that differ only before their last six characters, configured without projects.
+UNNAMED = ("team-a-key-000001", "team-b-key-000001")
+
+
+def _fingerprint(key: str) -> str:
+    """How the server names a key in its output (README: the first 12 hex digits of the key's
+    SHA-256)."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def test_keys_without_a_project_each_get_their_own(tmp_path: Path) -> None:
+    """Keys configured without a project are in projects of their own, however alike they are:
+    one key's containers, container files and files are a 404 for the other. The server says
+    at start-up which project each key is in, naming keys only by fingerprint."""
+    env = {"CODEINTERP_API_KEYS": ",".join(UNNAMED), "CODEINTERP_POOL_SIZE": "1"}
+    with (
+        ServerProcess(env, data_dir=tmp_path / "data") as server,
+        server.client(api_key=UNNAMED[0]) as team_a,
+        server.client(api_key=UNNAMED[1]) as team_b,
+    ):
+        box = team_a.containers.create(name="team a's")
+        stored = team_a.containers.files.create(box.id, file=("plan.txt", b"team a's plan"))
+        file = team_a.files.create(file=("a.txt", b"team a's file"), purpose="assistants")
+        calls = [
+            lambda: team_b.containers.retrieve(box.id),
+            lambda: team_b.containers.files.list(box.id),
+            lambda: team_b.containers.files.content.retrieve(stored.id, container_id=box.id),
+            lambda: team_b.post(
+                f"/containers/{box.id}/execute", body={"code": "1"}, cast_to=object
+            ),
+            lambda: team_b.files.retrieve(file.id),
+            lambda: team_b.files.content(file.id),
+        ]
+        for call in calls:
+            with pytest.raises(openai.NotFoundError) as caught:
+                call()
+            assert_sdk_error(caught.value, 404)
+        assert box.id not in [c.id for c in team_b.containers.list(limit=100)]
+        assert file.id not in [f.id for f in team_b.files.list()]
+        content = team_a.containers.files.content.retrieve(stored.id, container_id=box.id)
+        assert content.read() == b"team a's plan"
+        logs = server.logs()
+
+    projects = {}
+    for key in UNNAMED:
+        assert key not in logs, "the server printed a key"
+        lines = [line for line in logs.splitlines() if _fingerprint(key) in line]
+        assert len(lines) == 1, (key, logs[-3000:])
+        named = [word for word in lines[0].split() if word.startswith("proj_")]
+        assert len(named) == 1, lines[0]
+        projects[key] = named[0]
+    assert len(set(projects.values())) == 2, projects
+    assert all(len(p) >= len("proj_") + 24 for p in projects.values()), projects
+
+
+def test_objects_of_the_earlier_shared_project_are_kept_and_reachable(tmp_path: Path) -> None:
+    """Earlier versions put a key without a project in `proj_` + its last six characters. Such
+    objects stay where they are: the server says so at start-up (by fingerprint) and naming
+    that project for the key reaches them again."""
+    key = UNNAMED[0]
+    earlier = f"{key}:proj_{key[-6:]}"  # what an earlier version did for this key
+    server = ServerProcess({"CODEINTERP_API_KEYS": earlier}, data_dir=tmp_path / "data")
+    with server:
+        with server.client(api_key=key) as sdk:
+            kept = sdk.beta.assistants.create(model=MODEL, name="made earlier")
+        server.env["CODEINTERP_API_KEYS"] = key
+        server.restart()
+        with server.client(api_key=key) as sdk, pytest.raises(openai.NotFoundError):
+            sdk.beta.assistants.retrieve(kept.id)
+        start = server.logs().rsplit("===== start", 1)[-1]
+        warning = [line for line in start.splitlines() if "earlier version" in line]
+        assert len(warning) == 1 and _fingerprint(key) in warning[0], start[-3000:]
+        assert key not in start and key[-6:] not in warning[0], warning
+        server.env["CODEINTERP_API_KEYS"] = earlier
+        server.restart()
+        with server.client(api_key=key) as sdk:
+            assert sdk.beta.assistants.retrieve(kept.id).name == "made earlier"
 
 
 # --------------------------------------------------------------------------- no keys

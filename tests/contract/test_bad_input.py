@@ -498,6 +498,93 @@ def test_json_that_is_not_an_object_is_bad_request(http: httpx2.Client, world: W
     assert_envelope(http.post("/assistants", json=[{"model": MODEL}]), 400)
 
 
+# Every route that reads a JSON body (the chat route relays bodies without the code interpreter
+# to the model; /mcp is the MCP door's JSON-RPC).
+JSON_ROUTES = [
+    "/v1/assistants",
+    "/v1/assistants/{assistant}",
+    "/v1/threads",
+    "/v1/threads/{thread}",
+    "/v1/threads/{thread}/messages",
+    "/v1/threads/{thread}/messages/{message}",
+    "/v1/threads/runs",
+    "/v1/threads/{thread}/runs",
+    "/v1/threads/{thread}/runs/{run}",
+    "/v1/threads/{thread}/runs/{run}/submit_tool_outputs",
+    "/v1/containers",
+    "/v1/containers/{container}/files",
+    "/v1/containers/{container}/execute",
+    "/v1/responses",
+    "/v1/chat/completions",
+    "/mcp",
+]
+MAX_JSON_DEPTH = 128  # the documented limit on nesting
+
+
+def _nested(depth: int) -> bytes:
+    """A valid chat request whose `metadata` holds lists nested `depth` deep in all."""
+    inner = "[" * (depth - 2) + "]" * (depth - 2)
+    return (
+        '{"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}], '
+        f'"metadata": {{"deep": {inner}}}}}'
+    ).encode()
+
+
+@pytest.fixture(scope="module")
+def scratch_container(server: ServerProcess) -> str:
+    with server.client() as sdk:
+        return sdk.containers.create(name="nested-json").id
+
+
+@pytest.mark.parametrize("path", JSON_ROUTES)
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"[" * 50_000, id="50000-open-brackets"),
+        pytest.param(b'{"a":' * 50_000 + b"1" + b"}" * 50_000, id="50000-nested-objects"),
+        pytest.param(_nested(MAX_JSON_DEPTH + 1), id="just-over-the-limit"),
+        pytest.param(b'{"model": "gpt-test", "messages": [', id="truncated"),
+    ],
+)
+def test_deeply_nested_or_invalid_json_is_bad_request(
+    server: ServerProcess,
+    upstream: ScriptedUpstream,
+    world: World,
+    scratch_container: str,
+    path: str,
+    body: bytes,
+) -> None:
+    """Deep nesting (the classic RecursionError) or broken JSON on any JSON route is OpenAI's
+    400 envelope, never a 500, and reaches neither the model nor the store."""
+    upstream.reset()
+    url = server.url + path.format(container=scratch_container, **world.ids)
+    headers = {
+        "Authorization": "Bearer local",
+        "OpenAI-Beta": "assistants=v2",
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+    }
+    with httpx2.Client(timeout=60) as raw:
+        response = raw.post(url, content=body, headers=headers)
+    error = assert_envelope(response, 400)
+    assert "json" in error["message"].lower(), error
+    assert upstream.requests == [], "a bad body reached the model"
+
+
+def test_nesting_at_the_limit_is_accepted(http: httpx2.Client, upstream: ScriptedUpstream) -> None:
+    """The limit is not lower than documented: a relayed chat body nested exactly
+    MAX_JSON_DEPTH deep goes through to the model."""
+    upstream.reset([Text("fine")])
+    response = http.post(
+        "/chat/completions",
+        content=_nested(MAX_JSON_DEPTH),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "fine"
+    upstream.check()
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [

@@ -14,9 +14,10 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-from mcp import ClientSession
+from mcp import Client, ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from tests.support.server import ServerProcess
 
@@ -150,6 +151,109 @@ def test_each_http_session_has_its_own_sandbox_and_closing_it_deletes_the_contai
     while containers() & during and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not containers() & during
+
+
+async def client_text(client: Client, tool: str, **arguments: Any) -> str:
+    result = await client.call_tool(tool, arguments)
+    content = list(result.content)
+    assert content and content[0].type == "text", content
+    return str(content[0].text)
+
+
+@asynccontextmanager
+async def default_client(server: ServerProcess, key: str | None) -> AsyncIterator[Client]:
+    """The SDK's own `Client`, as its README shows it: `Client(url)` (with a key, the same
+    streamable HTTP transport with the key's header, as its docs say to pass headers)."""
+    if key is None:
+        async with Client(mcp_url(server)) as client:
+            yield client
+        return
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http,
+        Client(streamable_http_client(mcp_url(server), http_client=http)) as client,
+    ):
+        yield client
+
+
+def mcp_containers(server: ServerProcess, key: str) -> set[str]:
+    with server.client() as sdk:
+        sdk.api_key = key
+        return {c.id for c in sdk.containers.list(limit=100) if c.name == "mcp"}
+
+
+def two_default_clients_are_apart(server: ServerProcess, key: str | None) -> None:
+    """Two `Client`s with the same credentials: each its own variables and files, and each
+    one's container is deleted when it closes."""
+    listing_key = key or "local"
+    before = mcp_containers(server, listing_key)
+
+    async def scenario() -> tuple[set[str], set[str]]:
+        async with default_client(server, key) as first:
+            async with default_client(server, key) as second:
+                await client_text(first, "run_python", code="who = 'first'")
+                await client_text(first, "upload_file", name="first.txt", text="first's")
+                await client_text(second, "run_python", code="who = 'second'")
+                assert await client_text(first, "run_python", code="who") == "'first'"
+                assert await client_text(second, "run_python", code="who") == "'second'"
+                seen = await client_text(
+                    second, "run_python", code="import os\nos.listdir('/mnt/data')"
+                )
+                assert "first.txt" not in seen, seen
+                assert "first.txt" not in await client_text(second, "list_files")
+                assert await client_text(first, "download_file", name="first.txt") == "first's"
+                missing = await second.call_tool("download_file", {"name": "first.txt"})
+                assert missing.is_error, missing
+                both = mcp_containers(server, listing_key) - before
+                assert len(both) == 2, both
+            # `second` has closed: its container is gone, `first`'s is still there and usable.
+            after_second = await wait_for_containers(server, listing_key, before, 1)
+            assert await client_text(first, "run_python", code="who") == "'first'"
+        return both, after_second
+
+    both, after_second = run(scenario)
+    assert after_second < both
+    deadline = time.monotonic() + 10
+    while mcp_containers(server, listing_key) & both and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not mcp_containers(server, listing_key) & both, "a closed client's container is left"
+
+
+async def wait_for_containers(
+    server: ServerProcess, key: str, before: set[str], count: int
+) -> set[str]:
+    deadline = time.monotonic() + 10
+    while True:
+        now = await asyncio.to_thread(mcp_containers, server, key)
+        if len(now - before) == count or time.monotonic() > deadline:
+            return now - before
+        await asyncio.sleep(0.1)
+
+
+def test_default_client_without_keys_gets_its_own_sandbox(server: ServerProcess) -> None:
+    """No keys configured (any caller is welcome): two default clients still do not meet."""
+    two_default_clients_are_apart(server, None)
+
+
+def test_default_clients_with_the_same_key_get_their_own_sandboxes(tmp_path: Any) -> None:
+    with ServerProcess({"CODEINTERP_API_KEYS": "shared-key"}, data_dir=tmp_path / "d") as keyed:
+        two_default_clients_are_apart(keyed, "shared-key")
+
+
+def test_a_client_pinned_to_the_sessionless_protocol_is_refused(server: ServerProcess) -> None:
+    """Protocol 2026-07-28 has no MCP session (no mcp-session-id, no close): a client that
+    insists on it is told which versions the server speaks, and no sandbox is made for it."""
+    before = mcp_containers(server, "local")
+
+    async def scenario() -> MCPError:
+        async with Client(mcp_url(server), mode="2026-07-28") as pinned:
+            with pytest.raises(MCPError) as refused:
+                await pinned.call_tool("run_python", {"code": "1 + 1"})
+            return refused.value
+
+    refused = run(scenario)
+    assert refused.error.code == -32022, refused.error
+    assert "2025-11-25" in (refused.error.data or {}).get("supported", []), refused.error
+    assert mcp_containers(server, "local") == before
 
 
 def test_http_door_checks_api_keys(tmp_path: Any) -> None:

@@ -34,7 +34,7 @@ def code_from_arguments(arguments: str) -> str:
     """The code in a call's arguments: {"code": "..."}, or the raw text that some models send."""
     try:
         parsed = json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):  # the model's text, nested too deep for the parser
         return arguments
     if isinstance(parsed, dict):
         value = parsed.get("code", parsed.get("input", ""))

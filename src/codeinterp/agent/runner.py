@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from codeinterp.config import Settings
-from codeinterp.errors import CodeInterpError, NotFound
+from codeinterp.errors import CodeInterpError, NotFound, QuotaExceeded
 from codeinterp.protocol.assistants import Assistant
 from codeinterp.protocol.runs import Run, ToolOutput
 from codeinterp.protocol.threads import Message, Thread
@@ -81,6 +81,7 @@ class RunExecutor:
         self._message: MessageWriter | None = None
         self._step: StepWriter | None = None
         self._pending_images: list[str] = []
+        self._copied_bytes = 0  # of cited files copied out of the session, for max_output_bytes
         self._prompt_tokens = 0
         self._completion_tokens = 0
 
@@ -390,15 +391,41 @@ class RunExecutor:
         for citation in find_citations(writer.text):
             if managed is None:
                 break
-            try:
-                data = await managed.session.download(citation.name)
-            except CodeInterpError:
-                continue  # the model cited a file that is not there: leave the text alone
-            record = await self.deps.files.create_output(
-                self.project, citation.name.rsplit("/", 1)[-1], data
-            )
-            citations.append((citation.text, citation.start, citation.end, record.id))
+            file_id = await self._copy_cited_file(managed, citation.name)
+            if file_id is not None:
+                citations.append((citation.text, citation.start, citation.end, file_id))
         await writer.finish(citations)
+
+    async def _copy_cited_file(self, managed: ManagedSession, name: str) -> str | None:
+        """A file the model cited, streamed into a new File; None (the text is left alone) if
+        it is not there, is over the per-file limit, or would pass the run's budget."""
+        settings = self.deps.settings
+        try:
+            reader = await managed.session.open_file(name, settings.max_download_bytes)
+        except CodeInterpError as exc:
+            if isinstance(exc, QuotaExceeded):
+                log.warning("run %s: cited file not copied: %s", self.run.id, exc)
+            return None  # or the model cited a file that is not there
+        with reader:
+            if self._copied_bytes + reader.size > settings.max_output_bytes:
+                log.warning(
+                    "run %s: cited file %s (%d bytes) not copied: the run's files would pass "
+                    "max_output_bytes (%d bytes)",
+                    self.run.id,
+                    reader.name,
+                    reader.size,
+                    settings.max_output_bytes,
+                )
+                return None
+            self._copied_bytes += reader.size
+            try:
+                record = await self.deps.files.create_output(
+                    self.project, name.rsplit("/", 1)[-1], reader.chunks()
+                )
+            except CodeInterpError as exc:  # over the upload limit, or it changed meanwhile
+                log.warning("run %s: cited file %s not copied: %s", self.run.id, reader.name, exc)
+                return None
+        return str(record.id)
 
     # -- tools ----------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from codeinterp.agent.bus import EventBus
 from codeinterp.agent.manager import RunManager
 from codeinterp.agent.runner import AgentDeps
 from codeinterp.agent.upstream import Upstream
-from codeinterp.config import Settings
+from codeinterp.config import Settings, key_fingerprint
 from codeinterp.sandbox import Sandbox, SandboxConfig
 from codeinterp.services.assistants import AssistantsService
 from codeinterp.services.containers import ContainersService
@@ -30,13 +30,15 @@ from codeinterp.store import Store
 from . import errors
 from .deps import Services
 from .mcp_route import add_mcp
-from .middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from .middleware import BodySizeLimitMiddleware, JsonDepthMiddleware, RequestIdMiddleware
 from .routes import assistants, chat, containers, files, responses, runs, threads, usage
 
 log = logging.getLogger("codeinterp.api")
 
 RESTART_MESSAGE = "The server restarted while this run was in progress."
 JSON_BODY_LIMIT = 32 * 1024 * 1024
+# arrays and objects in a request body nest at most this deep (deeper: 400 before any parsing)
+MAX_JSON_DEPTH = 128
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -49,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "marked %d run(s) failed: they were in flight at the last shutdown", len(failed)
             )
         await store.end_open_sessions(int(time.time()))
+        await _note_earlier_projects(store, settings)
         expired = await store.expire_running_containers()
         if expired:
             log.warning(
@@ -56,7 +59,9 @@ def create_app(settings: Settings) -> FastAPI:
             )
         sandbox = await Sandbox.start(
             SandboxConfig(
-                pool_size=settings.pool_size, unsafe_no_sandbox=settings.unsafe_no_sandbox
+                pool_size=settings.pool_size,
+                unsafe_no_sandbox=settings.unsafe_no_sandbox,
+                seccomp_profile=settings.seccomp_profile,
             )
         )
         upstream = Upstream(
@@ -112,6 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (files, assistants, runs, threads, usage, containers, responses, chat):
         app.include_router(module.router)
     mcp = add_mcp(app, settings)
+    app.add_middleware(JsonDepthMiddleware, max_depth=MAX_JSON_DEPTH)  # inside the size cap
     app.add_middleware(
         BodySizeLimitMiddleware,
         json_limit=JSON_BODY_LIMIT,
@@ -120,3 +126,24 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+async def _note_earlier_projects(store: Store, settings: Settings) -> None:
+    """Objects made by earlier versions with a key configured without a project are in the
+    project `proj_` + the key's last six characters (which two keys could share). They are kept
+    there; say how to reach them again, without printing any part of the key."""
+    for entry in settings.key_entries():
+        if entry.named:
+            continue
+        earlier = f"proj_{entry.key[-6:]}"
+        found = bool((await store.list_files(earlier, limit=1)).items)
+        for kind in ("assistant", "thread", "container", "response"):
+            found = found or bool((await store.list_objects(kind, earlier, limit=1)).items)
+        if found:
+            log.warning(
+                "API key %s: objects made with it by an earlier version are kept in the "
+                "project 'proj_' + the key's last six characters, which this key no longer "
+                "reaches (keys without a project now get one of their own); to keep using "
+                "them, configure the key as KEY:proj_<its last six characters>",
+                key_fingerprint(entry.key),
+            )

@@ -28,6 +28,9 @@ from codeinterp.errors import (
 
 log = logging.getLogger("codeinterp.api")
 
+# FastAPI's detail for a body its JSON parser gave up on for any reason but a syntax error
+FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
 # exception class -> (HTTP status, error type, error code)
 ERROR_TABLE: list[tuple[type[CodeInterpError], int, str, str | None]] = [
     (Unauthorized, 401, "invalid_request_error", "invalid_api_key"),
@@ -88,6 +91,8 @@ def install(app: FastAPI) -> None:
             message = f"Invalid URL ({request.method} {request.url.path})"
         elif exc.status_code == 405:
             message = f"Method {request.method} is not allowed on {request.url.path}"
+        elif exc.status_code == 400 and exc.detail == FASTAPI_BODY_ERROR:
+            message = "We could not parse the JSON body of your request."
         else:
             message = str(exc.detail)
         return JSONResponse(envelope(message, "invalid_request_error"), status_code=exc.status_code)

@@ -1,8 +1,11 @@
-"""ASGI middleware: a request id on every response, and a cap on request body size."""
+"""ASGI middleware: a request id on every response, a cap on request body size, and a cap on
+how deeply a JSON body nests."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,7 +32,7 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def _too_large(message: str, code: str) -> bytes:
+def _envelope(message: str, code: str | None) -> bytes:
     return json.dumps(
         {
             "error": {
@@ -40,20 +43,6 @@ def _too_large(message: str, code: str) -> bytes:
             }
         }
     ).encode()
-
-
-async def _send_413(send: Send, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class BodySizeLimitMiddleware:
@@ -95,9 +84,10 @@ class BodySizeLimitMiddleware:
         multipart = headers.get(b"content-type", b"").startswith(b"multipart/")
         if multipart:
             if length is not None and length.isdigit() and int(length) > self.upload_limit:
-                await _send_413(
+                await _send_json(
                     send,
-                    _too_large(
+                    413,
+                    _envelope(
                         f"File is too large: the upload limit is {self.upload_cap} bytes.",
                         "file_too_large",
                     ),
@@ -107,13 +97,13 @@ class BodySizeLimitMiddleware:
                 receive = self._capped(receive)
             await self.app(scope, receive, send)
             return
-        too_big = _too_large(
+        too_big = _envelope(
             f"The request body is too large: the limit is {self.json_limit} bytes.",
             "request_too_large",
         )
         if length is not None:
             if length.isdigit() and int(length) > self.json_limit:
-                await _send_413(send, too_big)
+                await _send_json(send, 413, too_big)
                 return
             await self.app(scope, receive, send)
             return
@@ -127,19 +117,114 @@ class BodySizeLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.json_limit:
-                await _send_413(send, too_big)
+                await _send_json(send, 413, too_big)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        await self.app(scope, replay_body(b"".join(chunks), receive), send)
+
+
+# A JSON string, escapes included (possessive, so a long string never backtracks).
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENERS = frozenset(b"[{")
+_SCAN_IN_THREAD = 1 << 16  # brackets: past this many, scan off the event loop
+
+
+def _brackets(body: bytes) -> bytes:
+    """The body's brackets outside JSON strings, in order."""
+    return _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+
+
+def _deeper_than(brackets: bytes, limit: int) -> bool:
+    """Whether the brackets nest more than `limit` deep (linear, no recursion; it does not
+    validate: the route's parser does that)."""
+    depth = 0
+    for byte in brackets:
+        if byte in _OPENERS:
+            depth += 1
+            if depth > limit:
+                return True
+        elif depth:
+            depth -= 1
+    return False
+
+
+class JsonDepthMiddleware:
+    """Refuse a request body that nests deeper than `max_depth` with a 400 envelope, before any
+    route, relay or the MCP transport parses it.
+
+    Python's JSON parser recurses once per level: 50,000 `[` raise RecursionError inside it,
+    and bodies that parse still make every later walk (validation, storage, relaying) recurse as
+    deep. One check here covers every route that reads a JSON body. Multipart bodies (uploads)
+    are left alone; every other body is read (the size middleware outside bounds it) and
+    replayed to the app."""
+
+    def __init__(self, app: ASGIApp, max_depth: int) -> None:
+        self.app = app
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        content_type = dict(scope["headers"]).get(b"content-type", b"")
+        if content_type.startswith(b"multipart/"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away while sending: nobody to answer
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
         body = b"".join(chunks)
-        delivered = False
+        if await self._too_deep(body):
+            answer = _envelope(
+                "We could not parse the JSON body of your request: it nests arrays and objects "
+                f"more than {self.max_depth} levels deep.",
+                None,
+            )
+            await _send_json(send, 400, answer)
+            return
+        await self.app(scope, replay_body(body, receive), send)
 
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+    async def _too_deep(self, body: bytes) -> bool:
+        if body.count(b"[") + body.count(b"{") <= self.max_depth:
+            return False  # the common case: too few brackets to nest that deep at all
+        brackets = _brackets(body)
+        if len(brackets) > _SCAN_IN_THREAD:
+            return await asyncio.to_thread(_deeper_than, brackets, self.max_depth)
+        return _deeper_than(brackets, self.max_depth)
 
-        await self.app(scope, replay, send)
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """`receive` that gives the app the body read already, then whatever comes next (a
+    disconnect)."""
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,7 +1,10 @@
 """`codeinterp exec`: run code in a fresh session and show what it produced.
 
 Streams stdout and stderr as they arrive, prints text results, saves images and the files the
-code wrote under /mnt/data into --out, and exits non-zero unless the status is `ok`.
+code wrote under /mnt/data into --out, and exits non-zero unless the status is `ok`. Files are
+copied out in chunks within two budgets counted by apparent size (a sparse file or a hard link
+takes no room in the sandbox but would take its full size here): --max-file-bytes for one file,
+--max-out-bytes for all of them. Past either, nothing more is written and exec fails (exit 2).
 """
 
 from __future__ import annotations
@@ -9,12 +12,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
-from codeinterp.errors import InvalidRequest
+from codeinterp.config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_OUTPUT_BYTES
+from codeinterp.errors import InvalidRequest, QuotaExceeded
 from codeinterp.sandbox import (
     End,
     Error,
@@ -62,6 +68,20 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--out", default="outputs", help="where images and files go (./outputs)")
     parser.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=DEFAULT_MAX_FILE_BYTES,
+        metavar="N",
+        help="the largest file --out takes, by apparent size (default 512 MiB)",
+    )
+    parser.add_argument(
+        "--max-out-bytes",
+        type=int,
+        default=DEFAULT_MAX_OUTPUT_BYTES,
+        metavar="N",
+        help="all the files --out takes from one run, by apparent size (default 512 MiB)",
+    )
+    parser.add_argument(
         "--server",
         metavar="URL",
         help="run in a container on this codeinterp server instead of a local sandbox "
@@ -106,6 +126,8 @@ def _read_uploads(paths: list[str]) -> list[tuple[str, bytes]]:
 def run(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise InvalidRequest("--timeout must be positive")
+    if args.max_file_bytes <= 0 or args.max_out_bytes <= 0:
+        raise InvalidRequest("--max-file-bytes and --max-out-bytes must be positive")
     code = _read_code(args)
     uploads = _read_uploads(args.upload)
     if args.server:
@@ -125,7 +147,7 @@ async def _run(args: argparse.Namespace, code: str, uploads: list[tuple[str, byt
         for name, data in uploads:
             await session.upload(name, data)
         execution = Execution()
-        saver = OutputSaver(args.out)
+        saver = OutputSaver(args.out, args.max_file_bytes, args.max_out_bytes)
         async for event in session.execute(code, args.timeout):
             execution.add(event)
             if not args.json:
@@ -142,12 +164,21 @@ async def _run(args: argparse.Namespace, code: str, uploads: list[tuple[str, byt
 
 
 class OutputSaver:
-    """Writes images and workspace files into the output directory, never outside it."""
+    """Writes images and workspace files into the output directory, never outside it, and
+    workspace files within the budgets."""
 
-    def __init__(self, out: str) -> None:
+    def __init__(
+        self,
+        out: str,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        max_out_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    ) -> None:
         self.out = out
+        self.max_file_bytes = max_file_bytes
+        self.max_out_bytes = max_out_bytes
         self.paths: list[str] = []
         self._images = 0
+        self._copied = 0  # bytes of workspace files written so far
 
     def save_image(self, bundle: dict[str, Any]) -> str | None:
         """Save the image of a MIME bundle, if it has one; returns its path."""
@@ -160,13 +191,42 @@ class OutputSaver:
         return None
 
     async def save_files(self, session: Session, execution: Execution) -> list[str]:
+        names = [change.name for change in execution.files if change.change != "deleted"]
+        sizes = []
+        for name in names:  # sizes as the host sees them, not as the sandbox reported them
+            with await session.open_file(name) as reader:
+                sizes.append((reader.name, reader.size))
+        self.check(sizes)
         saved = []
-        for change in execution.files:
-            if change.change == "deleted":
-                continue
-            data = await session.download(change.name)
-            saved.append(self.write(change.name, data))
+        for name in names:
+            with await session.open_file(name) as reader, self.output(name) as (path, out):
+                async for chunk in reader.chunks():
+                    out.write(chunk)
+            saved.append(path)
         return saved
+
+    def check(self, files: list[tuple[str, int]]) -> None:
+        """Refuse files over the budgets (name, apparent size) before any is written."""
+        for name, size in files:
+            if size > self.max_file_bytes:
+                raise self._over_file(name, size)
+        total = sum(size for _, size in files)
+        if self._copied + total > self.max_out_bytes:
+            raise self._over_total(total)
+
+    @contextlib.contextmanager
+    def output(self, name: str) -> Iterator[tuple[str, _Budgeted]]:
+        """The path of a workspace file in --out and a file to write it to, which counts what
+        is written against the budgets; a file left unfinished is removed."""
+        path = os.path.join(self.out, *clean_relative_path(name))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            with open(path, "wb") as f:
+                yield path, _Budgeted(self, name, f)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
 
     def write(self, name: str, data: bytes) -> str:
         path = os.path.join(self.out, *clean_relative_path(name))
@@ -174,6 +234,39 @@ class OutputSaver:
         with open(path, "wb") as f:
             f.write(data)
         return path
+
+    def _over_file(self, name: str, size: int) -> QuotaExceeded:
+        return QuotaExceeded(
+            f"/mnt/data/{name} is {size} bytes (its apparent size), over the --max-file-bytes "
+            f"budget of {self.max_file_bytes} bytes; files not saved"
+        )
+
+    def _over_total(self, total: int) -> QuotaExceeded:
+        return QuotaExceeded(
+            f"the files the code wrote are {total} bytes in all (apparent sizes), over the "
+            f"--max-out-bytes budget of {self.max_out_bytes} bytes; files not saved"
+        )
+
+
+class _Budgeted:
+    """A file in --out that refuses bytes past either budget (a file that grew after the
+    check)."""
+
+    def __init__(self, saver: OutputSaver, name: str, file: IO[bytes]) -> None:
+        self.saver = saver
+        self.name = name
+        self.file = file
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        saver = self.saver
+        if self.written + len(data) > saver.max_file_bytes:
+            raise saver._over_file(self.name, self.written + len(data))
+        if saver._copied + len(data) > saver.max_out_bytes:
+            raise saver._over_total(saver._copied + len(data))
+        self.file.write(data)
+        self.written += len(data)
+        saver._copied += len(data)
 
 
 def _show(event: Any, saver: OutputSaver) -> None:

@@ -36,7 +36,7 @@ def run_remote(args: argparse.Namespace, code: str, uploads: list[tuple[str, byt
 def _run(box: Container, args: argparse.Namespace, code: str, uploads: list[Any]) -> int:
     for name, data in uploads:
         box.upload(data, name)
-    saver = OutputSaver(args.out)
+    saver = OutputSaver(args.out, args.max_file_bytes, args.max_out_bytes)
     quiet = bool(args.json)
 
     def on_result(result: dict[str, Any]) -> None:
@@ -71,13 +71,22 @@ def _run(box: Container, args: argparse.Namespace, code: str, uploads: list[Any]
 
 
 def _save_files(box: Container, result: RunResult, saver: OutputSaver) -> list[str]:
-    """The files the code created or changed (not the images the server saved for us)."""
+    """The files the code created or changed (not the images the server saved for us),
+    streamed within the saver's budgets (checked first by the sizes the server lists)."""
     saved_images = {r.get("path") for r in result.results}
+    wanted = [
+        change
+        for change in result.files
+        if change["change"] != "deleted" and change["path"] not in saved_images
+    ]
+    listed = {entry["id"]: entry for entry in box.files()} if wanted else {}
+    sizes = [(c["name"], int(listed.get(c["id"], {}).get("bytes") or 0)) for c in wanted]
+    saver.check(sizes)
     saved = []
-    for change in result.files:
-        if change["change"] == "deleted" or change["path"] in saved_images:
-            continue
-        saved.append(saver.write(change["name"], box.download(change["id"])))
+    for change in wanted:
+        with saver.output(change["name"]) as (path, out):
+            box.download_to(change["id"], out)
+        saved.append(path)
     return saved
 
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import httpx2
 
 from codeinterp.client import APIError, AsyncClient, AsyncContainer
-from codeinterp.errors import SandboxError
+from codeinterp.config import DEFAULT_MCP_MAX_FILE_BYTES
+from codeinterp.errors import InvalidRequest, SandboxError
 from codeinterp.sandbox import Sandbox, SandboxConfig, SandboxPolicy, Session
 from codeinterp.sandbox.policy import MEMORY_TIERS
 
@@ -35,12 +36,21 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--server", metavar="URL", help="use a container on this server")
     parser.add_argument("--api-key", help="the server's API key (with --server)")
     parser.add_argument("--memory", choices=list(MEMORY_TIERS), default="1g", help="memory limit")
+    parser.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=DEFAULT_MCP_MAX_FILE_BYTES,
+        metavar="N",
+        help="the largest file download_file returns, by apparent size (default 16 MiB)",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from codeinterp.mcp_tools import build_server  # the mcp SDK, only for this command
 
+    if args.max_file_bytes <= 0:
+        raise InvalidRequest("--max-file-bytes must be positive")
     backend: LocalBackend | ServerBackend
     if args.server:
         backend = ServerBackend(args.server, args.api_key, args.memory)
@@ -57,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             await backend.close()
 
-    asyncio.run(build_server(backend, lifespan=lifespan).run_stdio_async())
+    server = build_server(backend, lifespan=lifespan, max_file_bytes=args.max_file_bytes)
+    asyncio.run(server.run_stdio_async())
     return 0
 
 
@@ -91,8 +102,8 @@ class LocalBackend:
     async def upload(self, key: str, name: str, data: bytes) -> str:
         return await (await self._session(key)).upload(name, data)
 
-    async def download(self, key: str, name: str) -> bytes:
-        return await (await self._session(key)).download(name)
+    async def download(self, key: str, name: str, max_bytes: int) -> bytes:
+        return await (await self._session(key)).download(name, max_bytes)
 
     async def list_files(self, key: str) -> list[dict[str, Any]]:
         listing = await (await self._session(key)).list_files()
@@ -139,8 +150,8 @@ class ServerBackend:
     async def upload(self, key: str, name: str, data: bytes) -> str:
         return str((await (await self._box(key)).upload(data, name))["path"])
 
-    async def download(self, key: str, name: str) -> bytes:
-        return await (await self._box(key)).download(name)
+    async def download(self, key: str, name: str, max_bytes: int) -> bytes:
+        return await (await self._box(key)).download(name, max_bytes)
 
     async def list_files(self, key: str) -> list[dict[str, Any]]:
         return await (await self._box(key)).files()

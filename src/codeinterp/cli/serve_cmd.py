@@ -9,7 +9,7 @@ import socket
 import sys
 from typing import Any
 
-from codeinterp.config import Settings
+from codeinterp.config import Settings, key_fingerprint
 from codeinterp.errors import InvalidRequest
 
 
@@ -30,6 +30,11 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         default=None,
         help="run code with NO isolation (only for trusted code where the sandbox cannot work)",
+    )
+    parser.add_argument(
+        "--seccomp-profile",
+        choices=["deny", "allow"],
+        help="sessions' seccomp profile: the deny-list (default) or the derived allow-list",
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -54,6 +59,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "upstream_base_url": args.upstream_base_url,
         "pool_size": args.pool_size,
         "unsafe_no_sandbox": args.unsafe_no_sandbox,
+        "seccomp_profile": args.seccomp_profile,
     }
     try:
         return Settings(**{k: v for k, v in flags.items() if v is not None})
@@ -77,6 +83,12 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"codeinterp: no API keys configured (CODEINTERP_API_KEYS): accepting any key, "
             f"listening on {settings.host} only",
+            file=sys.stderr,
+        )
+    for entry in settings.key_entries():
+        how = "configured" if entry.named else "its own, derived from the whole key"
+        print(
+            f"codeinterp: API key {key_fingerprint(entry.key)} -> project {entry.project} ({how})",
             file=sys.stderr,
         )
     print(

@@ -70,7 +70,8 @@ class End:
     state_lost: bool = False  # the session was restarted: variables and imports are gone
     signal: int | None = None  # for `killed`: the signal that ended the session, if any
     exit_code: int | None = None  # for `killed`: the exit code, if the process exited
-    truncated: dict[str, int] = field(default_factory=dict)  # stream -> bytes dropped
+    # stdout, stderr, results -> bytes dropped; files -> changes left out of `files`
+    truncated: dict[str, int] = field(default_factory=dict)
     message: str = ""  # why the execution ended as it did, for the statuses without an Error
     type: Literal["end"] = "end"
 
@@ -83,8 +84,6 @@ class Execution:
     """Every event of one execution, gathered."""
 
     status: Status = "ok"
-    stdout: str = ""
-    stderr: str = ""
     results: list[Result] = field(default_factory=list)
     error: Error | None = None
     files: list[FileChange] = field(default_factory=list)
@@ -96,14 +95,25 @@ class Execution:
     truncated: dict[str, int] = field(default_factory=dict)
     message: str = ""
     events: list[Event] = field(default_factory=list)
+    # The text of each stream in pieces, joined when read: an execution can bring thousands.
+    _stdout: list[str] = field(default_factory=list, repr=False)
+    _stderr: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def stdout(self) -> str:
+        return _joined(self._stdout)
+
+    @property
+    def stderr(self) -> str:
+        return _joined(self._stderr)
 
     def add(self, event: Event) -> None:
         self.events.append(event)
         match event:
             case Stdout(text=text):
-                self.stdout += text
+                self._stdout.append(text)
             case Stderr(text=text):
-                self.stderr += text
+                self._stderr.append(text)
             case Result():
                 self.results.append(event)
             case Error():
@@ -144,3 +154,9 @@ class Execution:
             "truncated": self.truncated,
             "message": self.message,
         }
+
+
+def _joined(pieces: list[str]) -> str:
+    if len(pieces) > 1:
+        pieces[:] = ["".join(pieces)]
+    return pieces[0] if pieces else ""

@@ -1,9 +1,11 @@
 """Frames from the kernel, checked before the host believes them.
 
 The kernel runs in the same process as untrusted code, which can write its own frames to the
-session socket. So every frame is treated as input: unknown kinds, missing fields and wrong types
-are dropped or coerced here, never raised into the host, and nothing a frame says can make the
-host report a status outside `STATUSES`.
+session socket. So every JSON frame is checked strictly against its kind: exactly its keys, the
+type of every field. Anything else raises `FrameError` and the session that sent it is
+restarted (see session.py). Nothing a frame says can make the host report a status outside
+`STATUSES`. Sizes are bounded before any of this: by the frame limit (channel.py) and by each
+execution's budgets (session.py).
 """
 
 from __future__ import annotations
@@ -11,10 +13,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .events import Error, FileChange, Result
+from .events import Error, Result
 
 KERNEL_STATUSES = ("ok", "error", "interrupted")
-FILE_CHANGES = ("created", "modified", "deleted")
+RESULT_KINDS = ("execute_result", "display_data")
+STREAMS = ("stdout", "stderr")
+ERROR_PARTS = ("value", "traceback")
+MAX_PARTS = 32  # long values in one result
+MAX_KEY_CHARS = 255  # a MIME type, or a part's key
+MAX_ID = 2**63 - 1
+MAX_COUNT = 2**53
+
+
+_RESULT_KEYS = frozenset({"ev", "id", "type", "data", "metadata"})
+_ERROR_KEYS = frozenset({"ev", "id", "name"})
+_DONE_KEYS = frozenset({"ev", "id", "status", "execution_count", "unsent"})
+_PONG_KEYS = frozenset({"ev", "id"})
+
+
+class FrameError(Exception):
+    """A frame that is not one the kernel sends."""
 
 
 @dataclass(frozen=True)
@@ -23,67 +41,145 @@ class Done:
 
     status: Literal["ok", "error", "interrupted"]
     execution_count: int | None
-    files: tuple[FileChange, ...]
+    unsent: dict[str, int]  # stream -> bytes of output the kernel held back (over the cap)
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+@dataclass(frozen=True)
+class Pong:
+    """The answer to a ping."""
 
 
-def _file_change(item: Any) -> FileChange | None:
-    if not isinstance(item, dict):
-        return None
-    path, name, size, change = (
-        item.get("path"),
-        item.get("name"),
-        item.get("size"),
-        item.get("change"),
-    )
-    if not (isinstance(path, str) and isinstance(name, str) and change in FILE_CHANGES):
-        return None
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        return None
-    return FileChange(path, name, size, change)
+@dataclass(frozen=True)
+class Reply:
+    """A checked frame of one execution (or ping), as the host buffers it."""
+
+    id: int
+    payload: Result | Error | Done | Pong
+    parts: tuple[str, ...] = ()  # keys whose values came as part frames just before this one
 
 
-def _is_json_type(mime: str) -> bool:
+def _check_keys(message: dict[str, Any], required: frozenset[str], optional: set[str]) -> None:
+    keys = message.keys()
+    if keys == required:
+        return
+    missing = required - keys
+    if missing:
+        raise FrameError(f"missing {', '.join(sorted(missing))}")
+    unknown = keys - required - optional
+    if unknown:
+        raise FrameError(f"unknown field {sorted(unknown)[0][:40]!r}")
+
+
+def _count(value: Any, name: str, limit: int = MAX_COUNT) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
+        raise FrameError(f"{name} is not a count")
+    return value
+
+
+def _string(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise FrameError(f"{name} is not a string")
+    return value
+
+
+def _key(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_KEY_CHARS:
+        raise FrameError(f"{name} is not a key of 1 to {MAX_KEY_CHARS} characters")
+    return value
+
+
+def _parts(message: dict[str, Any], allowed: tuple[str, ...] | None) -> tuple[str, ...]:
+    raw = message.get("parts")
+    if raw is None and "parts" not in message:
+        return ()
+    if not isinstance(raw, list) or len(raw) > MAX_PARTS:
+        raise FrameError(f"parts is not a list of at most {MAX_PARTS} keys")
+    parts = tuple(_key(key, "a part's key") for key in raw)
+    if len(set(parts)) != len(parts):
+        raise FrameError("parts names a key twice")
+    if allowed is not None and not set(parts) <= set(allowed):
+        raise FrameError("parts names a field that cannot be a part")
+    return parts
+
+
+def is_json_type(mime: str) -> bool:
     return mime == "application/json" or mime.endswith("+json")
 
 
-def parse_result(frame: dict[str, Any]) -> Result | None:
-    """A rich result, keeping only MIME values of the right type (text, or JSON for JSON types)."""
-    raw = frame.get("data")
+def parse_result(message: dict[str, Any]) -> Reply:
+    """A rich result: MIME values are text, or any JSON for JSON types."""
+    _check_keys(message, _RESULT_KEYS, {"parts"})
+    kind = message["type"]
+    if kind not in RESULT_KINDS:
+        raise FrameError("unknown result type")
+    raw, metadata = message["data"], message["metadata"]
+    if not isinstance(raw, dict) or not isinstance(metadata, dict):
+        raise FrameError("data and metadata must be objects")
+    for mime, value in raw.items():
+        _key(mime, "a MIME type")
+        if not (type(value) is str or is_json_type(mime)):
+            raise FrameError("a MIME value that is not text")
+    parts = _parts(message, None)
+    if parts and any(key in raw for key in parts):
+        raise FrameError("a MIME type both in data and in parts")
+    if not raw and not parts:
+        raise FrameError("a result without data")
+    return Reply(_count(message["id"], "id", MAX_ID), Result(dict(raw), metadata, kind), parts)
+
+
+def parse_error(message: dict[str, Any]) -> Reply:
+    """An exception; `value` and `traceback` are either fields or parts."""
+    _check_keys(message, _ERROR_KEYS, {"value", "traceback", "parts"})
+    parts = _parts(message, ERROR_PARTS)
+    fields = {}
+    for field in ERROR_PARTS:
+        if (field in message) == (field in parts):
+            raise FrameError(f"{field} must be a field or a part, once")
+        if field in message:
+            fields[field] = _string(message[field], field)
+    name = _string(message["name"], "name")
+    error = Error(name or "Error", fields.get("value", ""), fields.get("traceback", ""))
+    return Reply(_count(message["id"], "id", MAX_ID), error, parts)
+
+
+def parse_done(message: dict[str, Any]) -> Reply:
+    _check_keys(message, _DONE_KEYS, set())
+    status, count, unsent = message["status"], message["execution_count"], message["unsent"]
+    if status not in KERNEL_STATUSES:
+        raise FrameError("unknown status")
+    if not isinstance(unsent, dict) or not unsent.keys() <= set(STREAMS):
+        raise FrameError("unsent is not a count per stream")
+    done = Done(
+        status=status,
+        execution_count=None if count is None else _count(count, "execution_count"),
+        unsent={stream: _count(n, "unsent") for stream, n in unsent.items()},
+    )
+    return Reply(_count(message["id"], "id", MAX_ID), done)
+
+
+def parse_pong(message: dict[str, Any]) -> Reply:
+    _check_keys(message, _PONG_KEYS, set())
+    return Reply(_count(message["id"], "id", MAX_ID), Pong())
+
+
+_PARSERS = {"result": parse_result, "error": parse_error, "done": parse_done, "pong": parse_pong}
+
+
+def parse_message(message: dict[str, Any]) -> Reply:
+    """A JSON frame the kernel sends once it serves; FrameError for anything else."""
+    parser = _PARSERS.get(message.get("ev"))  # type: ignore[arg-type]
+    if parser is None:
+        raise FrameError(f"unknown frame kind {str(message.get('ev'))[:40]!r}")
+    return parser(message)
+
+
+def parse_timings(message: dict[str, Any]) -> dict[str, float]:
+    """The jail's step timings from the ready message (milliseconds by step); others dropped."""
+    raw = message.get("timings")
     if not isinstance(raw, dict):
-        return None
-    data = {
-        mime: value
-        for mime, value in raw.items()
-        if isinstance(mime, str) and (isinstance(value, str) or _is_json_type(mime))
+        return {}
+    return {
+        step[:MAX_KEY_CHARS]: float(ms)
+        for step, ms in list(raw.items())[:64]
+        if isinstance(step, str) and isinstance(ms, int | float) and not isinstance(ms, bool)
     }
-    if not data:
-        return None
-    metadata = frame.get("metadata")
-    kind: Literal["execute_result", "display_data"] = (
-        "execute_result" if frame.get("type") == "execute_result" else "display_data"
-    )
-    return Result(data, metadata if isinstance(metadata, dict) else {}, kind)
-
-
-def parse_error(frame: dict[str, Any]) -> Error:
-    return Error(
-        _text(frame.get("name")) or "Error",
-        _text(frame.get("value")),
-        _text(frame.get("traceback")),
-    )
-
-
-def parse_done(frame: dict[str, Any]) -> Done:
-    status = frame.get("status")
-    count = frame.get("execution_count")
-    files = frame.get("files")
-    changes = [_file_change(f) for f in files] if isinstance(files, list) else []
-    return Done(
-        status=status if status in KERNEL_STATUSES else "error",
-        execution_count=count if isinstance(count, int) and not isinstance(count, bool) else None,
-        files=tuple(c for c in changes if c is not None),
-    )

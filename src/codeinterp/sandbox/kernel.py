@@ -3,21 +3,27 @@
 No ZMQ and no threads, so the zygote can build the shell once and fork it into every session.
 Output travels two ways:
 
-- Python's `sys.stdout` and `sys.stderr` send `stream` frames on the session socket, in order with
-  results and errors, so a program's prints, displays and warnings arrive as it made them.
+- Python's `sys.stdout` and `sys.stderr` send output frames on the session socket, in order with
+  results and errors, so a program's prints, displays and warnings arrive as it made them. Past
+  the host's output cap (sent with each execution) they send nothing, and the end of the
+  execution says how much they held back.
 - File descriptors 1 and 2 are pipes read by the host: output of C code and of child processes
   (`!ls`, subprocess) goes there, and the host drains them before it handles each frame.
 
-Messages (host -> kernel): {"op": "execute", "id": int, "code": str} | {"op": "ping", "id": int}
-  | {"op": "warm", "id": int} (answered with a pong)
-Messages (kernel -> host): {"ev": "ready", "timings": {step: ms}} | {"ev": "pong", "id"}
-  | {"ev": "stream", "name": "stdout" | "stderr", "text": str}
+Messages (host -> kernel): {"op": "execute", "id": int, "code": str, "output_cap": int}
+  | {"op": "ping", "id": int} | {"op": "warm", "id": int} (answered with a pong)
+Messages (kernel -> host), framed as channel.py describes:
+  {"ev": "ready", "timings": {step: ms}} | {"ev": "pong", "id"}
+  | output frames (raw UTF-8, stdout or stderr)
   | {"ev": "result", "id", "type": "execute_result" | "display_data", "data": {mime: value},
-     "metadata": {}}
-  | {"ev": "error", "id", "name", "value", "traceback"}
+     "metadata": {}, "parts": [mime, ...]}
+  | {"ev": "error", "id", "name", "value", "traceback", "parts": [...]}
   | {"ev": "done", "id", "status": "ok" | "error" | "interrupted", "execution_count",
-     "files": [...]}
-Frames carry the id of the execution they belong to, so the host can drop stale ones.
+     "unsent": {stream: bytes}}
+String values longer than INLINE_CHARS travel as part frames just before the frame they belong
+to, which names them in `parts` instead of holding them. Frames carry the id of the execution
+they belong to, so the host can drop stale ones. Which files changed is the host's own account
+(it lists the workspace itself), never the kernel's.
 """
 
 from __future__ import annotations
@@ -30,8 +36,8 @@ import os
 import signal
 import socket
 import sys
-import time
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from IPython.core.displayhook import DisplayHook
@@ -39,18 +45,29 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from .channel import recv_message, send_message
+from .channel import (
+    MAX_KERNEL_FRAME,
+    TAG_STDERR,
+    TAG_STDOUT,
+    encode_output,
+    encode_part,
+    part_room,
+    recv_message,
+)
+from .frames import MAX_KEY_CHARS, MAX_PARTS, is_json_type
+from .workspace import diff_workspace as diff_workspace  # the host's; kept importable here
 
 WORKSPACE = "/mnt/data"
 MAX_BUNDLE_BYTES = 8 * 1024 * 1024
-MAX_TRACKED_FILES = 10_000
+INLINE_CHARS = 4096  # longer string values travel as part frames
+MAX_ERROR_CHARS = 1024 * 1024  # of an exception's value or traceback; the middle is cut
+MAX_ERROR_NAME = 200
+LINE_FLUSH_FRAMES = 10_000  # output frames in one execution before output is block-buffered
+_SIGINT = {signal.SIGINT}
 
 PREINSTALLED = (
     "numpy pandas matplotlib scipy scikit-learn Pillow openpyxl pypdf PyPDF2 seaborn sympy"
 )
-
-# Snapshot of the workspace: relative path -> (size, mtime_ns, inode)
-Snapshot = dict[str, tuple[int, int, int]]
 
 
 def _jsonable_bundle(data: dict[str, Any]) -> dict[str, Any]:
@@ -62,10 +79,12 @@ def _jsonable_bundle(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class ChannelStream(io.TextIOBase):
-    """sys.stdout / sys.stderr of the session: line-buffered text sent as `stream` frames.
+    """sys.stdout / sys.stderr of the session: line-buffered text sent as output frames.
 
-    In a process forked by user code (where the kernel must stay silent) it writes to its file
-    descriptor instead, which the host also reads.
+    Past LINE_FLUSH_FRAMES frames in one execution it flushes only every FLUSH_AT characters
+    (and before any other frame): a loop printing a million short lines makes a few hundred
+    frames, not a million. In a process forked by user code (where the kernel must stay silent)
+    it writes to its file descriptor instead, which the host also reads.
     """
 
     FLUSH_AT = 8192
@@ -95,7 +114,7 @@ class ChannelStream(io.TextIOBase):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         self._parts.append(text)
         self._size += len(text)
-        if "\n" in text or self._size >= self.FLUSH_AT:
+        if self._size >= self.FLUSH_AT or ("\n" in text and _line_flush()):
             self.flush()
         return len(text)
 
@@ -109,7 +128,12 @@ class ChannelStream(io.TextIOBase):
         if kernel is None:
             os.write(self._fd, text.encode("utf-8", "replace"))
         else:
-            kernel.send_frame({"ev": "stream", "name": self.stream_name, "text": text})
+            kernel.send_output(self.stream_name, text)
+
+
+def _line_flush() -> bool:
+    kernel = Kernel.current
+    return kernel is None or kernel.output_frames < LINE_FLUSH_FRAMES
 
 
 class _HostPublisher(DisplayPublisher):
@@ -211,48 +235,6 @@ def build_shell() -> SandboxShell:
     return shell
 
 
-def snapshot_workspace(root: str = WORKSPACE) -> Snapshot:
-    """Every regular file under `root` (symbolic links are listed, never followed)."""
-    found: Snapshot = {}
-    stack = [""]
-    while stack and len(found) < MAX_TRACKED_FILES:
-        relative = stack.pop()
-        try:
-            entries = list(os.scandir(os.path.join(root, relative)))
-        except OSError:
-            continue
-        for entry in entries:
-            path = f"{relative}/{entry.name}" if relative else entry.name
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(path)
-            else:
-                found[path] = (st.st_size, st.st_mtime_ns, st.st_ino)
-    return found
-
-
-def diff_workspace(
-    before: Snapshot, after: Snapshot, root: str = WORKSPACE
-) -> list[dict[str, Any]]:
-    """Files created, modified or deleted between two snapshots, sorted by path."""
-    changes: list[dict[str, Any]] = []
-    for name, meta in after.items():
-        if name not in before:
-            change = "created"
-        elif before[name] != meta:
-            change = "modified"
-        else:
-            continue
-        changes.append({"path": f"{root}/{name}", "name": name, "size": meta[0], "change": change})
-    for name in before.keys() - after.keys():
-        changes.append({"path": f"{root}/{name}", "name": name, "size": 0, "change": "deleted"})
-    changes.sort(key=lambda c: str(c["path"]))
-    return changes
-
-
 class _ShellState:
     """What an execution changes in the shell, saved so that it can be put back."""
 
@@ -289,6 +271,19 @@ class _ShellState:
         hook._, hook.__, hook.___ = self.output_names
 
 
+def _request_id(message: dict[str, Any]) -> int:
+    value = message.get("id")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _clip(text: str) -> str:
+    """At most MAX_ERROR_CHARS: the start and the end, with the middle cut out."""
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    half = MAX_ERROR_CHARS // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
+
+
 class _Discard:
     """Stands in for the session socket during the warm-up: its frames reach nobody."""
 
@@ -310,6 +305,19 @@ class Kernel:
         self.pid = os.getpid()
         self._error: dict[str, str] | None = None
         self._execution_id = 0
+        # Output is counted per execution: past the host's cap it is not sent at all.
+        self._output_cap = sys.maxsize
+        self._output_sent = {"stdout": 0, "stderr": 0}
+        self._output_unsent = {"stdout": 0, "stderr": 0}
+        self.output_frames = 0
+        # One frame (or one result with its parts) at a time, whichever thread sends it. While
+        # code runs, the main thread blocks SIGINT as it sends (the host interrupts the main
+        # thread only), so an interrupt never cuts a frame or a run of frames short.
+        self._send_lock = threading.RLock()
+        self._main_thread = threading.get_ident()
+        self._sending = 0
+        self._interruptible = False  # code is running: SIGINT raises KeyboardInterrupt
+        self._output_deferred: list[tuple[str, str]] = []  # printed by a handler mid-send
         Kernel.current = self
         # Code that forks without exec runs on in a copy of this kernel: that copy must never
         # speak on the channel (see `execute`).
@@ -321,40 +329,156 @@ class Kernel:
 
     # -- output -----------------------------------------------------------------------------
 
+    def _send_frames(self, frames: Iterable[bytes]) -> None:
+        """Send a run of frames, which no interrupt cuts short (a frame sent in part would
+        break the channel): SIGINT, blocked meanwhile, lands once they are all sent."""
+        main = threading.get_ident() == self._main_thread
+        with self._send_lock:
+            block = main and self._interruptible and not self._sending
+            if block:
+                mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGINT)
+            if main:
+                self._sending += 1
+            try:
+                for frame in frames:
+                    self.sock.sendall(frame)
+            finally:
+                if main:
+                    self._sending -= 1
+                if block:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if main and not self._sending:
+            while self._output_deferred:
+                self.send_output(*self._output_deferred.pop(0))
+
+    @staticmethod
+    def _encode(message: dict[str, Any]) -> bytes:
+        try:
+            body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # a lone surrogate: escape it as JSON does
+            body = json.dumps(message, separators=(",", ":")).encode()
+        return len(body).to_bytes(4, "big") + body
+
     def send(self, message: dict[str, Any]) -> None:
         """Send a frame after any text still buffered in stdout and stderr."""
         sys.stdout.flush()
         sys.stderr.flush()
-        send_message(self.sock, message)
+        self.send_frame(message)
 
     def send_frame(self, message: dict[str, Any]) -> None:
-        send_message(self.sock, message)
+        self._send_frames((self._encode(message),))
+
+    def send_output(self, name: str, text: str) -> None:
+        """Text written to sys.stdout or sys.stderr, as raw output frames, up to the cap."""
+        if self._sending and threading.get_ident() == self._main_thread:
+            # A signal handler that prints while the main thread is part way through a frame:
+            # the text follows once that frame is whole.
+            self._output_deferred.append((name, text))
+            return
+        data = text.encode("utf-8", "backslashreplace")
+        room = self._output_cap - self._output_sent[name]
+        if len(data) > room:
+            self._output_unsent[name] += len(data) - max(room, 0)
+            data = data[: max(room, 0)]
+        if not data:
+            return
+        self._output_sent[name] += len(data)
+        self.output_frames += 1
+        tag = TAG_STDOUT if name == "stdout" else TAG_STDERR
+        step = MAX_KERNEL_FRAME - 1
+        if len(data) <= step:
+            self._send_frames((encode_output(tag, data),))
+        else:
+            self._send_frames(
+                encode_output(tag, data[i : i + step]) for i in range(0, len(data), step)
+            )
+
+    def _send_with_parts(self, frame: bytes, parts: dict[str, str]) -> None:
+        """Send each long value as part frames, then `frame`, which names them."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Encoded before the first frame goes: once a run has started, only a broken socket
+        # may stop it, never a MemoryError half way.
+        encoded = [(k.encode(), v.encode("utf-8", "backslashreplace")) for k, v in parts.items()]
+
+        def frames() -> Iterator[bytes]:
+            for name, data in encoded:
+                room = part_room(name)
+                for start in range(0, len(data), room):
+                    yield encode_part(name, data[start : start + room])
+            yield frame
+
+        self._send_frames(frames() if parts else (frame,))
 
     def send_result(self, kind: str, data: dict[str, Any], metadata: Any) -> None:
-        bundle = _jsonable_bundle(data)
-        message = {
+        bundle = {
+            mime: value
+            for mime, value in _jsonable_bundle(data).items()
+            if isinstance(mime, str)
+            and 0 < len(mime) <= MAX_KEY_CHARS
+            and (isinstance(value, str) or is_json_type(mime))
+        }
+        message: dict[str, Any] = {
             "ev": "result",
             "id": self._execution_id,
             "type": kind,
             "data": bundle,
-            "metadata": metadata or {},
+            "metadata": metadata if isinstance(metadata, dict) else {},
         }
         try:
             size = len(json.dumps(message))
         except (TypeError, ValueError):
             text = data.get("text/plain", "")
             message["data"], message["metadata"], size = {"text/plain": str(text)}, {}, 0
+        if not message["data"]:
+            return  # nothing the host could show
         if size > MAX_BUNDLE_BYTES:
             message["data"] = {
                 "text/plain": f"[output of {size} bytes dropped: over the "
                 f"{MAX_BUNDLE_BYTES // (1024 * 1024)} MiB limit for one result]"
             }
             message["metadata"] = {}
-        self.send(message)
+        # Long text moves to part frames; then, while the frame is still too large, all text,
+        # the metadata and the values that are JSON (not text) in turn; at worst, a marker.
+        values: dict[str, Any] = message["data"]
+        parts: dict[str, str] = {}
+
+        def to_parts(longer_than: int) -> None:
+            for mime in [m for m, v in values.items() if isinstance(v, str)]:
+                if len(values[mime]) > longer_than and len(parts) < MAX_PARTS:
+                    parts[mime] = values.pop(mime)
+
+        to_parts(INLINE_CHARS)
+        for shrink in ("text", "metadata", "json", "all"):
+            frame = self._encode({**message, "parts": list(parts)} if parts else message)
+            if len(frame) <= MAX_KERNEL_FRAME and (values or parts):
+                break
+            if shrink == "text":
+                to_parts(0)
+            elif shrink == "metadata":
+                message["metadata"] = {}
+            elif shrink == "json":
+                for mime in [m for m, v in values.items() if not isinstance(v, str)]:
+                    del values[mime]
+            else:
+                parts.clear()
+                message["data"] = {"text/plain": "[output dropped: too large to send]"}
+                frame = self._encode(message)
+        self._send_with_parts(frame, parts)
 
     def report_error(self, name: str, value: str, traceback: str) -> None:
         self._error = {"name": name, "value": value, "traceback": traceback}
-        self.send({"ev": "error", "id": self._execution_id, **self._error})
+        fields = {"value": _clip(value), "traceback": _clip(traceback)}
+        parts = {key: text for key, text in fields.items() if len(text) > INLINE_CHARS}
+        message: dict[str, Any] = {
+            "ev": "error",
+            "id": self._execution_id,
+            "name": name[:MAX_ERROR_NAME],
+        }
+        message.update((key, text) for key, text in fields.items() if key not in parts)
+        if parts:
+            message["parts"] = list(parts)
+        self._send_with_parts(self._encode(message), parts)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -366,7 +490,7 @@ class Kernel:
         self.send({"ev": "ready", "timings": timings or {}})
         handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "execute": self.execute,
-            "ping": lambda message: self.send({"ev": "pong", "id": message.get("id")}),
+            "ping": lambda message: self.send({"ev": "pong", "id": _request_id(message)}),
             "warm": self.warm,
         }
         while True:
@@ -375,7 +499,15 @@ class Kernel:
                 return
             handler = handlers.get(message.get("op", ""))
             if handler is None:
-                self.send({"ev": "done", "status": "error", "execution_count": None, "files": []})
+                self.send(
+                    {
+                        "ev": "done",
+                        "id": _request_id(message),
+                        "status": "error",
+                        "execution_count": None,
+                        "unsent": {},
+                    }
+                )
                 continue
             handler(message)
 
@@ -396,18 +528,22 @@ class Kernel:
             saved.restore()
             self._error = None
             self._execution_id = 0
-        self.send({"ev": "pong", "id": message.get("id")})
+        self.send({"ev": "pong", "id": _request_id(message)})
 
     def execute(self, message: dict[str, Any]) -> None:
         code = str(message.get("code", ""))
-        self._execution_id = int(message.get("id", 0))
-        before = snapshot_workspace(self.workspace)
+        self._execution_id = _request_id(message)
+        cap = message.get("output_cap")
+        self._output_cap = cap if isinstance(cap, int) and cap >= 0 else sys.maxsize
+        self._output_sent = {"stdout": 0, "stderr": 0}
+        self._output_unsent = {"stdout": 0, "stderr": 0}
+        self.output_frames = 0
         self._error = None
         interrupted = False
-        started = time.perf_counter()
         count = self.shell.execution_count
         try:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            self._interruptible = True
             result = self.shell.run_cell(code, store_history=True)
             count = result.execution_count
             self._forget_history_cache()
@@ -415,6 +551,7 @@ class Kernel:
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            self._interruptible = False
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         if os.getpid() != self.pid:
             os._exit(0)  # a fork of the kernel made by user code: its cell is over, so is it
@@ -430,9 +567,8 @@ class Kernel:
                 "ev": "done",
                 "id": self._execution_id,
                 "status": status,
-                "execution_count": count,
-                "files": diff_workspace(before, snapshot_workspace(self.workspace), self.workspace),
-                "kernel_ms": (time.perf_counter() - started) * 1000,
+                "execution_count": count if isinstance(count, int) and count >= 0 else None,
+                "unsent": {k: v for k, v in self._output_unsent.items() if v},
             }
         )
 

@@ -7,6 +7,14 @@ cgroup, and the execution's `End` says that state was lost.
 One execution runs at a time (a lock serialises them). While it runs, three sources feed one
 ordered buffer: the stdout pipe, the stderr pipe and the framed channel. Pipes are drained before
 each channel frame is handled, so output and results keep the order the code produced them in.
+
+Untrusted code shares the kernel's process, so every frame is hostile input (channel.py,
+frames.py). The host reads one session's channel within bounds: frames of at most
+MAX_KERNEL_FRAME bytes, each checked strictly, any other ending the session; nothing kept from
+frames written while no execution runs; per execution, budgets for output and results past
+which data is dropped with a marker; and a share of the server's CPU (`KernelProcess._charge`),
+measured frame by frame, past which the reader pauses so the kernel waits. Which files changed
+is listed by the host from the workspace itself.
 """
 
 from __future__ import annotations
@@ -14,30 +22,55 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from codeinterp.errors import Conflict, SessionClosed, SessionDied
 
 from . import frames
 from .cgroups import SessionCgroup
-from .channel import ProtocolError, encode, read_frame, read_message
-from .events import End, Event, Execution, Status, Stderr, Stdout
+from .channel import (
+    JSON_START,
+    MAX_KERNEL_FRAME,
+    TAG_PART,
+    TAG_STDERR,
+    TAG_STDOUT,
+    ProtocolError,
+    decode_object,
+    encode,
+    read_message,
+    read_size,
+    split_part,
+)
+from .events import End, Error, Event, Execution, FileChange, Result, Status, Stderr, Stdout
+from .frames import Done, FrameError, Pong, Reply
 from .policy import SandboxPolicy
-from .workspace import Workspace, WorkspaceFile
+from .workspace import FileReader, Snapshot, Workspace, WorkspaceFile, diff_workspace
 from .zygote_client import SpawnedProcess
 
 log = logging.getLogger("codeinterp.sandbox")
 
 READ_CHUNK = 65536
-FRAME_KINDS = ("result", "error", "done", "pong")
 MAX_PENDING_FRAMES = 64
+MAX_REPORTED_CHANGES = 1000  # files listed in one End; the rest are counted in `truncated`
+INLINE_SNAPSHOT_INODES = 16  # a workspace this small is listed on the event loop, not in a thread
+
+# What one session's channel may cost the server, in host CPU seconds: measured for each frame
+# handled, plus an estimate for reading its bytes (see KernelProcess._charge).
+EXECUTION_CPU = 0.25  # per execution, at full speed
+FLOOD_SHARE = 0.1  # past that, at most this share of one CPU: the reader pauses in between
+IDLE_CPU = 0.02  # for frames written while nothing runs, refilled at IDLE_REFILL; past it the
+IDLE_REFILL = 0.01  # session is killed (CPU seconds per second)
+SLICE_CPU = 0.002  # work in a row on one channel before the other sessions get the event loop
+READ_COST_PER_BYTE = 1.5e-9  # seconds: the transport's copy and the reader's, not measured
+READ_COST_PER_FRAME = 10e-6
 
 
 @dataclass
@@ -49,6 +82,8 @@ class SessionStats:
     workspace_bytes: int
     executions: int
     restarts: int
+    # Frames the kernel wrote to its channel while no code ran: dropped unread.
+    idle_frames_dropped: int = 0
 
 
 class _Exited:
@@ -56,7 +91,37 @@ class _Exited:
 
 
 _EXITED = _Exited()
-Item = tuple[str, str] | dict[str, Any] | _Exited
+
+
+class _Output:
+    """Text of one stream. While the consumer is behind, the pieces that follow join the item
+    still waiting, so many small writes make few events, not one each."""
+
+    __slots__ = ("_pieces", "stream")
+
+    def __init__(self, stream: str, text: str) -> None:
+        self.stream = stream
+        self._pieces = [text]
+
+    def add(self, text: str) -> None:
+        # Merge while the newest piece is the longer: the list stays short and each character
+        # is copied a few times at most (as many as the list has halvings).
+        pieces = self._pieces
+        pieces.append(text)
+        while len(pieces) > 1 and len(pieces[-1]) >= len(pieces[-2]):
+            last = pieces.pop()
+            pieces[-1] += last
+
+    @property
+    def text(self) -> str:
+        return "".join(self._pieces)
+
+
+Item = _Output | Reply | _Exited
+
+
+class _Flood(Exception):
+    """Frames written while no code runs, past what the host allows for them."""
 
 
 class KernelProcess:
@@ -71,8 +136,26 @@ class KernelProcess:
         self.output_cap = output_cap
         self.results_cap = results_cap
         self.execution_id = 0  # frames of any other execution are stale and dropped
-        self.active = False  # an execution (or ping) is waiting for its frames
+        # What the channel may bring now: an execution's frames, a ping's answer, or nothing
+        # (frames written while nothing runs are dropped unread, and counted).
+        self.expecting: Literal["execute", "ping"] | None = None
         self.results_bytes = 0
+        # Long values of the next result or error, arriving as part frames: key -> decoder and
+        # the text so far (dropped, keys kept, once the results budget is spent).
+        self._parts: dict[str, tuple[codecs.IncrementalDecoder, list[str]]] = {}
+        self._parts_bytes = 0
+        self._parts_dropped = False
+        # The host CPU this channel may still use (see _charge).
+        self._credit = EXECUTION_CPU
+        self._idle_credit = IDLE_CPU
+        self._idle_since = time.monotonic()
+        self._debt = 0.0  # seconds to pause before reading on
+        self._slice = 0.0  # seconds of work since the event loop last had a turn
+        self.cpu_seconds = 0.0  # charged to this channel so far
+        self.idle_frames_dropped = 0
+        self.idle_bytes_dropped = 0
+        self.violation: str | None = None  # why the host killed this kernel, if it did
+        self._failure_logged = False
         self.exit_status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._buffer: deque[Item] = deque()
         self._has_items = asyncio.Event()
@@ -105,17 +188,19 @@ class KernelProcess:
         assert self._reader is not None
         async with asyncio.timeout(timeout):
             message = await read_message(self._reader)
-        if message is not None and isinstance(message.get("timings"), dict):
-            self.start_timings = message["timings"]
+        if message is not None:
+            self.start_timings = frames.parse_timings(message)
         if message is None or message.get("ev") != "ready":
-            detail = str(message.get("error")) if message else "the session exited while starting"
+            detail = (
+                str(message.get("error"))[:4000] if message else "the session exited while starting"
+            )
             if message is None:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1):
                         status = await asyncio.shield(self.exit_status)
                     detail += f" (wait status {status})"
             self._drain_pipe("stderr")
-            stderr = "".join(i[1] for i in self._buffer if isinstance(i, tuple))
+            stderr = "".join(i.text for i in self._buffer if isinstance(i, _Output))
             raise SessionDied(
                 f"session failed to start: {detail}" + (f"\n{stderr}" if stderr else "")
             )
@@ -123,14 +208,20 @@ class KernelProcess:
 
     # -- output buffering -----------------------------------------------------------------------
 
-    def start_execution(self) -> int:
-        """A new execution id, with fresh output counters."""
-        self.active = True
+    def start_execution(self, expecting: Literal["execute", "ping"] = "execute") -> int:
+        """A new execution id, with fresh output counters and budgets."""
+        self.expecting = expecting
         self.execution_id += 1
         self.sent = {"stdout": 0, "stderr": 0}
         self.dropped = {"stdout": 0, "stderr": 0, "results": 0}
         self.results_bytes = 0
+        self._parts, self._parts_bytes, self._parts_dropped = {}, 0, False
+        self._credit, self._debt = EXECUTION_CPU, 0.0
         return self.execution_id
+
+    def _stop_expecting(self) -> None:
+        self.expecting = None
+        self._idle_credit, self._idle_since = IDLE_CPU, time.monotonic()
 
     def _push(self, item: Item) -> None:
         self._buffer.append(item)
@@ -151,7 +242,7 @@ class KernelProcess:
                 return
             self._accept_output(stream, data, "pipe")
 
-    def _accept_output(self, stream: str, data: bytes, source: str) -> None:
+    def _accept_output(self, stream: str, data: bytes | memoryview, source: str) -> None:
         """Count output against the cap; keep what fits, drop the rest with one marker."""
         room = self.output_cap - self.sent[stream]
         if room <= 0:
@@ -167,61 +258,219 @@ class KernelProcess:
             text += decoder.decode(b"", final=True)
             text += f"\n[{stream} truncated: over the {self.output_cap} byte limit]\n"
         if text:
-            self._push((stream, text))
+            last = self._buffer[-1] if self._buffer else None
+            if isinstance(last, _Output) and last.stream == stream:
+                last.add(text)
+            else:
+                self._push(_Output(stream, text))
 
     def _accept_result(self, size: int) -> bool:
         """Count a result against the cap; past it, results are dropped with one marker."""
         if self.results_bytes + size <= self.results_cap:
             self.results_bytes += size
             return True
+        self._drop_result(size)
+        return False
+
+    def _drop_result(self, size: int) -> None:
         if not self.dropped["results"]:
             limit = self.results_cap // (1024 * 1024)
-            self._push(
-                {
-                    "ev": "result",
-                    "id": self.execution_id,
-                    "type": "display_data",
-                    "data": {
-                        "text/plain": f"[results truncated: over the {limit} MiB limit "
-                        "for one execution]"
-                    },
-                }
-            )
+            marker = f"[results truncated: over the {limit} MiB limit for one execution]"
+            self._push(Reply(self.execution_id, Result({"text/plain": marker})))
             self._frames += 1
         self.dropped["results"] += size
-        return False
 
     async def _pump_channel(self) -> None:
         assert self._reader is not None
+        reader = self._reader
         try:
             while True:
-                message, size = await read_frame(self._reader)
+                size = await read_size(reader)
                 self._drain_pipe("stdout")
                 self._drain_pipe("stderr")
-                if message is None:
+                if size is None:
                     break
-                if message.get("ev") == "stream":
-                    stream = "stderr" if message.get("name") == "stderr" else "stdout"
-                    self._accept_output(stream, str(message.get("text", "")).encode(), "frame")
+                if self.expecting is None or size > MAX_KERNEL_FRAME:
+                    await self._skip(size)
                     continue
-                kind = message.get("ev")
-                if kind not in FRAME_KINDS or message.get("id") != self.execution_id:
-                    continue  # stale, forged without the current id, or of no known kind
-                if not self.active:
-                    continue  # between executions nothing but output is expected
-                if kind in ("result", "error") and not self._accept_result(size):
-                    continue  # every rich frame counts against one budget per execution
-                if kind in ("done", "pong"):
-                    self.active = False
-                self._frames += 1
-                self._push(message)
+                body = await reader.readexactly(size)
+                started = time.thread_time()
+                self._handle(body)
+                spent = time.thread_time() - started
+                pause = self._charge(spent + READ_COST_PER_FRAME + size * READ_COST_PER_BYTE)
+                if pause is not None:
+                    await asyncio.sleep(pause)
                 if self._frames >= MAX_PENDING_FRAMES:
                     self._has_room.clear()
                     await self._has_room.wait()
-        except (ProtocolError, OSError, ValueError, RecursionError):
-            pass  # a broken or hostile channel ends the session like a dead one
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            pass  # the kernel died part way through a frame
+        except (ProtocolError, FrameError) as exc:
+            self._violated(f"it wrote an invalid frame to its channel ({exc})")
+        except _Flood as exc:
+            self._violated(str(exc))
+        except (OSError, ValueError, RecursionError):
+            pass  # a broken channel ends the session like a dead one
         finally:
             self._push(_EXITED)
+
+    def _violated(self, reason: str) -> None:
+        """Kill the kernel for what it wrote to the channel; the session restarts and says so."""
+        self.violation = reason
+        log.warning("session process %s: %s; killing it", self.pid, reason)
+        self.kill()
+
+    async def _skip(self, size: int) -> None:
+        """Read a frame's body in slices and drop it undecoded: written while nothing runs, or
+        over the frame limit. Only a JSON frame may be too large (it then counts as results
+        dropped); any other is not a frame the kernel writes."""
+        assert self._reader is not None
+        expecting, first = self.expecting, True
+        remaining = size
+        pause = self._charge(READ_COST_PER_FRAME)
+        while remaining or pause is not None:
+            if pause is not None:
+                await asyncio.sleep(pause)
+            if not remaining:
+                break
+            chunk = min(remaining, READ_CHUNK)
+            data = await self._reader.readexactly(chunk)
+            remaining -= chunk
+            if first and expecting is not None and data[0] != JSON_START:
+                raise ProtocolError(f"a frame of {size} bytes that is not JSON")
+            first = False
+            pause = self._charge(chunk * READ_COST_PER_BYTE)
+        if expecting == "execute":
+            self._drop_result(size)
+        else:
+            self.idle_frames_dropped += 1
+            self.idle_bytes_dropped += size
+
+    def _charge(self, seconds: float) -> float | None:
+        """Count host CPU against this channel's allowance; how long the reader must pause
+        before it reads on (None: not at all).
+
+        During an execution the channel has EXECUTION_CPU at full speed, then FLOOD_SHARE of
+        one CPU: after each frame past the allowance the reader pauses for the time that keeps
+        it to that share, so a flooding kernel blocks on its own socket. While nothing runs it
+        has IDLE_CPU, refilled slowly; a kernel that goes past it is killed. Either way, after
+        SLICE_CPU of work in a row the reader lets the event loop run other sessions.
+        """
+        self.cpu_seconds += seconds
+        if self.expecting is None:
+            now = time.monotonic()
+            refill = (now - self._idle_since) * IDLE_REFILL
+            self._idle_credit = min(IDLE_CPU, self._idle_credit + refill) - seconds
+            self._idle_since = now
+            if self._idle_credit < 0:
+                raise _Flood(
+                    f"it wrote {self.idle_frames_dropped} frames ({self.idle_bytes_dropped} "
+                    "bytes) to its channel while no code was running"
+                )
+        else:
+            self._credit -= seconds
+            if self._credit < 0:
+                self._debt -= self._credit * (1 / FLOOD_SHARE - 1)
+                self._credit = 0.0
+        self._slice += seconds
+        if self._debt >= 0.001 or self._slice >= SLICE_CPU:
+            pause, self._debt, self._slice = self._debt, 0.0, 0.0
+            return pause
+        return None
+
+    def _handle(self, body: bytes) -> None:
+        """One frame of at most MAX_KERNEL_FRAME bytes, while an execution or ping waits."""
+        kind = body[0] if body else None
+        if kind == JSON_START:
+            message = decode_object(body)
+            if message.get("ev") == "failed":  # the kernel's last words: it exits next
+                if not self._failure_logged:
+                    self._failure_logged = True
+                    log.warning("session process %s failed: %.500s", self.pid, message)
+                return
+            self._accept_reply(frames.parse_message(message), len(body))
+        elif kind in (TAG_STDOUT, TAG_STDERR):
+            if self.expecting == "execute":
+                stream = "stdout" if kind == TAG_STDOUT else "stderr"
+                self._accept_output(stream, memoryview(body)[1:], "frame")
+            else:
+                self.idle_frames_dropped += 1
+                self.idle_bytes_dropped += len(body)
+        elif kind == TAG_PART:
+            key, data = split_part(body)
+            if self.expecting == "execute":
+                self._accept_part(key, data, len(body))
+            else:
+                self.idle_frames_dropped += 1
+                self.idle_bytes_dropped += len(body)
+        else:
+            raise ProtocolError("a frame of no known kind")
+
+    def _accept_part(self, key: str, data: memoryview, size: int) -> None:
+        entry = self._parts.get(key)
+        if entry is None:
+            if len(self._parts) >= frames.MAX_PARTS:
+                raise FrameError(f"more than {frames.MAX_PARTS} long values in one result")
+            entry = self._parts[key] = (codecs.getincrementaldecoder("utf-8")("replace"), [])
+        self._parts_bytes += size
+        if self._parts_dropped:
+            return
+        if self.results_bytes + self._parts_bytes > self.results_cap:
+            self._parts_dropped = True  # no room: drop the text, keep the keys to check
+            for _, texts in self._parts.values():
+                texts.clear()
+            return
+        entry[1].append(entry[0].decode(data))
+
+    def _take_parts(self, keys: tuple[str, ...]) -> tuple[dict[str, str] | None, int]:
+        """The long values a result or error frame names, and their size on the channel; None
+        for the values if they were dropped. They must be exactly the parts that came."""
+        if not keys and not self._parts:
+            return {}, 0
+        if set(keys) != self._parts.keys():
+            raise FrameError("the parts a frame names are not the parts that came before it")
+        values = None
+        if not self._parts_dropped:
+            values = {
+                key: "".join(texts) + decoder.decode(b"", final=True)
+                for key, (decoder, texts) in self._parts.items()
+            }
+        size = self._parts_bytes
+        self._parts, self._parts_bytes, self._parts_dropped = {}, 0, False
+        return values, size
+
+    def _accept_reply(self, reply: Reply, size: int) -> None:
+        payload = reply.payload
+        if self.expecting == "ping":
+            if isinstance(payload, Pong) and reply.id == self.execution_id:
+                self._stop_expecting()
+                self._push_reply(reply)
+            return  # nothing else belongs to a ping
+        if reply.id != self.execution_id or isinstance(payload, Pong):
+            # Stale (a thread of an earlier execution), or forged without the current id:
+            # dropped, and with it any parts that came before it.
+            self._parts, self._parts_bytes, self._parts_dropped = {}, 0, False
+            return
+        values, parts_size = self._take_parts(reply.parts)
+        if isinstance(payload, Done):
+            for stream, count in payload.unsent.items():
+                self.dropped[stream] += count  # held back by the kernel, past the cap
+            self._stop_expecting()
+        elif values is None or not self._accept_result(size + parts_size):
+            if values is None:
+                self._drop_result(size + parts_size)
+            return  # every rich frame counts against one budget per execution
+        elif isinstance(payload, Result):
+            payload.data.update(values)
+        elif isinstance(payload, Error):
+            value = values.get("value", payload.value)
+            error = Error(payload.name, value, values.get("traceback", payload.traceback))
+            reply = replace(reply, payload=error)
+        self._push_reply(reply)
+
+    def _push_reply(self, reply: Reply) -> None:
+        self._frames += 1
+        self._push(reply)
 
     async def next_item(self, timeout: float | None) -> Item | None:
         """The next buffered item, or None when `timeout` seconds pass first."""
@@ -235,7 +484,7 @@ class KernelProcess:
             except TimeoutError:
                 return None
         item = self._buffer.popleft()
-        if isinstance(item, dict):
+        if isinstance(item, Reply):
             self._frames -= 1
             if self._frames < MAX_PENDING_FRAMES:
                 self._has_room.set()
@@ -245,7 +494,7 @@ class KernelProcess:
         """Return items taken out of order to the front of the buffer."""
         for item in reversed(items):
             self._buffer.appendleft(item)
-            if isinstance(item, dict):
+            if isinstance(item, Reply):
                 self._frames += 1
         if items:
             self._has_items.set()
@@ -262,9 +511,11 @@ class KernelProcess:
         return self.pid
 
     def interrupt(self) -> None:
+        """SIGINT to the REPL's main thread (never another thread of the code): the kernel
+        holds it off while it sends a frame, so no frame is ever cut short."""
         if not self.exit_status.done():
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGINT)
+                _interrupt_thread(self.pid)
 
     def kill(self) -> None:
         """SIGKILL the namespace's init: the kernel then kills every process in the session."""
@@ -298,6 +549,20 @@ class KernelProcess:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 await asyncio.shield(self.exit_status)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _interrupt_thread(pid: int) -> None:
+    """SIGINT to the main thread of process `pid` (tgkill), or to the process if the C library
+    has no tgkill."""
+    tgkill = getattr(_libc, "tgkill", None)
+    if tgkill is None:
+        os.kill(pid, signal.SIGINT)
+    elif tgkill(pid, pid, signal.SIGINT) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))  # ProcessLookupError for ESRCH
 
 
 def _describe_exit(status: int) -> tuple[int | None, int | None]:
@@ -341,6 +606,7 @@ class Session:
         self._interrupt_requested = False
         self._closed = False
         self._background: set[asyncio.Task[None]] = set()
+        self._idle_frames_dropped = 0  # by the processes before this one
 
     @property
     def closed(self) -> bool:
@@ -351,6 +617,7 @@ class Session:
 
     async def _restart(self) -> None:
         if self.process is not None:
+            self._idle_frames_dropped += self.process.idle_frames_dropped
             await self.process.close()
         self.process = None
         if self._closed:
@@ -411,9 +678,9 @@ class Session:
                 await self._restart()
                 return
             if (
-                isinstance(item, dict)
-                and item.get("ev") == "done"
-                and (item.get("id") == process.execution_id)
+                isinstance(item, Reply)
+                and isinstance(item.payload, Done)
+                and item.id == process.execution_id
             ):
                 return
         await self._restart()
@@ -425,6 +692,8 @@ class Session:
         if self.process is not None and self.process.exit_status.done():
             sig, code_ = _describe_exit(self.process.exit_status.result())
             how = f"was killed by signal {sig}" if sig else f"exited with code {code_}"
+            if self.process.violation:
+                how = f"was killed because {self.process.violation}"
             lost_while_idle = (
                 f"the session's interpreter {how} while idle and was restarted before this "
                 "execution; its earlier state was lost"
@@ -433,6 +702,7 @@ class Session:
             await self._restart()
         process = self.process
         assert process is not None
+        before = await self._snapshot()
         started = time.monotonic()
         self.last_used = started
         self.executions += 1
@@ -455,7 +725,14 @@ class Session:
             # Bounded too: a kernel that stopped reading its channel must not hang the caller.
             send_limit = None if deadline is None else max(0.1, deadline - time.monotonic())
             async with asyncio.timeout(send_limit):
-                await process.send({"op": "execute", "id": execution_id, "code": code})
+                await process.send(
+                    {
+                        "op": "execute",
+                        "id": execution_id,
+                        "code": code,
+                        "output_cap": process.output_cap,
+                    }
+                )
         except (TimeoutError, ConnectionError):
             process.kill()
             await self._restart()
@@ -492,36 +769,53 @@ class Session:
                     message=self._timeout_message(timeout, timed_out, killed=True),
                 )
                 return
-            if isinstance(item, tuple):
-                stream, text = item
-                yield Stdout(text) if stream == "stdout" else Stderr(text)
+            if isinstance(item, _Output):
+                yield Stdout(item.text) if item.stream == "stdout" else Stderr(item.text)
             elif isinstance(item, _Exited):
                 yield await self._died(process, oom_before, end)
                 return
-            elif item.get("id") != execution_id:
+            elif item.id != execution_id:
                 continue  # buffered before this execution began: it belongs to an earlier one
-            else:
-                event = item.get("ev")
-                if event == "result":
-                    result = frames.parse_result(item)
-                    if result is not None:
-                        yield result
-                elif event == "error":
-                    yield frames.parse_error(item)
-                elif event == "done":
-                    done = frames.parse_done(item)
-                    status = "timeout" if timed_out else done.status
-                    message = (
-                        self._timeout_message(timeout, True, killed=False) if timed_out else ""
-                    )
-                    yield end(
-                        status,
-                        execution_count=done.execution_count,
-                        files=done.files,
-                        message=message or lost_while_idle,
-                        state_lost=bool(lost_while_idle),
-                    )
-                    return
+            elif isinstance(item.payload, Result | Error):
+                yield item.payload
+            elif isinstance(item.payload, Done):
+                done = item.payload
+                status = "timeout" if timed_out else done.status
+                message = self._timeout_message(timeout, True, killed=False) if timed_out else ""
+                files = self._changes(before, await self._snapshot())
+                if len(files) > MAX_REPORTED_CHANGES:
+                    process.dropped["files"] = len(files) - MAX_REPORTED_CHANGES
+                yield end(
+                    status,
+                    execution_count=done.execution_count,
+                    files=files[:MAX_REPORTED_CHANGES],
+                    message=message or lost_while_idle,
+                    state_lost=bool(lost_while_idle),
+                )
+                return
+
+    async def _snapshot(self) -> Snapshot:
+        """The workspace's files now, as the host sees them: listed on the event loop when it
+        holds a handful of entries (a thread costs more), in a thread otherwise."""
+        workspace = self.workspace
+        try:
+            if workspace.mounted:
+                used = workspace.used_inodes()
+                if used <= 1:
+                    return {}  # only the root directory
+                if used <= INLINE_SNAPSHOT_INODES:
+                    return workspace.snapshot()
+            return await asyncio.to_thread(workspace.snapshot)
+        except OSError:
+            return {}  # the workspace is being removed with the session
+
+    def _changes(self, before: Snapshot, after: Snapshot) -> tuple[FileChange, ...]:
+        if not before and not after:
+            return ()
+        return tuple(
+            FileChange(c["path"], c["name"], c["size"], c["change"])
+            for c in diff_workspace(before, after, self.workspace.visible_path)
+        )
 
     @staticmethod
     def _timeout_message(timeout: float | None, timed_out: bool, *, killed: bool) -> str:
@@ -559,7 +853,17 @@ class Session:
             status = 9
         sig, code = _describe_exit(status)
         oom = self.cgroup is not None and self.cgroup.oom_kills() > oom_before
+        violation = process.violation
         await self._restart()
+        if violation:
+            return end(  # type: ignore[no-any-return]
+                "killed",
+                execution_count=None,
+                state_lost=True,
+                signal=sig,
+                message=f"the session was killed because {violation}; it was restarted and "
+                "its state was lost",
+            )
         if oom:
             limit = self.policy.limits.memory // (1024 * 1024)
             return end(  # type: ignore[no-any-return]
@@ -608,6 +912,12 @@ class Session:
         self._check_open()
         return await asyncio.to_thread(self.workspace.read, name, max_bytes)
 
+    async def open_file(self, name: str, max_bytes: int | None = None) -> FileReader:
+        """A file of /mnt/data to stream out in chunks (`reader.chunks()`), refused with
+        QuotaExceeded if its apparent size is over `max_bytes`. The caller closes it."""
+        self._check_open()
+        return await asyncio.to_thread(self.workspace.open_reader, name, max_bytes)
+
     async def list_files(self) -> list[WorkspaceFile]:
         self._check_open()
         return await asyncio.to_thread(self.workspace.list_files)
@@ -632,6 +942,8 @@ class Session:
             workspace_bytes=self.workspace.used_bytes(),
             executions=self.executions,
             restarts=self.restarts,
+            idle_frames_dropped=self._idle_frames_dropped
+            + (self.process.idle_frames_dropped if self.process else 0),
         )
 
     async def warm(self) -> None:
@@ -647,7 +959,7 @@ class Session:
             process = self.process
             if process is None or process.exit_status.done():
                 raise SessionDied("session is not running")
-            ping_id = process.start_execution()
+            ping_id = process.start_execution("ping")
             await process.send({"op": op, "id": ping_id})
             deadline = time.monotonic() + 10
             output: list[Item] = []  # written between executions: kept for the next one
@@ -656,7 +968,7 @@ class Session:
                     item = await process.next_item(max(0.0, deadline - time.monotonic()))
                     if item is None or isinstance(item, _Exited):
                         raise SessionDied("session did not answer")
-                    if isinstance(item, dict) and item.get("ev") == "pong":
+                    if isinstance(item, Reply) and isinstance(item.payload, Pong):
                         return
                     output.append(item)
             finally:

@@ -4,24 +4,36 @@ a symbolic link.
 Sandboxed code owns everything inside the workspace, so every host-side path is resolved one
 component at a time relative to a directory descriptor with O_NOFOLLOW: a link planted by the
 sandbox (`/mnt/data/x -> /etc/shadow`) is refused, never read or written through.
+
+Which files an execution created, modified or deleted is the host's own account too: a snapshot
+of the workspace before and after (`snapshot`, `diff_workspace`), never a list from the kernel.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from codeinterp.errors import InvalidRequest, NotFound, QuotaExceeded
+from codeinterp.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded
 
 from . import linux
 from .policy import MiB
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 MAX_INODES = 100_000  # files and directories in one workspace
+MAX_TRACKED_FILES = 10_000  # files in a snapshot; the rest of a larger workspace is not tracked
+WORKSPACE = "/mnt/data"  # where sandboxed code sees the workspace
+
+# A snapshot of the workspace: relative path -> (size, mtime_ns, inode) of each regular file
+Snapshot = dict[str, tuple[int, int, int]]
+READ_CHUNK = 1 << 20  # bytes per read when a file leaves the workspace
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,86 @@ def clean_relative_path(name: str) -> list[str]:
     if any(len(p.encode()) > 255 for p in parts):
         raise InvalidRequest(f"invalid file name {name!r}: a path component is over 255 bytes")
     return parts
+
+
+class FileReader:
+    """A regular file of the workspace, open for reading, read in chunks.
+
+    Sizes are apparent sizes (st_size), never blocks: a sparse file or a hard link takes no room
+    in the workspace but reads as its full size. Reading stops at the size the file had when it
+    was opened, so a file that grows meanwhile cannot pass a limit checked then; one that shrinks
+    is an error, never passed off as whole.
+    """
+
+    def __init__(self, fd: int, name: str, size: int) -> None:
+        self.name = name  # relative to the workspace
+        self.size = size  # bytes it will give, at most
+        self._fd = fd
+        self._left = size
+        # A read runs in a worker thread; closing waits for it, so the descriptor's number is
+        # never reused under a read still to start.
+        self._lock = threading.Lock()
+
+    def read(self, limit: int = READ_CHUNK) -> bytes:
+        """The next chunk of at most `limit` bytes; b"" at the end. Blocking."""
+        with self._lock:
+            if self._left <= 0 or self._fd < 0:
+                return b""
+            data = os.read(self._fd, min(limit, self._left))
+            if not data:
+                raise Conflict(f"{self.name} shrank while it was read: read it again")
+            self._left -= len(data)
+            return data
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Every chunk, each read off the event loop; the file is closed at the end (or when
+        the iteration is abandoned)."""
+        try:
+            while chunk := await asyncio.to_thread(self.read):
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()  # a reader dropped unread (a response never sent) still lets its file go
+
+    def __enter__(self) -> FileReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def too_large(name: str, size: int, max_bytes: int) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"{name} is {size} bytes (its apparent size), over the limit of {max_bytes} bytes for a "
+        "file leaving the sandbox"
+    )
+
+
+def diff_workspace(
+    before: Snapshot, after: Snapshot, root: str = WORKSPACE
+) -> list[dict[str, Any]]:
+    """Files created, modified or deleted between two snapshots, sorted by path."""
+    changes: list[dict[str, Any]] = []
+    for name, meta in after.items():
+        if name not in before:
+            change = "created"
+        elif before[name] != meta:
+            change = "modified"
+        else:
+            continue
+        changes.append({"path": f"{root}/{name}", "name": name, "size": meta[0], "change": change})
+    for name in before.keys() - after.keys():
+        changes.append({"path": f"{root}/{name}", "name": name, "size": 0, "change": "deleted"})
+    changes.sort(key=lambda c: str(c["path"]))
+    return changes
 
 
 class Workspace:
@@ -164,6 +256,13 @@ class Workspace:
         return f"/mnt/data/{relative}"
 
     def read(self, name: str, max_bytes: int | None = None) -> bytes:
+        """The whole file, for files known to be small: QuotaExceeded past `max_bytes`."""
+        with self.open_reader(name, max_bytes) as reader:
+            return b"".join(iter(reader.read, b""))
+
+    def open_reader(self, name: str, max_bytes: int | None = None) -> FileReader:
+        """Open a regular file for reading in chunks; QuotaExceeded if its apparent size is over
+        `max_bytes` (nothing is read then). The caller closes it."""
         parts = clean_relative_path(name)
         relative = "/".join(parts)
         with self._parent_dir(parts, create=False) as parent:
@@ -173,22 +272,16 @@ class Workspace:
                 fd = os.open(parts[-1], flags, dir_fd=parent)
             except OSError as exc:
                 raise self._refused(relative, exc) from None
-            try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
-                    raise InvalidRequest(f"{relative} is not a regular file")
-                if max_bytes is not None and st.st_size > max_bytes:
-                    raise QuotaExceeded(f"{relative} is {st.st_size} bytes, over {max_bytes}")
-                chunks = []
-                total = 0
-                while chunk := os.read(fd, 1 << 20):
-                    total += len(chunk)
-                    if max_bytes is not None and total > max_bytes:  # it grew while we read
-                        raise QuotaExceeded(f"{relative} is over {max_bytes} bytes")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-            finally:
-                os.close(fd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise InvalidRequest(f"{relative} is not a regular file")
+            if max_bytes is not None and st.st_size > max_bytes:
+                raise too_large(relative, st.st_size, max_bytes)
+        except BaseException:
+            os.close(fd)
+            raise
+        return FileReader(fd, relative, st.st_size)
 
     def delete(self, name: str) -> None:
         parts = clean_relative_path(name)
@@ -208,10 +301,27 @@ class Workspace:
         Iterative, with bounds: sandboxed code can build trees thousands of levels deep or with
         millions of entries. Deeper levels and further files are left out of the listing.
         """
-        files: list[WorkspaceFile] = []
+        files = [
+            WorkspaceFile(relative, st.st_size, st.st_mtime)
+            for relative, st in self._walk(max_files, max_depth)
+        ]
+        files.sort(key=lambda f: f.name)
+        return files
+
+    def snapshot(self, max_files: int = MAX_TRACKED_FILES, max_depth: int = 64) -> Snapshot:
+        """Size, modification time and inode of every regular file (at most `max_files`), to
+        tell which files an execution changed; links are skipped, not followed."""
+        return {
+            relative: (st.st_size, st.st_mtime_ns, st.st_ino)
+            for relative, st in self._walk(max_files, max_depth)
+        }
+
+    def _walk(self, max_files: int, max_depth: int) -> Iterator[tuple[str, os.stat_result]]:
+        """(relative path, lstat) of regular files, at most `max_files` of them."""
+        found = 0
         pending = [""]  # directories still to read, relative to the workspace
         visited = 0
-        while pending and len(files) < max_files and visited < max_files:
+        while pending and found < max_files and visited < max_files:
             visited += 1
             prefix = pending.pop()
             try:
@@ -225,14 +335,26 @@ class Workspace:
                         if entry.is_dir(follow_symlinks=False):
                             if relative.count("/") < max_depth:
                                 pending.append(relative)
-                        elif entry.is_file(follow_symlinks=False) and len(files) < max_files:
-                            with contextlib.suppress(OSError):
+                        elif entry.is_file(follow_symlinks=False) and found < max_files:
+                            try:
                                 st = entry.stat(follow_symlinks=False)
-                                files.append(WorkspaceFile(relative, st.st_size, st.st_mtime))
+                            except OSError:
+                                continue
+                            found += 1
+                            yield relative, st
             finally:
                 os.close(fd)
-        files.sort(key=lambda f: f.name)
-        return files
+
+    @property
+    def visible_path(self) -> str:
+        """Where sandboxed code sees the workspace (its own path when there is no jail)."""
+        return WORKSPACE if self.mounted else self.path
+
+    def used_inodes(self) -> int:
+        """Files and directories in the workspace, the root included (for a tmpfs of its own;
+        otherwise the count of the file system that holds it)."""
+        st = os.statvfs(self.path)
+        return st.f_files - st.f_ffree
 
     def _open_directory(self, parts: list[str]) -> int:
         fd = os.open(self.path, _DIR_FLAGS)

@@ -29,7 +29,7 @@ from codeinterp.protocol.containers import (
     ContainerFile,
 )
 from codeinterp.sandbox import End, Error, Execution, FileChange, Result, Stderr, Stdout
-from codeinterp.sandbox.workspace import WorkspaceFile, clean_relative_path
+from codeinterp.sandbox.workspace import FileReader, WorkspaceFile, clean_relative_path
 from codeinterp.sessions import ManagedSession, SessionManager
 from codeinterp.store import Store
 
@@ -206,12 +206,19 @@ class ContainersService:
         live = await self._use(project, container_id)
         return (await self._find_file(live, file_id)).model_dump(mode="json")
 
-    async def file_content(
-        self, project: str, container_id: str, file_id: str
-    ) -> tuple[ContainerFile, bytes]:
+    async def open_file_content(
+        self, project: str, container_id: str, file_id: str, max_bytes: int | None = None
+    ) -> tuple[ContainerFile, FileReader]:
+        """The file and a reader of its bytes, to stream out in chunks (the caller closes it).
+        QuotaExceeded, before anything is read, if its apparent size is over max_download_bytes
+        (or the lower `max_bytes`)."""
         live = await self._use(project, container_id)
         found = await self._find_file(live, file_id)
-        return found, await live.managed.session.download(_relative(found.path))
+        limit = self.settings.max_download_bytes
+        if max_bytes is not None:
+            limit = min(limit, max_bytes)
+        reader = await live.managed.session.open_file(_relative(found.path), limit)
+        return found, reader
 
     async def delete_file(self, project: str, container_id: str, file_id: str) -> dict[str, Any]:
         live = await self._use(project, container_id)

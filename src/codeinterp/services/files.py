@@ -67,8 +67,11 @@ class FilesService:
         )
         return file_to_wire(record)
 
-    async def create_output(self, project: str, filename: str, data: bytes) -> FileRecord:
-        """A file made by the sandbox (an image, a cited file): purpose assistants_output."""
+    async def create_output(
+        self, project: str, filename: str, data: bytes | AsyncIterator[bytes]
+    ) -> FileRecord:
+        """A file made by the sandbox (an image, a cited file, its bytes or streamed in chunks):
+        purpose assistants_output."""
         return await self.store.create_file(
             project, clean_filename(filename), "assistants_output", data, self.max_bytes
         )

@@ -33,7 +33,7 @@ RELAYED_HEADERS = ("content-type", "x-request-id", "openai-processing-ms", "retr
 async def chat_completions(request: Request, services: ServicesDep, project: Project) -> Response:
     try:
         body = json.loads(await request.body())
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting (the middleware caps it)
         raise InvalidRequest("We could not parse the JSON body of your request.") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")

@@ -6,7 +6,8 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
 from codeinterp.api.deps import Project, ServicesDep
@@ -101,13 +102,19 @@ async def retrieve_container_file(
 @router.get("/{container_id}/files/{file_id}/content")
 async def container_file_content(
     container_id: str, file_id: str, services: ServicesDep, project: Project
-) -> Response:
-    found, data = await services.containers.file_content(project, container_id, file_id)
+) -> StreamingResponse:
+    """The file's bytes, streamed in chunks (never held whole: a sparse file reads as its full
+    size); a 413 if it is over max_download_bytes."""
+    found, reader = await services.containers.open_file_content(project, container_id, file_id)
     name = found.path.rsplit("/", 1)[-1]
-    return Response(
-        data,
+    return StreamingResponse(
+        reader.chunks(),
         media_type="application/octet-stream",
-        headers={"Content-Disposition": content_disposition(name)},
+        headers={
+            "Content-Disposition": content_disposition(name),
+            "Content-Length": str(reader.size),
+        },
+        background=BackgroundTask(reader.close),  # if the stream never started
     )
 
 
