@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from codeinterp.sandbox import Sandbox, SandboxPolicy, Session
+from codeinterp.sandbox import Sandbox, SandboxPolicy, Session, seccomp
 from codeinterp.sandbox.engine import default_cache_dir
 from codeinterp.sandbox.policy import SYSTEM_BINDS, MiB
 
@@ -774,3 +774,87 @@ async def test_sessions_do_not_share_per_user_counters(sandbox: Sandbox) -> None
             probe(b, "import os, json\nprint(json.dumps(os.getuid()))"),
         )
         assert uids == [a.uid, b.uid] and a.uid != b.uid and 0 not in uids
+
+
+RECORD_LOCKS = """
+import fcntl, errno, json, os, time
+def lock_ranges(handle, count):
+    for i in range(count):
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, 2 * i)
+        except OSError as exc:
+            return i, errno.errorcode.get(exc.errno)
+    return count, None
+# A child process takes locks of its own and keeps them: the budget is the session's.
+ready_r, ready_w = os.pipe()
+child = os.fork()
+if child == 0:
+    library = open(os.__file__, "rb")  # read-only files of the environment can be read-locked
+    os.write(ready_w, json.dumps(lock_ranges(library, 150)).encode())
+    time.sleep(600)
+    os._exit(0)
+child_took = json.loads(os.read(ready_r, 100))
+scratch = open("/tmp/locks", "w+")
+scratch.write("x")
+scratch.flush()
+took = lock_ranges(scratch, 50_000)
+print(json.dumps({"child": child_took, "parent": took, "child_pid": child}))
+"""
+
+
+def host_lock_count(pids: set[str]) -> int:
+    """POSIX locks of `pids` as the host's /proc/locks lists them (a different source than the
+    census, which reads each process's fdinfo)."""
+    with open("/proc/locks") as locks:
+        return sum(1 for line in locks if line.split()[1] == "POSIX" and line.split()[4] in pids)
+
+
+async def test_record_locks_stop_at_the_session_budget(sandbox: Sandbox) -> None:
+    """fcntl locks are kernel memory no cgroup pays for: two processes of a session, one locking
+    a read-only library file, together hold no more than the session's budget, and the next
+    call fails with ENOLCK. Before the budget the parent alone held all 50,000."""
+    supported, why = seccomp.lock_supervision_supported()
+    if not supported:
+        pytest.skip(f"this kernel cannot count record locks: {why}")
+    assert sandbox.zygote.hello["file_locks"], sandbox.zygote.hello["file_locks_error"]
+    budget = 300
+    policy = SandboxPolicy().with_limits(file_locks=budget)
+    async with await sandbox.create_session(policy) as s:
+        assert s.cgroup is not None
+        out = await probe(s, RECORD_LOCKS)
+        assert out["child"] == [150, None], out
+        held, stop = out["parent"]
+        assert stop == "ENOLCK", out
+        assert budget - 150 - 2 <= held <= budget - 150, out
+        pids_dir = s.cgroup.dirs["unified" if s.cgroup.version == 2 else "pids"]
+        with open(os.path.join(pids_dir, "cgroup.procs")) as procs:
+            pids = set(procs.read().split())
+        assert budget - 2 <= host_lock_count(pids) <= budget
+        # Released locks make room again, and SQLite (fcntl locks on its file) works.
+        sqlite = await s.run(
+            "scratch.close()\n"
+            "import sqlite3\n"
+            "db = sqlite3.connect('/mnt/data/t.db')\n"
+            "db.execute('create table t (a)')\n"
+            "for i in range(200):\n"
+            "    db.execute('insert into t values (?)', (i,)); db.commit()\n"
+            "print(db.execute('select count(*) from t').fetchone()[0])"
+        )
+        assert sqlite.stdout.strip() == "200", (sqlite.error, sqlite.stderr)
+
+
+async def test_ofd_locks_are_refused_in_a_session(session: Session) -> None:
+    """OFD locks could outlive every descriptor of their file (sent over a unix socket and
+    never received), beyond any count: they fail with EINVAL, as before Linux 3.15."""
+    out = await probe(
+        session,
+        "import fcntl, errno, json, struct\n"
+        "h = open('/tmp/ofd', 'w')\n"
+        "try:\n"
+        "    fcntl.fcntl(h, 37, struct.pack('hhqqi4x', fcntl.F_WRLCK, 0, 0, 1, 0))\n"
+        "    r = 'locked'\n"
+        "except OSError as exc:\n"
+        "    r = errno.errorcode[exc.errno]\n"
+        "print(json.dumps(r))",
+    )
+    assert out == "EINVAL"

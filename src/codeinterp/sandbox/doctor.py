@@ -77,11 +77,13 @@ def _seccomp() -> Check:
         }
     except (OSError, ValueError) as exc:
         return Check("seccomp", False, f"cannot build the seccomp filters: {exc}")
+    locks_ok, locks_detail = seccomp.lock_supervision_supported()
+    locks = locks_detail if locks_ok else f"record locks NOT counted per session: {locks_detail}"
     return Check(
         "seccomp",
         True,
         f"{detail}; profiles: deny ({sizes['deny']} BPF instructions), "
-        f"allow ({len(ALLOWED)} syscalls listed, {sizes['allow']} instructions)",
+        f"allow ({len(ALLOWED)} syscalls listed, {sizes['allow']} instructions); {locks}",
     )
 
 

@@ -140,6 +140,12 @@ class Sandbox:
                     f"seccomp is unavailable: {hello.get('seccomp_error')}; "
                     "run on x86_64 or aarch64 Linux with seccomp enabled"
                 )
+            if not self.unsafe and not hello.get("file_locks"):
+                log.warning(
+                    "record locks are not counted per session (%s): sandboxed code can fill "
+                    "kernel memory with fcntl locks",
+                    hello.get("file_locks_error"),
+                )
         except BaseException:
             await self.close()
             raise

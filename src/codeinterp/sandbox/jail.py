@@ -48,6 +48,8 @@ class JailContext:
     new_root: str  # empty host directory used as the mount point of the new root
     environment_binds: list[str]  # the Python environment, bound read-only at its own path
     seccomp_program: bytes | None
+    lock_program: bytes | None  # the record-lock filter (file_locks), loaded before the profile
+    lock_listener_to: int  # socket that takes the lock filter's listener to the zygote, or -1
     channel_fd: int
     stdout_fd: int
     stderr_fd: int
@@ -73,10 +75,9 @@ def close_inherited_fds(ctx: JailContext) -> None:
     os.dup2(null, 0)
     os.dup2(ctx.stdout_fd, 1)
     os.dup2(ctx.stderr_fd, 2)
-    keep = {0, 1, 2, ctx.channel_fd}
-    top = max(keep) + 1
-    os.closerange(3, ctx.channel_fd)
-    os.closerange(ctx.channel_fd + 1, max(top, 65536))
+    keep = sorted({0, 1, 2, ctx.channel_fd, ctx.lock_listener_to} - {-1})
+    for low, high in zip(keep, [*keep[1:], 65536], strict=True):
+        os.closerange(low + 1, high)
     os.set_inheritable(ctx.channel_fd, False)
     ctx.stdout_fd, ctx.stderr_fd = 1, 2
 
@@ -278,9 +279,17 @@ def drop_privileges(ctx: JailContext) -> None:
 
 
 def install_seccomp(ctx: JailContext) -> None:
-    if ctx.seccomp_program is not None:
-        from . import seccomp
+    from . import seccomp
 
+    if ctx.lock_program is not None:
+        # First, while sendmsg is still allowed (the allow-list profile has none): the listener
+        # goes to the zygote, and no process of the session keeps it.
+        listener = seccomp.install(ctx.lock_program, listener=True)
+        with socket.socket(fileno=ctx.lock_listener_to) as way_out:
+            socket.send_fds(way_out, [b"L"], [listener])
+        os.close(listener)
+        ctx.lock_listener_to = -1
+    if ctx.seccomp_program is not None:
         seccomp.install(ctx.seccomp_program)
 
 

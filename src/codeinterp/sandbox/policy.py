@@ -72,6 +72,9 @@ class Limits:
     locked_memory: int = 8 * MiB  # RLIMIT_MEMLOCK
     message_queues: int = 800 * KiB  # RLIMIT_MSGQUEUE: bytes of POSIX message queues
     pending_signals: int = 1024  # RLIMIT_SIGPENDING: queued signals, POSIX timers too
+    # POSIX record locks held at once (fcntl F_SETLK): kernel memory no cgroup pays for, counted
+    # by the zygote (sandbox/file_locks.py); past it F_SETLK fails with ENOLCK.
+    file_locks: int = 1024
     # RLIMIT_AS headroom above the memory limit: a single huge allocation fails with MemoryError
     # (the session survives) instead of waking the OOM killer.
     address_space_headroom: int = 1 * GiB
@@ -87,6 +90,7 @@ class Limits:
             "open_files",
             "socket_buffers",
             "pending_signals",
+            "file_locks",
             "output",
             "results",
         ):
@@ -176,7 +180,7 @@ class SandboxPolicy:
             f"socket buffers   {lim.socket_buffers // MiB} MiB (TCP and UDP)",
             f"kernel objects   {lim.open_files} open files, {lim.pending_signals} pending signals"
             f" and timers, {lim.message_queues // KiB} KiB message queues,"
-            f" {lim.locked_memory // KiB} KiB locked memory",
+            f" {lim.locked_memory // KiB} KiB locked memory, {lim.file_locks} record locks",
             f"output cap       {lim.output // KiB} KiB per stream per execution",
             f"results cap      {lim.results // MiB} MiB of rich results per execution",
             f"network          {self.network} only",

@@ -122,8 +122,10 @@ __all__ = [
     "DEFAULT_UNAVAILABLE",
     "PROFILES",
     "SeccompProfile",
+    "build_lock_supervision_program",
     "build_program",
     "install",
+    "lock_supervision_supported",
     "profile",
     "supported",
 ]
@@ -144,9 +146,13 @@ _MAX_JUMP = 255  # jt/jf are u8
 # <linux/seccomp.h>
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_GET_ACTION_AVAIL = 2
+SECCOMP_GET_NOTIF_SIZES = 3
 SECCOMP_FILTER_FLAG_TSYNC = 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+SECCOMP_FILTER_FLAG_TSYNC_ESRCH = 1 << 4
 SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_RET_ERRNO = 0x00050000
+SECCOMP_RET_USER_NOTIF = 0x7FC00000
 SECCOMP_RET_ALLOW = 0x7FFF0000
 _SECCOMP_RET_DATA = 0x0000FFFF
 
@@ -184,6 +190,12 @@ _CLONE_NAMESPACE_FLAGS = (
     | CLONE_NEWNET
     | CLONE_NEWTIME
 )
+
+# <asm-generic/fcntl.h> (same values on x86_64 and arm64): the commands that take a record lock.
+F_SETLK = 6
+F_SETLKW = 7
+F_OFD_SETLK = 37
+F_OFD_SETLKW = 38
 
 # <asm-generic/ioctls.h> (same values on x86_64 and arm64)
 TIOCSTI = 0x5412
@@ -741,6 +753,44 @@ def build_program(profile: SeccompProfile, *, arch: str | None = None) -> bytes:
     return program
 
 
+def build_lock_supervision_program(*, arch: str | None = None) -> bytes:
+    """A second filter for session processes, loaded before their profile's with
+    ``install(.., listener=True)``; the kernel applies the stricter answer of the two::
+
+        fcntl(fd, F_SETLK | F_SETLKW, ..)                  -> USER_NOTIF
+        fcntl(fd, F_OFD_SETLK | F_OFD_SETLKW, ..)          -> ERRNO(EINVAL)
+        everything else (other arches too: the profile
+        kills those)                                       -> ALLOW
+
+    Record locks are kernel memory that no cgroup pays for; the listener's holder counts them
+    against the session's budget (``file_locks``) from each process's open files. An OFD lock
+    lives as long as its open file description, which can outlast every descriptor of it (sent
+    over a unix socket and never received), where no count would find it; EINVAL is what
+    kernels before 3.15 said. A filter of its own rather than a profile rule: the listener fd
+    must be sent out of the process after loading, and the allow-list profile has no
+    ``sendmsg``.
+    """
+    target = _target_arch(arch)
+    items: list[_Item] = [
+        _ld(_OFF_ARCH),
+        _jeq(target.audit_arch, jf="allow"),
+        _ld(_OFF_NR),
+        _jeq(target.syscalls["fcntl"], jf="allow"),
+        _ld_arg_low(1),
+        _jeq(F_SETLK, jt="notify"),
+        _jeq(F_SETLKW, jt="notify"),
+        _jeq(F_OFD_SETLK, jt="einval"),
+        _jeq(F_OFD_SETLKW, jt="einval", jf="allow"),
+        _Label("allow"),
+        _ret(SECCOMP_RET_ALLOW),
+        _Label("notify"),
+        _ret(SECCOMP_RET_USER_NOTIF),
+        _Label("einval"),
+        _ret(_ret_errno(errno.EINVAL)),
+    ]
+    return _assemble(items)
+
+
 # --- loading ---------------------------------------------------------------------------------
 
 
@@ -795,13 +845,17 @@ def _check_program(program: bytes, arch: _Arch) -> None:
             raise ValueError(f"seccomp program is for audit arch {check[3]:#x}, not {arch.name}")
 
 
-def install(program: bytes, *, set_no_new_privs: bool = False) -> None:
+def install(program: bytes, *, set_no_new_privs: bool = False, listener: bool = False) -> int:
     """Load ``program`` (from :func:`build_program`) into the calling process, all threads.
 
     The caller must already have set ``PR_SET_NO_NEW_PRIVS`` (it is refused otherwise, even
     for root, so that the sandbox never depends on CAP_SYS_ADMIN for this); pass
     ``set_no_new_privs=True`` to have it set here.  Irreversible.  Raises OSError with the
     kernel's errno on failure (EACCES without no_new_privs, EINVAL for a bad program, ...).
+
+    With ``listener=True`` (the program of :func:`build_lock_supervision_program`) returns
+    the filter's notification fd, which must leave this process before untrusted code runs:
+    whoever holds it answers the notified syscalls.  Otherwise returns -1.
     """
     arch = _host_arch()
     if sys.platform != "linux" or arch is None:
@@ -814,9 +868,54 @@ def install(program: bytes, *, set_no_new_privs: bool = False) -> None:
     buffer = ctypes.create_string_buffer(program, len(program))
     fprog = _SockFprog(len(program) // _SOCK_FILTER.size, ctypes.cast(buffer, ctypes.c_void_p))
     address = ctypes.c_void_p(ctypes.addressof(fprog))
+    if listener:
+        # TSYNC alone returns a thread id where NEW_LISTENER returns the fd; TSYNC_ESRCH makes
+        # an unsynchronisable thread an ESRCH error instead.
+        flags = (
+            SECCOMP_FILTER_FLAG_TSYNC
+            | SECCOMP_FILTER_FLAG_TSYNC_ESRCH
+            | SECCOMP_FILTER_FLAG_NEW_LISTENER
+        )
+        return _seccomp(arch, SECCOMP_SET_MODE_FILTER, flags, address)
     tid = _seccomp(arch, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, address)
     if tid != 0:  # TSYNC: the id of a thread that could not be synchronised; nothing loaded
         raise OSError(errno.EBUSY, f"seccomp: thread {tid} has an incompatible seccomp filter")
+    return -1
+
+
+# struct seccomp_notif_sizes { __u16 seccomp_notif, seccomp_notif_resp, seccomp_data; }
+_NOTIF_SIZES = struct.Struct("=HHH")
+NOTIF_SIZE = 80  # struct seccomp_notif: id u64, pid u32, flags u32, struct seccomp_data (64)
+NOTIF_RESP_SIZE = 24  # struct seccomp_notif_resp: id u64, val s64, error s32, flags u32
+
+
+def lock_supervision_supported() -> tuple[bool, str]:
+    """Whether sessions can get a listener for their record locks (the filter of
+    :func:`build_lock_supervision_program`):
+    the USER_NOTIF action, the structure sizes this module packs, and Linux 5.7+ (answering
+    with SECCOMP_USER_NOTIF_FLAG_CONTINUE came in 5.5, TSYNC_ESRCH in 5.7)."""
+    ok, why = supported()
+    if not ok:
+        return False, why
+    arch = _host_arch()
+    assert arch is not None
+    try:
+        major, minor = (int(part) for part in platform.release().split(".")[:2])
+    except ValueError:
+        return False, f"cannot read the kernel version from {platform.release()!r}"
+    if (major, minor) < (5, 7):
+        return False, f"kernel {platform.release()} is older than 5.7"
+    action = ctypes.c_uint32(SECCOMP_RET_USER_NOTIF)
+    sizes = ctypes.create_string_buffer(_NOTIF_SIZES.size)
+    try:
+        _seccomp(arch, SECCOMP_GET_ACTION_AVAIL, 0, ctypes.c_void_p(ctypes.addressof(action)))
+        _seccomp(arch, SECCOMP_GET_NOTIF_SIZES, 0, ctypes.c_void_p(ctypes.addressof(sizes)))
+    except OSError as exc:
+        return False, f"seccomp user notification unavailable: {exc.strerror}"
+    notif, resp, _ = _NOTIF_SIZES.unpack(sizes.raw)
+    if (notif, resp) != (NOTIF_SIZE, NOTIF_RESP_SIZE):
+        return False, f"unexpected seccomp notification sizes {notif}/{resp}"
+    return True, "record locks are counted per session (seccomp user notification)"
 
 
 def supported() -> tuple[bool, str]:

@@ -8,7 +8,7 @@ Control protocol (SOCK_SEQPACKET, one JSON object per packet):
   host -> zygote  {"op": "spawn", "id", "policy", "uid", "gid", "cgroup_procs", "workspace",
                    "unsafe"}
   zygote -> host  {"ev": "hello", "pid", "python", "environment_binds", "preload_ms", "seccomp",
-                   "seccomp_profiles"}
+                   "seccomp_profiles", "file_locks" (whether record locks are counted)}
                   {"ev": "spawned", "id", "pid", "init_pid"} (the REPL and its namespace's init)
                     with the session's socket and its stdout and stderr pipes attached
                     (SCM_RIGHTS); or {"ev": "spawn_failed", "id", "error"}
@@ -35,6 +35,7 @@ import traceback
 from typing import Any
 
 from . import linux
+from .file_locks import LockSupervisor
 from .init import InitFactory
 
 # The libraries sessions find already imported. Order: heaviest first, so their import-time
@@ -159,6 +160,19 @@ class Zygote:
                 self.seccomp_error = why
         except Exception as exc:  # reported to the host, which decides whether to refuse
             self.seccomp_error = str(exc)
+        # Record locks: each session sends us its lock filter's listener (see file_locks).
+        self.lock_program: bytes | None = None
+        self.locks_error = ""
+        if self.seccomp_programs:
+            from . import seccomp
+
+            ok, self.locks_error = seccomp.lock_supervision_supported()
+            if ok:
+                self.lock_program = seccomp.build_lock_supervision_program()
+                self.locks_error = ""
+        self.locks = LockSupervisor()
+        self.handoffs: dict[int, tuple[socket.socket, str, int]] = {}
+        self.poller = select.poll()
         self.pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         self.pid = os.getpid()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -192,23 +206,51 @@ class Zygote:
                 "seccomp": bool(self.seccomp_programs),
                 "seccomp_profiles": sorted(self.seccomp_programs),
                 "seccomp_error": self.seccomp_error,
+                "file_locks": self.lock_program is not None,
+                "file_locks_error": self.locks_error,
             }
         )
+        self.poller.register(self.control.fileno(), select.POLLIN)
+        self.poller.register(self._wake_r, select.POLLIN)
         while True:
+            timeout = self.locks.timeout()
             try:
-                ready, _, _ = select.select([self.control.fileno(), self._wake_r], [], [])
+                ready = self.poller.poll(None if timeout is None else timeout * 1000 + 1)
             except InterruptedError:
                 continue
-            if self._wake_r in ready:
-                self._drain_wakeups()
-                self._reap()
-            if self.control.fileno() in ready:
-                data = self.control.recv(MAX_PACKET)
-                if not data:
-                    return  # the host is gone
-                message = json.loads(data)
-                if message.get("op") == "spawn":
-                    self.spawn(message)
+            for fd, events in ready:
+                if fd == self._wake_r:
+                    self._drain_wakeups()
+                    self._reap()
+                elif fd == self.control.fileno():
+                    data = self.control.recv(MAX_PACKET)
+                    if not data:
+                        return  # the host is gone
+                    message = json.loads(data)
+                    if message.get("op") == "spawn":
+                        self.spawn(message)
+                elif fd in self.handoffs:
+                    self._take_listener(fd)
+                elif fd in self.locks.sessions:
+                    self.locks.on_event(fd, events)
+                    if fd not in self.locks.sessions:
+                        self.poller.unregister(fd)
+            self.locks.run_due()
+
+    def _take_listener(self, fd: int) -> None:
+        """A session's jail sent its lock filter's listener (or died before it could)."""
+        sock, procs_path, budget = self.handoffs.pop(fd)
+        self.poller.unregister(fd)
+        try:
+            _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+        except OSError:
+            fds = []
+        finally:
+            sock.close()
+        if fds:
+            os.set_inheritable(fds[0], False)
+            self.locks.watch(fds[0], procs_path, budget)
+            self.poller.register(fds[0], select.POLLIN)
 
     def _drain_wakeups(self) -> None:
         try:
@@ -237,8 +279,17 @@ class Zygote:
 
         unsafe = bool(request.get("unsafe"))
         init_pid = 0
+        handoff: socket.socket | None = None  # our end of the lock listener's way out
+        handoff_child: socket.socket | None = None
         try:
             policy = SandboxPolicy.from_dict(request["policy"])
+            seccomp_program = (
+                None
+                if unsafe or not policy.seccomp or not self.seccomp_programs
+                else self.seccomp_programs[policy.seccomp_profile or "deny"]
+            )
+            if seccomp_program is not None and self.lock_program is not None:
+                handoff, handoff_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -250,9 +301,9 @@ class Zygote:
                 workspace=str(request["workspace"]),
                 new_root=str(request["new_root"]),
                 environment_binds=self.binds,
-                seccomp_program=None
-                if unsafe or not policy.seccomp or not self.seccomp_programs
-                else self.seccomp_programs[policy.seccomp_profile or "deny"],
+                seccomp_program=seccomp_program,
+                lock_program=self.lock_program if handoff_child else None,
+                lock_listener_to=handoff_child.fileno() if handoff_child else -1,
                 channel_fd=child_end.fileno(),
                 stdout_fd=out_w,
                 stderr_fd=err_w,
@@ -277,12 +328,22 @@ class Zygote:
             if init_pid:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(init_pid, signal.SIGKILL)
+            for end in (handoff, handoff_child):
+                if end is not None:
+                    end.close()
             self.send({"ev": "spawn_failed", "id": request.get("id"), "error": str(exc)})
             return
         if pid == 0:
             self._run_child(ctx, UNSAFE_STEPS if unsafe else JAIL_STEPS, child_end, unsafe)
         if init_pid:
             self.init_of[pid] = init_pid
+        if handoff is not None and handoff_child is not None:
+            handoff_child.close()
+            # cgroup.procs rather than the v1 "tasks" the jail joins by: one pid per process,
+            # since the threads of a process share its open files.
+            procs = os.path.join(os.path.dirname(ctx.cgroup_procs[0]), "cgroup.procs")
+            self.handoffs[handoff.fileno()] = (handoff, procs, policy.limits.file_locks)
+            self.poller.register(handoff.fileno(), select.POLLIN)
         child_end.close()
         os.close(out_w)
         os.close(err_w)
