@@ -123,7 +123,7 @@ async def measure(rounds: int, pairs: int, seconds: float) -> dict[str, Any]:
 
         budget = SandboxPolicy().limits.file_locks
         hammer_calls: list[float] = []
-        for round_ in range(rounds):
+        for _ in range(rounds):
             add("other_spawn_ms", "baseline", await spawn_and_run(sandbox))
             async with await sandbox.create_session() as hammering:
                 flood = asyncio.create_task(
