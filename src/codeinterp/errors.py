@@ -6,6 +6,9 @@ CodeInterpError
 ├── Conflict                the object is busy or in the wrong state
 ├── QuotaExceeded           a size limit (workspace quota, upload cap) would be passed
 ├── ContainerExpired        the container was idle too long; its files and state are gone
+├── LoopLimitExceeded       the model-and-tool loop passed a limit
+│   ├── ToolBudgetExceeded    too many tool calls
+│   └── TimeLimitExceeded     too long
 └── SandboxError            the sandbox itself failed
     ├── IsolationUnavailable  a protection is missing here; the message names the fix
     ├── SessionClosed         the session was closed by its owner
@@ -45,6 +48,18 @@ class QuotaExceeded(CodeInterpError):
 
 class ContainerExpired(CodeInterpError):
     """The container expired (idle too long, or the server restarted); its data is gone."""
+
+
+class LoopLimitExceeded(CodeInterpError):
+    """The model-and-tool loop passed one of its limits; the message names the setting."""
+
+
+class ToolBudgetExceeded(LoopLimitExceeded):
+    """The model made more tool calls than the loop allows."""
+
+
+class TimeLimitExceeded(LoopLimitExceeded):
+    """The model and its tools took longer than the loop allows."""
 
 
 class UpstreamError(CodeInterpError):

@@ -30,7 +30,8 @@ from codeinterp.client import APIError
 from codeinterp.config import DEFAULT_MCP_MAX_FILE_BYTES, DEFAULT_PROJECT
 from codeinterp.errors import CodeInterpError, ContainerExpired, InvalidRequest, NotFound
 from codeinterp.protocol.containers import ContainerCreate
-from codeinterp.services.containers import IMAGE_TYPES, ContainersService
+from codeinterp.services.containers import ContainersService
+from codeinterp.sessions.execution import IMAGE_TYPES
 
 log = logging.getLogger("codeinterp.mcp")
 

@@ -11,8 +11,8 @@ read from the tool message it was sent, so it comes from the sandbox.
 
 from __future__ import annotations
 
+import base64
 import json
-import re
 import time
 from typing import Any
 
@@ -195,7 +195,8 @@ CHART_TEXT = "Here is the chart of the squares."
 
 
 def _chart(client: openai.OpenAI, upstream: ScriptedUpstream, code: str) -> tuple[Any, Any, str]:
-    """A response that draws one chart: (its call, its message, the chart's container file id)."""
+    """A response that draws one chart: (its call, its message, the chart's container file id,
+    from the message's citation)."""
     upstream.script = [python_call(code), Text(CHART_TEXT)]
     response = client.responses.create(
         model=MODEL, input="Plot it.", tools=[AUTO], include=[OUTPUTS]
@@ -206,34 +207,35 @@ def _chart(client: openai.OpenAI, upstream: ScriptedUpstream, code: str) -> tupl
     assert call.outputs is not None
     images = [o for o in call.outputs if o.type == "image"]
     assert len(images) == 1, call.outputs
-    match = re.fullmatch(r".*/containers/([^/]+)/files/(cfile_\w+)/content", images[0].url)
-    assert match and match.group(1) == call.container_id, images[0].url
-    return call, message, match.group(2)
+    assert images[0].url.startswith("data:image/png;base64,"), images[0].url[:80]
+    (citation,) = [
+        a for a in message.content[0].annotations if a.type == "container_file_citation"
+    ]
+    assert citation.container_id == call.container_id
+    return call, message, citation.file_id
 
 
-def test_chart_is_an_image_output_served_as_a_container_file(
-    server: ServerProcess, client: openai.OpenAI, upstream: ScriptedUpstream
+def test_chart_is_an_image_output_and_a_container_file(
+    client: openai.OpenAI, upstream: ScriptedUpstream
 ) -> None:
-    """A matplotlib chart becomes an image output whose URL, on this server, serves the PNG;
-    it is a container file made by the assistant."""
+    """A matplotlib chart becomes an image output whose URL is the PNG as a data URI (as
+    api.openai.com sends it: clients decode it), and a container file made by the assistant
+    with the same bytes, cited on the next message."""
     call, message, file_id = _chart(client, upstream, CHART_CODE)
     container_id = call.container_id
     (image,) = [o for o in call.outputs if o.type == "image"]
-    assert image.url == f"{server.base_url}/containers/{container_id}/files/{file_id}/content"
+    png = base64.b64decode(image.url.removeprefix("data:image/png;base64,"), validate=True)
+    assert png.startswith(PNG_MAGIC)
     assert message.content[0].text == CHART_TEXT
 
-    with raw_client(server) as http:
-        fetched = http.get(image.url)
-    assert fetched.status_code == 200, fetched.text
-    assert fetched.content.startswith(PNG_MAGIC)
     content = client.containers.files.content.retrieve(file_id, container_id=container_id)
-    assert content.read() == fetched.content
+    assert content.read() == png
 
     listed = {f.id: f for f in client.containers.files.list(container_id)}
     assert file_id in listed
     assert listed[file_id].source == "assistant"
     assert listed[file_id].path.endswith(".png")
-    assert listed[file_id].bytes == len(fetched.content)
+    assert listed[file_id].bytes == len(png)
 
 
 def test_failing_code_is_a_completed_call_with_its_traceback(

@@ -8,20 +8,31 @@ from codeinterp.agent.responder import ResponseBuilder, ResponseContext, Respons
 from codeinterp.config import Settings
 
 
+async def _no_code(code: str) -> dict[str, Any]:
+    raise AssertionError("no code runs here")
+
+
+async def _no_file(path: str) -> str | None:
+    return None
+
+
 def executor(messages: list[dict[str, Any]]) -> ResponseExecutor:
     context = ResponseContext(
         project="p",
         messages=messages,
         system=None,
         container_id="cntr_x",
-        function_names={"get_weather"},
-        function_tools=[],
+        function_tools=[
+            {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+        ],
         include_outputs=False,
         max_tool_calls=8,
-        file_url=lambda container, file: "",
+        max_tool_calls_setting="max_tool_calls",
+        run_code=_no_code,
+        find_file=_no_file,
     )
-    builder = ResponseBuilder({"id": "resp_x", "output": []}, None)
-    return ResponseExecutor(None, None, Settings(), builder, context)  # type: ignore[arg-type]
+    builder = ResponseBuilder({"id": "resp_x", "model": "m", "output": []}, None)
+    return ResponseExecutor(None, Settings(), builder, context)  # type: ignore[arg-type]
 
 
 def call(call_id: str, name: str) -> dict[str, Any]:

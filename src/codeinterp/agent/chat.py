@@ -13,19 +13,16 @@ is relayed to the upstream unchanged (see the route).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from pydantic import ValidationError
-
 from codeinterp.config import Settings
-from codeinterp.errors import InvalidRequest, UpstreamError
+from codeinterp.errors import InvalidRequest
 from codeinterp.ids import new_id
-from codeinterp.protocol.containers import ContainerCreate
-from codeinterp.services.containers import ContainersService
 
 from . import prompt, python_tool
-from .upstream import Completion, TextDelta, Upstream
+from .loop import MAX_TOOL_CALLS_SETTING, TIME_LIMIT_SETTING, LoopRequest, ModelLoop, ToolResult
+from .upstream import Completion, ToolCallDraft, Upstream
 
 CONTAINER_HEADER = "x-codeinterp-container"
 # Request fields the loop sets itself; every other field goes to the model as the client gave it.
@@ -70,55 +67,28 @@ def check_request(body: dict[str, Any]) -> None:
                 )
 
 
-async def open_container(
-    containers: ContainersService, project: str, body: dict[str, Any], header: str | None
-) -> tuple[str, bool]:
-    """The container named by the header or the tool, or a new one (auto); whether it is new."""
-    tool = code_interpreter_tool(body) or {}
-    named = header or (tool.get("container") if isinstance(tool.get("container"), str) else None)
-    if named:
-        await containers.ensure_usable(project, named)
-        return named, False
-    given = tool.get("container")
-    auto: dict[str, Any] = given if isinstance(given, dict) else {}
-    try:
-        create = ContainerCreate.model_validate(
-            {
-                "name": "chat",
-                "file_ids": auto.get("file_ids") or [],
-                "memory_limit": auto.get("memory_limit"),
-            }
-        )
-    except ValidationError as exc:
-        raise InvalidRequest(
-            f"Invalid code_interpreter container: {exc.errors()[0]['msg']}.", param="tools"
-        ) from None
-    created = await containers.create(project, create)
-    return str(created["id"]), True
+RunCode = Callable[[str], Awaitable[dict[str, Any]]]
 
 
 class ChatLoop:
-    """One Chat Completions request run to its final answer."""
+    """One Chat Completions request run to its final answer: the door's adapter of the loop."""
 
     def __init__(
         self,
         upstream: Upstream,
-        containers: ContainersService,
         settings: Settings,
-        project: str,
         body: dict[str, Any],
-        container_id: str,
+        run_code: RunCode,
+        paths: list[str],
     ) -> None:
         self.upstream = upstream
-        self.containers = containers
         self.settings = settings
-        self.project = project
         self.body = body
-        self.container_id = container_id
+        self.run_code = run_code  # runs python in the request's container; the `end` body
+        self.paths = paths  # the container's files, for the prompt
         self.id = new_id("chat_completion")
         self.created = int(time.time())
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
+        self.loop: ModelLoop | None = None
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> Chunk:
         return {
@@ -130,100 +100,53 @@ class ChatLoop:
         }
 
     def usage(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        }
+        if self.loop is None:
+            return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        return self.loop.usage()
+
+    def _request(self) -> LoopRequest:
+        note = prompt.system_message("", None, True, self.paths)
+        functions = [t for t in self.body.get("tools") or () if t.get("type") == "function"]
+        return LoopRequest(
+            model=self.body["model"],
+            messages=list(self.body["messages"]),
+            system=[note],
+            python=True,
+            function_tools=functions,
+            max_tool_calls=self.settings.max_tool_calls_per_run,
+            max_tool_calls_setting=MAX_TOOL_CALLS_SETTING,
+            time_limit=self.settings.run_expiry_seconds,
+            time_limit_setting=TIME_LIMIT_SETTING,
+            call_id_seed=self.id,
+            tool_choice=python_tool.tool_choice_for_model(self.body.get("tool_choice")),
+            options={k: v for k, v in self.body.items() if k not in OWN_FIELDS},
+        )
 
     async def run(self, emit: Callable[[Chunk], None] | None = None) -> dict[str, Any]:
         """The final chat.completion; with `emit`, its chunks are sent as they happen."""
-        files = await self.containers.all_files(self.project, self.container_id)
-        paths = [entry["path"] for entry in files]
-        note = prompt.system_message("", None, True, paths)
-        messages: list[dict[str, Any]] = [note, *self.body["messages"]]
-        tools = [python_tool.DEFINITION] + [
-            t for t in self.body.get("tools") or () if t.get("type") == "function"
-        ]
-        client_functions = {t["function"]["name"] for t in tools[1:] if "function" in t}
-        options = {k: v for k, v in self.body.items() if k not in OWN_FIELDS}
-        options["tool_choice"] = _tool_choice(self.body.get("tool_choice"))
+        host = _ChatHost(self, emit)
+        self.loop = ModelLoop(self.upstream, self._request(), host)
         if emit:
             emit(self._chunk({"role": "assistant", "content": ""}))
-        text = ""
-        calls_made = 0
-        while True:
-            completion = Completion()
-            separated = not text
-            if calls_made:  # a forced tool is the first turn's: later turns may answer in text
-                options.pop("tool_choice", None)
-            try:
-                async for delta in self.upstream.stream(
-                    self.body["model"], messages, tools, completion, **options
-                ):
-                    if isinstance(delta, TextDelta):
-                        piece = delta.text if separated else "\n\n" + delta.text
-                        separated = True
-                        text += piece
-                        if emit:
-                            emit(self._chunk({"content": piece}))
-            finally:
-                self.prompt_tokens += completion.prompt_tokens
-                self.completion_tokens += completion.completion_tokens
-            theirs = [c for c in completion.tool_calls if c.name in client_functions]
-            ours = [c for c in completion.tool_calls if c.name == python_tool.TOOL_NAME]
-            if theirs or not ours:
-                return self._final(text, theirs, completion.finish_reason, emit)
-            calls_made += len(ours)
-            if calls_made > self.settings.max_tool_calls_per_run:
-                raise UpstreamError(
-                    f"the model made more than {self.settings.max_tool_calls_per_run} python "
-                    "calls; raise CODEINTERP_MAX_TOOL_CALLS_PER_RUN to allow more"
-                )
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": completion.text or None,
-                    "tool_calls": [
-                        {
-                            "id": call.id or f"call_{self.id[-8:]}{call.index}",
-                            "type": "function",
-                            "function": {"name": call.name, "arguments": call.arguments},
-                        }
-                        for call in ours
-                    ],
-                }
-            )
-            for call, sent in zip(ours, messages[-1]["tool_calls"], strict=True):
-                code = python_tool.code_from_arguments(call.arguments)
-                result = await self.containers.run(
-                    self.project, self.container_id, code, self.settings.execution_timeout
-                )
-                images = sum(1 for r in result["results"] if r.get("file_id"))
-                messages.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": sent["id"],
-                        "content": python_tool.result_for_model(result, images),
-                    }
-                )
+        outcome = await self.loop.run()
+        return self._final(host.text_so_far, outcome.pending, outcome.completion, emit)
 
     def _final(
         self,
         text: str,
-        calls: list[Any],
-        finish_reason: str | None,
+        calls: list[ToolCallDraft],
+        completion: Completion,
         emit: Callable[[Chunk], None] | None,
     ) -> dict[str, Any]:
         tool_calls = [
             {
-                "id": call.id or f"call_{self.id[-8:]}{call.index}",
+                "id": call.id,
                 "type": "function",
                 "function": {"name": call.name, "arguments": call.arguments},
             }
             for call in calls
         ]
-        reason = "tool_calls" if tool_calls else (finish_reason or "stop")
+        reason = "tool_calls" if tool_calls else (completion.finish_reason or "stop")
         if emit:
             if tool_calls:
                 emit(
@@ -253,7 +176,38 @@ class ChatLoop:
         }
 
 
-def _tool_choice(choice: Any) -> Any:
-    if isinstance(choice, dict) and choice.get("type") == "code_interpreter":
-        return python_tool.FORCED_CHOICE
-    return choice
+class _ChatHost:
+    """The loop's events as one growing assistant message: the text of every turn, a blank line
+    between turns; python runs in the container; the client's functions end the loop."""
+
+    def __init__(self, chat: ChatLoop, emit: Callable[[Chunk], None] | None) -> None:
+        self.chat = chat
+        self.emit = emit
+        self.text_so_far = ""
+        self._turn_has_text = False
+
+    async def text(self, delta: str) -> None:
+        piece = delta
+        if not self._turn_has_text and self.text_so_far:
+            piece = "\n\n" + delta  # a later turn's text: its own paragraph
+        self._turn_has_text = True
+        self.text_so_far += piece
+        if self.emit:
+            self.emit(self.chat._chunk({"content": piece}))
+
+    async def tool_call(self, call: ToolCallDraft, fragment: str) -> None:
+        pass  # the client sees only the final answer and its own functions' calls
+
+    async def turn_streamed(self, completion: Completion) -> None:
+        self._turn_has_text = False
+
+    async def run_python(self, call: ToolCallDraft, code: str) -> str:
+        result = await self.chat.run_code(code)
+        images = sum(1 for r in result["results"] if r.get("file_id"))
+        return python_tool.result_for_model(result, images)
+
+    async def call_functions(self, calls: list[ToolCallDraft]) -> dict[str, str] | None:
+        return None  # the client runs them and sends their outputs in its next request
+
+    async def turn_done(self, results: Sequence[ToolResult]) -> None:
+        pass

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from codeinterp.protocol.threads import Message
-
 SANDBOX_NOTE = """\
 You can run Python with the `python` tool. It runs in a stateful sandbox: variables and files \
 persist between calls in this conversation. Files live in /mnt/data. The sandbox has no \
@@ -31,16 +29,3 @@ def system_message(
     if code_interpreter:
         text = f"{text}\n\n{SANDBOX_NOTE}{files_note(paths)}" if text else SANDBOX_NOTE
     return {"role": "system", "content": text}
-
-
-def chat_message(message: Message) -> dict[str, Any]:
-    """A stored thread message as a chat message (text parts joined; images named)."""
-    chunks: list[str] = []
-    for part in message.content:
-        if part.type == "text":
-            chunks.append(part.text.value)
-        elif part.type == "image_file":
-            chunks.append(f"[image {part.image_file.file_id}]")
-        else:
-            chunks.append(f"[image {part.image_url.url}]")
-    return {"role": message.role, "content": "\n".join(chunks)}

@@ -11,6 +11,26 @@ MAX_RESULT_CHARS = 20_000
 # tool_choice that makes the model call the python tool (what forcing code_interpreter means)
 FORCED_CHOICE: dict[str, Any] = {"type": "function", "function": {"name": TOOL_NAME}}
 
+
+def tool_choice_for_model(choice: Any) -> Any:
+    """A door's `tool_choice` in Chat Completions terms, for the model: forcing the code
+    interpreter forces the python tool; a function named in the Responses form
+    (``{"type": "function", "name"}``) gets the Chat form; anything else the model cannot be
+    asked for (file_search, say) is "auto". None stays None (the model's default)."""
+    if choice is None or isinstance(choice, str):
+        return choice
+    if not isinstance(choice, dict):
+        return "auto"
+    if choice.get("type") == "code_interpreter":
+        return FORCED_CHOICE
+    if choice.get("type") == "function":
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else choice.get("name")
+        if isinstance(name, str):
+            return {"type": "function", "function": {"name": name}}
+    return "auto"
+
+
 DEFINITION: dict[str, Any] = {
     "type": "function",
     "function": {
@@ -96,7 +116,8 @@ def partial_code(arguments: str) -> str:
     return "".join(out)
 
 
-def _trim(text: str, limit: int) -> str:
+def trim(text: str, limit: int) -> str:
+    """`text` cut in the middle to `limit` characters, with a note of how much was left out."""
     if len(text) <= limit:
         return text
     head = limit * 2 // 3
@@ -128,4 +149,4 @@ def result_for_model(execution: dict[str, Any], images: int) -> str:
     if written:
         parts.append("[files written: " + ", ".join(written) + "]")
     text = "\n".join(parts) if parts else "[no output]"
-    return _trim(text, MAX_RESULT_CHARS)
+    return trim(text, MAX_RESULT_CHARS)

@@ -11,31 +11,26 @@ response is built, each with its sequence number.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from codeinterp.config import Settings
 from codeinterp.errors import CodeInterpError
 from codeinterp.ids import new_id
-from codeinterp.services.containers import ContainersService
+from codeinterp.sessions.execution import IMAGE_TYPES
 
 from . import prompt, python_tool
 from .annotations import find_citations
-from .upstream import (
-    Completion,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallDraft,
-    Upstream,
-    UpstreamFailure,
-)
+from .loop import TIME_LIMIT_SETTING, LoopRequest, ModelLoop, ToolResult
+from .upstream import Completion, ToolCallDraft, Upstream, UpstreamFailure
 
 log = logging.getLogger("codeinterp.responses")
 
+RunCode = Callable[[str], Awaitable[dict[str, Any]]]
+FindFile = Callable[[str], Awaitable[str | None]]
 # An event for a streaming client: its type and its JSON (made when it happens: the objects it
 # shows keep changing).
 StreamEvent = tuple[str, str]
@@ -50,13 +45,18 @@ class ResponseContext:
     messages: list[dict[str, Any]]  # chat messages so far (no system message)
     system: str | None
     container_id: str | None
-    function_names: set[str]
     function_tools: list[dict[str, Any]]
     include_outputs: bool
     max_tool_calls: int
-    file_url: Callable[[str, str], str]  # (container id, file id) -> URL of its content
+    max_tool_calls_setting: str  # what to raise past it: the request's or the server's
+    run_code: RunCode  # python in the response's container: the execution's `end` body
+    find_file: FindFile  # a container file's id by its path, or None
     sampling: dict[str, Any] = field(default_factory=dict)
     input_items: list[dict[str, Any]] = field(default_factory=list)  # as given, with ids
+
+    @property
+    def function_names(self) -> set[str]:
+        return {t["function"]["name"] for t in self.function_tools}
 
 
 class ResponseBuilder:
@@ -194,41 +194,57 @@ class _CodeCall:
 
 
 class ResponseExecutor:
+    """One response built by the loop: the Responses door's adapter of it."""
+
     def __init__(
         self,
         upstream: Upstream,
-        containers: ContainersService,
         settings: Settings,
         builder: ResponseBuilder,
         context: ResponseContext,
     ) -> None:
         self.upstream = upstream
-        self.containers = containers
         self.settings = settings
         self.builder = builder
         self.context = context
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
+        self.loop = ModelLoop(upstream, self._request(), self)
         self.new_files: dict[str, str] = {}  # container file id -> its path, made in this response
         self._code_calls: dict[int, _CodeCall] = {}  # the turn's python calls, by call index
         self._message: _Message | None = None  # the turn's message while its text streams
-        self._turns = 0
         self._running: _CodeCall | None = None  # the call whose code runs now
 
     @property
     def response(self) -> dict[str, Any]:
         return self.builder.response
 
-    async def execute(self) -> None:
-        """Build the response to its end: completed, or failed with `error`."""
+    def _request(self) -> LoopRequest:
+        context = self.context
+        sampling = dict(context.sampling)
+        tool_choice = sampling.pop("tool_choice", None)
+        # The conversation goes on in context.messages (stored for previous_response_id); the
+        # system message is this response's own and is not kept.
+        return LoopRequest(
+            model=self.response["model"],
+            messages=context.messages,
+            python=context.container_id is not None,
+            function_tools=context.function_tools,
+            max_tool_calls=context.max_tool_calls,
+            max_tool_calls_setting=context.max_tool_calls_setting,
+            time_limit=self.settings.run_expiry_seconds,
+            time_limit_setting=TIME_LIMIT_SETTING,
+            call_id_seed=self.response["id"],
+            tool_choice=tool_choice,
+            options=sampling,
+            system=[{"role": "system", "content": context.system}] if context.system else [],
+        )
+
+    async def execute(self, before_end: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Build the response to its end: completed, or failed with `error`; `before_end` is
+        awaited just before the terminal event (to store the response)."""
         self.builder.lifecycle("response.created")
         self.builder.lifecycle("response.in_progress")
-        limit = self.settings.run_expiry_seconds
         try:
-            async with asyncio.timeout(limit):
-                await self._loop()
-        except TimeoutError:
-            self._fail("server_error", f"the response took longer than {limit} s and was stopped")
+            await self.loop.run()
         except UpstreamFailure as exc:
             self._fail(exc.code, str(exc))
         except CodeInterpError as exc:
@@ -242,6 +258,8 @@ class ResponseExecutor:
             self._abandon_open_items()
             self._answer_unanswered_calls()
         self._set_usage()
+        if before_end is not None:
+            await before_end()
         self.builder.lifecycle(
             "response.completed" if self.response["status"] == "completed" else "response.failed"
         )
@@ -281,135 +299,56 @@ class ResponseExecutor:
         self.response["error"] = {"code": code, "message": message}
 
     def _set_usage(self) -> None:
+        usage = self.loop.usage()
         self.response["usage"] = {
-            "input_tokens": self.prompt_tokens,
+            "input_tokens": usage["prompt_tokens"],
             "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-            "output_tokens": self.completion_tokens,
+            "output_tokens": usage["completion_tokens"],
             "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "total_tokens": usage["total_tokens"],
         }
 
-    def _tools(self) -> list[dict[str, Any]]:
-        tools = [python_tool.DEFINITION] if self.context.container_id else []
-        return tools + self.context.function_tools
+    # -- the loop's events (ToolHost) -------------------------------------------------------
 
-    async def _loop(self) -> None:
-        context = self.context
-        calls_made = 0
-        while True:
-            system = [{"role": "system", "content": context.system}] if context.system else []
-            completion = await self._model_turn(system + context.messages)
-            await self._close_message()
-            if not completion.tool_calls:
-                context.messages.append({"role": "assistant", "content": completion.text})
-                return
-            calls_made += len(completion.tool_calls)
-            if calls_made > context.max_tool_calls:
-                raise CodeInterpError(
-                    f"the response made more than {context.max_tool_calls} tool calls"
-                )
-            context.messages.append(
-                {
-                    "role": "assistant",
-                    "content": completion.text or None,
-                    "tool_calls": [
-                        {
-                            "id": c.id,
-                            "type": "function",
-                            "function": {"name": c.name, "arguments": c.arguments},
-                        }
-                        for c in completion.tool_calls
-                    ],
-                }
-            )
-            for call in completion.tool_calls:
-                if call.name not in context.function_names:
-                    content = await self._run_call(call)
-                    context.messages.append(
-                        {"role": "tool", "tool_call_id": call.id, "content": content}
-                    )
-            if any(c.name in context.function_names for c in completion.tool_calls):
-                self._function_calls(completion)
-                return  # the client runs its functions and answers in its next request
+    async def text(self, delta: str) -> None:
+        if self._message is None:
+            self._message = _Message(self.builder)
+        self._message.add(delta)
 
-    async def _close_message(self) -> None:
-        message, self._message = self._message, None
-        if message is not None:
-            message.close(await self._annotations(message.text))
+    async def tool_call(self, call: ToolCallDraft, fragment: str) -> None:
+        if call.name != python_tool.TOOL_NAME or self.context.container_id is None:
+            return
+        item = self._code_calls.get(call.index)
+        if item is None:
+            await self._close_message()  # its text is complete: calls come last
+            item = self._code_calls[call.index] = _CodeCall(self.builder, self.context.container_id)
+        item.code_so_far(python_tool.partial_code(call.arguments))
 
-    async def _model_turn(self, messages: list[dict[str, Any]]) -> Completion:
-        completion = Completion()
-        code_calls = self._code_calls = {}
-        sampling = dict(self.context.sampling)
-        if self._turns:  # a forced tool is the first turn's: later turns may answer in text
-            sampling.pop("tool_choice", None)
-        self._turns += 1
-        try:
-            async for delta in self.upstream.stream(
-                self.response["model"], messages, self._tools(), completion, **sampling
-            ):
-                if isinstance(delta, TextDelta):
-                    if self._message is None:
-                        self._message = _Message(self.builder)
-                    self._message.add(delta.text)
-                elif isinstance(delta, ToolCallDelta) and delta.call.name == python_tool.TOOL_NAME:
-                    call = code_calls.get(delta.call.index)
-                    if call is None:
-                        await self._close_message()  # its text is complete: calls come last
-                        assert self.context.container_id is not None
-                        call = code_calls[delta.call.index] = _CodeCall(
-                            self.builder, self.context.container_id
-                        )
-                    call.code_so_far(python_tool.partial_code(delta.call.arguments))
-        finally:
-            self.prompt_tokens += completion.prompt_tokens
-            self.completion_tokens += completion.completion_tokens
-        for draft in completion.tool_calls:
-            if not draft.id:
-                draft.id = f"call_{self.response['id'][-8:]}{draft.index}"
-        return completion
+    async def turn_streamed(self, completion: Completion) -> None:
+        await self._close_message()
 
-    async def _run_call(self, draft: ToolCallDraft) -> str:
-        if draft.name != python_tool.TOOL_NAME or self.context.container_id is None:
-            return f"error: there is no tool named {draft.name!r}"
-        code = python_tool.code_from_arguments(draft.arguments)
-        call = self._code_calls.pop(draft.index, None)
-        if call is None:  # no fragment of it was seen while streaming: open its item now
-            call = _CodeCall(self.builder, self.context.container_id)
-        call.interpreting(code)
-        self._running = call
-        result = await self.containers.run(
-            self.context.project, self.context.container_id, code, self.settings.execution_timeout
-        )
+    async def run_python(self, call: ToolCallDraft, code: str) -> str:
+        container_id = self.context.container_id
+        assert container_id is not None
+        item = self._code_calls.pop(call.index, None)
+        if item is None:  # no fragment of it was seen while streaming: open its item now
+            item = _CodeCall(self.builder, container_id)
+        item.interpreting(code)
+        self._running = item
+        result = await self.context.run_code(code)
         self._running = None
         images = [r for r in result["results"] if r.get("file_id")]
-        for image in images:  # saved by the containers service as it arrived
+        for image in images:  # saved as container files as they arrived
             self.new_files[image["file_id"]] = image["path"]
         for change in result["files"]:  # written by the code
             if change.get("id") and change["change"] != "deleted":
                 self.new_files[change["id"]] = change["path"]
-        outputs: list[dict[str, Any]] | None = None
-        if self.context.include_outputs:
-            outputs = []
-            logs = result["stdout"] + result["stderr"]
-            if result.get("error"):
-                logs += result["error"].get("traceback") or result["error"].get("value", "")
-            if logs:
-                outputs.append({"type": "logs", "logs": logs})
-            outputs.extend(
-                {
-                    "type": "image",
-                    "url": self.context.file_url(call.item["container_id"], r["file_id"]),
-                }
-                for r in images
-            )
-        call.finish("completed" if result["status"] in ("ok", "error") else "failed", outputs)
+        outputs = _outputs(result, images) if self.context.include_outputs else None
+        item.finish("completed" if result["status"] in ("ok", "error") else "failed", outputs)
         return python_tool.result_for_model(result, len(images))
 
-    def _function_calls(self, completion: Completion) -> None:
-        for draft in completion.tool_calls:
-            if draft.name not in self.context.function_names:
-                continue
+    async def call_functions(self, calls: list[ToolCallDraft]) -> dict[str, str] | None:
+        for draft in calls:
             item = {
                 "id": new_id("function_call"),
                 "type": "function_call",
@@ -426,6 +365,17 @@ class ResponseExecutor:
                 arguments=draft.arguments,
             )
             self.builder.done(index)
+        return None  # the client runs its functions and answers in its next request
+
+    async def turn_done(self, results: Sequence[ToolResult]) -> None:
+        pass
+
+    # -- messages and their citations -------------------------------------------------------
+
+    async def _close_message(self) -> None:
+        message, self._message = self._message, None
+        if message is not None:
+            message.close(await self._annotations(message.text))
 
     async def _annotations(self, text: str) -> list[dict[str, Any]]:
         """container_file_citation for each file the text links (sandbox:/mnt/data/NAME) and
@@ -438,7 +388,7 @@ class ResponseExecutor:
         by_path = {path: file_id for file_id, path in self.new_files.items()}
         for citation in find_citations(text):
             path = f"/mnt/data/{citation.name}"
-            file_id = by_path.get(path) or await self._file_id(container_id, path)
+            file_id = by_path.get(path) or await self.context.find_file(path)
             if file_id is None:
                 continue
             cited.add(file_id)
@@ -449,15 +399,21 @@ class ResponseExecutor:
         self.new_files.clear()
         return annotations
 
-    async def _file_id(self, container_id: str, path: str) -> str | None:
-        try:
-            listing = await self.containers.all_files(self.context.project, container_id)
-        except CodeInterpError:
-            return None
-        for entry in listing:
-            if entry["path"] == path:
-                return str(entry["id"])
-        return None
+
+def _outputs(result: dict[str, Any], images: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A code_interpreter_call's outputs: its logs, and each image as a data URI, as OpenAI
+    sends it (the image is a container file too, cited in the next message)."""
+    outputs: list[dict[str, Any]] = []
+    logs = result["stdout"] + result["stderr"]
+    if result.get("error"):
+        logs += result["error"].get("traceback") or result["error"].get("value", "")
+    if logs:
+        outputs.append({"type": "logs", "logs": logs})
+    for image in images:
+        mime = next((m for m in IMAGE_TYPES if isinstance(image["data"].get(m), str)), None)
+        if mime is not None:
+            outputs.append({"type": "image", "url": f"data:{mime};base64,{image['data'][mime]}"})
+    return outputs
 
 
 def _citation(container_id: str, file_id: str, path: str, start: int, end: int) -> dict[str, Any]:

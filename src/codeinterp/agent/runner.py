@@ -15,24 +15,30 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from codeinterp.config import Settings
-from codeinterp.errors import CodeInterpError, NotFound, QuotaExceeded
+from codeinterp.errors import (
+    CodeInterpError,
+    NotFound,
+    QuotaExceeded,
+    TimeLimitExceeded,
+    ToolBudgetExceeded,
+)
 from codeinterp.protocol.assistants import Assistant
 from codeinterp.protocol.runs import Run, ToolOutput
 from codeinterp.protocol.threads import Message, Thread
-from codeinterp.sandbox import Error, Execution, Result, Stderr, Stdout
-from codeinterp.services.containers import IMAGE_TYPES
-from codeinterp.services.files import FilesService
-from codeinterp.sessions import ManagedSession, SessionManager
-from codeinterp.store import Store
+from codeinterp.sessions import ManagedSession, SessionManager, execution
+from codeinterp.store import FileRecord, Store
 
 from . import prompt, python_tool
 from .annotations import find_citations
 from .bus import EventBus
-from .upstream import Completion, TextDelta, ToolCallDelta, Upstream, UpstreamFailure
+from .history import conversation
+from .loop import MAX_TOOL_CALLS_SETTING, LoopRequest, ModelLoop, ToolResult
+from .upstream import Completion, ToolCallDraft, Upstream
 from .writers import Emitter, MessageWriter, StepWriter
 
 log = logging.getLogger("codeinterp.agent")
@@ -40,12 +46,20 @@ log = logging.getLogger("codeinterp.agent")
 SHUTDOWN_MESSAGE = "The server shut down while this run was in progress."
 
 
+class OutputFiles(Protocol):
+    """Where a run's files go (the Files API, purpose assistants_output)."""
+
+    async def create_output(
+        self, project: str, filename: str, data: bytes | AsyncIterator[bytes]
+    ) -> FileRecord: ...
+
+
 @dataclass
 class AgentDeps:
     store: Store
     bus: EventBus
     sessions: SessionManager
-    files: FilesService
+    files: OutputFiles
     upstream: Upstream
     settings: Settings
 
@@ -82,8 +96,10 @@ class RunExecutor:
         self._step: StepWriter | None = None
         self._pending_images: list[str] = []
         self._copied_bytes = 0  # of cited files copied out of the session, for max_output_bytes
-        self._prompt_tokens = 0
-        self._completion_tokens = 0
+        self.loop: ModelLoop | None = None
+        self._relayed: dict[int, str] = {}  # the turn's tool call index -> code relayed so far
+        self._entries: dict[str, dict[str, Any]] = {}  # the turn's step details, by call id
+        self._file_ids: list[str] = []  # files the run's session gets
 
     # -- run state ------------------------------------------------------------------------------
 
@@ -108,11 +124,9 @@ class RunExecutor:
         await self.save_run(f"thread.run.{status}", persist=False)
 
     def _usage(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self._prompt_tokens,
-            "completion_tokens": self._completion_tokens,
-            "total_tokens": self._prompt_tokens + self._completion_tokens,
-        }
+        if self.loop is None:
+            return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        return self.loop.usage()
 
     async def _finish(self, status: str, last_error: dict[str, str] | None = None) -> None:
         stamp = _now()
@@ -141,9 +155,8 @@ class RunExecutor:
                 if self.run.expires_at
                 else self.deps.settings.run_expiry_seconds
             )
-            async with asyncio.timeout(max(0, lifetime)):
-                await self._loop()
-        except TimeoutError:
+            await self._loop(max(0, lifetime))
+        except TimeLimitExceeded:
             await self._stop_open_work("run_expired", "expired")
             await self._finish("expired")
         except asyncio.CancelledError:
@@ -151,6 +164,9 @@ class RunExecutor:
         except RunFailed as exc:
             await self._stop_open_work("run_failed", "failed")
             await self._finish("failed", {"code": exc.code, "message": str(exc)})
+        except ToolBudgetExceeded as exc:
+            await self._stop_open_work("run_failed", "failed")
+            await self._finish("failed", {"code": "server_error", "message": str(exc)})
         except Exception as exc:  # a bug or an unexpected failure: the run says so
             log.exception("run %s failed", self.run.id)
             await self._stop_open_work("run_failed", "failed")
@@ -177,7 +193,7 @@ class RunExecutor:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    async def _loop(self) -> None:
+    async def _loop(self, lifetime: float) -> None:
         store = self.deps.store
         assistant = self._assistant or Assistant.model_validate(
             (await store.get_object("assistant", self.project, self.run.assistant_id)).body
@@ -187,61 +203,56 @@ class RunExecutor:
         )
         self.run.started_at = _now()
         await self._set_status("in_progress")
+        self.loop = ModelLoop(
+            self.deps.upstream, await self._request(assistant, thread, lifetime), self
+        )
+        outcome = await self.loop.run()
+        if self._message is not None:
+            await self._complete_message()
+        if self._pending_images:
+            await self._open_message()
+            await self._complete_message()
+        if outcome.status == "incomplete":
+            self.run.incomplete_details = {"reason": outcome.reason}
+            await self._finish("incomplete")
+            return
+        await self._finish("completed")
 
-        uses_python = any(t.type == "code_interpreter" for t in self.run.tools)
-        function_names = {t.function.name for t in self.run.tools if t.type == "function"}
+    async def _request(self, assistant: Assistant, thread: Thread, lifetime: float) -> LoopRequest:
+        run = self.run
+        uses_python = any(t.type == "code_interpreter" for t in run.tools)
         messages = await self._thread_messages()
-        file_ids = self._file_ids(assistant, thread, messages) if uses_python else []
-        paths = await self._plan_paths(file_ids)
-        conversation = [
-            prompt.system_message(self.run.instructions, None, uses_python, sorted(paths.values())),
-            *[prompt.chat_message(m) for m in messages],
-        ]
-        tools = ([python_tool.DEFINITION] if uses_python else []) + [
-            {"type": "function", "function": t.function.model_dump(exclude_none=True)}
-            for t in self.run.tools
-            if t.type == "function"
-        ]
-        calls_made = 0
-        while True:
-            completion = await self._model_turn(conversation, tools)
-            if self._message is not None:
-                await self._complete_message()
-            if not completion.tool_calls:
-                if self._pending_images:
-                    await self._open_message()
-                    await self._complete_message()
-                await self._finish("completed")
-                return
-            calls_made += len(completion.tool_calls)
-            if calls_made > self.deps.settings.max_tool_calls_per_run:
-                raise RunFailed(
-                    "server_error",
-                    f"the run made more than {self.deps.settings.max_tool_calls_per_run} tool "
-                    "calls; raise CODEINTERP_MAX_TOOL_CALLS_PER_RUN to allow more",
-                )
-            conversation.append(
-                {
-                    "role": "assistant",
-                    "content": completion.text or None,
-                    "tool_calls": [
-                        {
-                            "id": c.id,
-                            "type": "function",
-                            "function": {"name": c.name, "arguments": c.arguments},
-                        }
-                        for c in completion.tool_calls
-                    ],
-                }
-            )
-            results = await self._run_tool_calls(completion, file_ids, function_names)
-            conversation.extend(
-                {"role": "tool", "tool_call_id": call_id, "content": content}
-                for call_id, content in results
-            )
+        self._file_ids = self._file_ids_of(assistant, thread, messages) if uses_python else []
+        paths = await self._plan_paths(self._file_ids)
+        system = prompt.system_message(run.instructions, None, uses_python, sorted(paths.values()))
+        truncation = run.truncation_strategy or {}
+        last = (
+            truncation.get("last_messages") if truncation.get("type") == "last_messages" else None
+        )
+        history = await conversation(self.deps.store, self.project, messages, run.id, last)
+        return LoopRequest(
+            model=run.model,
+            messages=history,
+            system=[system],
+            python=uses_python,
+            function_tools=[
+                {"type": "function", "function": t.function.model_dump(exclude_none=True)}
+                for t in run.tools
+                if t.type == "function"
+            ],
+            max_tool_calls=self.deps.settings.max_tool_calls_per_run,
+            max_tool_calls_setting=MAX_TOOL_CALLS_SETTING,
+            time_limit=lifetime,
+            time_limit_setting="the run's expires_at (CODEINTERP_RUN_EXPIRY_SECONDS)",
+            call_id_seed=run.id,
+            tool_choice=python_tool.tool_choice_for_model(run.tool_choice),
+            options=_sampling(run),
+            max_prompt_tokens=run.max_prompt_tokens,
+            max_completion_tokens=run.max_completion_tokens,
+        )
 
     @staticmethod
-    def _file_ids(assistant: Assistant, thread: Thread, messages: list[Message]) -> list[str]:
+    def _file_ids_of(assistant: Assistant, thread: Thread, messages: list[Message]) -> list[str]:
         ids: list[str] = []
         for resources in (assistant.tool_resources, thread.tool_resources):
             if resources and resources.code_interpreter:
@@ -292,34 +303,51 @@ class RunExecutor:
             self._pending_images = []
         return self._message
 
-    async def _model_turn(
-        self, conversation: list[dict[str, Any]], tools: list[dict[str, Any]]
-    ) -> Completion:
-        completion = Completion()
-        relayed: dict[int, str] = {}  # tool call index -> code relayed so far
-        try:
-            async for delta in self.deps.upstream.stream(
-                self.run.model,
-                conversation,
-                tools,
-                completion,
-                temperature=self.run.temperature,
-                top_p=self.run.top_p,
-                max_completion_tokens=self.run.max_completion_tokens,
-            ):
-                if isinstance(delta, TextDelta):
-                    (await self._open_message()).add_text(delta.text)
-                elif isinstance(delta, ToolCallDelta):
-                    await self._relay_tool_call(delta, relayed)
-        except UpstreamFailure as exc:
-            raise RunFailed(exc.code, str(exc)) from exc
-        finally:
-            self._prompt_tokens += completion.prompt_tokens
-            self._completion_tokens += completion.completion_tokens
-        for call in completion.tool_calls:
-            if not call.id:
-                call.id = f"call_{self.run.id[-8:]}{call.index}"
-        return completion
+    # -- the loop's events (ToolHost) -----------------------------------------------------------
+
+    async def text(self, delta: str) -> None:
+        (await self._open_message()).add_text(delta)
+
+    async def tool_call(self, call: ToolCallDraft, fragment: str) -> None:
+        await self._relay_tool_call(call, fragment)
+
+    async def turn_streamed(self, completion: Completion) -> None:
+        self._relayed = {}
+        if self._message is not None:
+            await self._complete_message()
+
+    async def run_python(self, call: ToolCallDraft, code: str) -> str:
+        step = await self._tool_step()
+        outputs, result = await self._run_python(step, call.index, code)
+        self._entries[call.id] = {
+            "id": call.id,
+            "type": "code_interpreter",
+            "code_interpreter": {"input": code, "outputs": outputs},
+        }
+        return result
+
+    async def call_functions(self, calls: list[ToolCallDraft]) -> dict[str, str] | None:
+        step = await self._tool_step()
+        for call in calls:
+            self._entries[call.id] = _function_entry(call, None)
+        step.step.step_details = {"type": "tool_calls", "tool_calls": list(self._entries.values())}
+        await step.save()
+        submitted = await self._require_action(calls)
+        return {output.tool_call_id: output.output for output in submitted}
+
+    async def turn_done(self, results: Sequence[ToolResult]) -> None:
+        step = await self._tool_step()
+        details = []
+        for result in results:
+            if result.kind == "python":
+                details.append(self._entries[result.call.id])
+            else:
+                output = result.output if result.kind == "function" else "unknown tool"
+                details.append(_function_entry(result.call, output))
+        step.step.step_details = {"type": "tool_calls", "tool_calls": details}
+        await step.finish("completed")
+        self._step = None
+        self._entries = {}
 
     async def _tool_step(self) -> StepWriter:
         if self._step is None:
@@ -332,10 +360,8 @@ class RunExecutor:
             )
         return self._step
 
-    async def _relay_tool_call(self, delta: ToolCallDelta, relayed: dict[int, str]) -> None:
-        call = delta.call
-        if not call.name:
-            return  # the name comes first; nothing to show before it
+    async def _relay_tool_call(self, call: ToolCallDraft, fragment: str) -> None:
+        relayed = self._relayed
         if self._message is not None:
             await self._complete_message()  # text before a tool call is its own message
         step = await self._tool_step()
@@ -367,7 +393,7 @@ class RunExecutor:
                         ],
                     }
                 )
-        elif delta.fragment:
+        elif fragment:
             step.delta(
                 {
                     "type": "tool_calls",
@@ -375,7 +401,7 @@ class RunExecutor:
                         {
                             "index": call.index,
                             "type": "function",
-                            "function": {"arguments": delta.fragment},
+                            "function": {"arguments": fragment},
                         }
                     ],
                 }
@@ -429,64 +455,6 @@ class RunExecutor:
 
     # -- tools ----------------------------------------------------------------------------------
 
-    async def _run_tool_calls(
-        self, completion: Completion, file_ids: list[str], function_names: set[str]
-    ) -> list[tuple[str, str]]:
-        step = await self._tool_step()
-        results: dict[str, str] = {}
-        pending_functions = []
-        details: list[dict[str, Any]] = []
-        for call in completion.tool_calls:
-            if call.name == python_tool.TOOL_NAME:
-                code = python_tool.code_from_arguments(call.arguments)
-                outputs, result = await self._run_python(step, call.index, code, file_ids)
-                details.append(
-                    {
-                        "id": call.id,
-                        "type": "code_interpreter",
-                        "code_interpreter": {"input": code, "outputs": outputs},
-                    }
-                )
-                results[call.id] = result
-            elif call.name in function_names:
-                details.append(
-                    {
-                        "id": call.id,
-                        "type": "function",
-                        "function": {
-                            "name": call.name,
-                            "arguments": call.arguments,
-                            "output": None,
-                        },
-                    }
-                )
-                pending_functions.append(call)
-            else:
-                details.append(
-                    {
-                        "id": call.id,
-                        "type": "function",
-                        "function": {
-                            "name": call.name,
-                            "arguments": call.arguments,
-                            "output": "unknown tool",
-                        },
-                    }
-                )
-                results[call.id] = f"error: there is no tool named {call.name!r}"
-        step.step.step_details = {"type": "tool_calls", "tool_calls": details}
-        if pending_functions:
-            await step.save()
-            submitted = await self._require_action(pending_functions)
-            for output in submitted:
-                results[output.tool_call_id] = output.output
-            for entry in details:
-                if entry["type"] == "function" and entry["id"] in results:
-                    entry["function"]["output"] = results[entry["id"]]
-        await step.finish("completed")
-        self._step = None
-        return [(c.id, results.get(c.id, "")) for c in completion.tool_calls]
-
     async def _require_action(self, calls: list[Any]) -> list[ToolOutput]:
         self.tool_outputs = asyncio.get_running_loop().create_future()
         self.run.required_action = {  # type: ignore[assignment]
@@ -511,20 +479,31 @@ class RunExecutor:
         await self._set_status("in_progress")
         return outputs
 
-    async def _session(self, file_ids: list[str]) -> ManagedSession:
+    async def _session(self) -> ManagedSession:
         sessions = self.deps.sessions
         managed = await sessions.acquire(self.project, "thread", self.run.thread_id)
-        await sessions.load_files(managed, file_ids)
+        await sessions.load_files(managed, self._file_ids)
         return managed
 
     async def _run_python(
-        self, step: StepWriter, index: int, code: str, file_ids: list[str]
+        self, step: StepWriter, index: int, code: str
     ) -> tuple[list[dict[str, Any]], str]:
-        managed = await self._session(file_ids)
-        managed.busy += 1
+        """Run the code in the thread's session, relaying its logs and images as step deltas;
+        returns the call's outputs and what the model reads back."""
+        managed = await self._session()
         outputs: list[dict[str, Any]] = []
         logs_index: int | None = None
-        image_ids: list[str] = []
+
+        def show(output: dict[str, Any], at: int) -> None:
+            entry = {"index": index, "type": "code_interpreter"}
+            step.delta(
+                {
+                    "type": "tool_calls",
+                    "tool_calls": [
+                        {**entry, "code_interpreter": {"outputs": [{"index": at, **output}]}}
+                    ],
+                }
+            )
 
         def add_logs(text: str) -> None:
             nonlocal logs_index
@@ -534,76 +513,55 @@ class RunExecutor:
                 logs_index = len(outputs)
                 outputs.append({"type": "logs", "logs": ""})
             outputs[logs_index]["logs"] += text
-            step.delta(
-                {
-                    "type": "tool_calls",
-                    "tool_calls": [
-                        {
-                            "index": index,
-                            "type": "code_interpreter",
-                            "code_interpreter": {
-                                "outputs": [{"index": logs_index, "type": "logs", "logs": text}]
-                            },
-                        }
-                    ],
-                }
-            )
+            show({"type": "logs", "logs": text}, logs_index)
 
-        execution = Execution()
-        try:
-            async for event in managed.session.execute(code, self.deps.settings.execution_timeout):
-                execution.add(event)
-                if isinstance(event, Stdout | Stderr):
-                    add_logs(event.text)
-                elif isinstance(event, Result):
-                    file_id = await self._save_image(event)
-                    if file_id is not None:
-                        image_ids.append(file_id)
-                        outputs.append({"type": "image", "image": {"file_id": file_id}})
-                        step.delta(
-                            {
-                                "type": "tool_calls",
-                                "tool_calls": [
-                                    {
-                                        "index": index,
-                                        "type": "code_interpreter",
-                                        "code_interpreter": {
-                                            "outputs": [
-                                                {
-                                                    "index": len(outputs) - 1,
-                                                    "type": "image",
-                                                    "image": {"file_id": file_id},
-                                                }
-                                            ]
-                                        },
-                                    }
-                                ],
-                            }
-                        )
-                    elif event.kind == "execute_result" and "text/plain" in event.data:
-                        add_logs(str(event.data["text/plain"]) + "\n")
-                elif isinstance(event, Error):
-                    add_logs(event.traceback + "\n")
-        finally:
-            managed.busy -= 1
-            managed.touch()
-        if execution.status not in ("ok", "error") and execution.message:
-            add_logs(f"[{execution.status}] {execution.message}\n")
-        self._pending_images.extend(image_ids)
-        return outputs, python_tool.result_for_model(execution.to_dict(), len(image_ids))
+        result: dict[str, Any] = {}
+        images = 0
+        events = execution.execute(
+            managed, code, self.deps.settings.execution_timeout, self._save_image
+        )
+        async for name, data in events:
+            if name in ("stdout", "stderr"):
+                add_logs(data["text"])
+            elif name == "result" and data.get("file_id"):
+                images += 1
+                image = {"type": "image", "image": {"file_id": data["file_id"]}}
+                outputs.append(image)
+                show(image, len(outputs) - 1)
+            elif name == "result" and data["type"] == "execute_result":
+                if "text/plain" in data["data"]:
+                    add_logs(str(data["data"]["text/plain"]) + "\n")
+            elif name == "error":
+                add_logs(data["traceback"] + "\n")
+            elif name == "end":
+                result = data
+        if result["status"] not in ("ok", "error") and result["message"]:
+            add_logs(f"[{result['status']}] {result['message']}\n")
+        return outputs, python_tool.result_for_model(result, images)
 
-    async def _save_image(self, result: Result) -> str | None:
-        import base64
+    async def _save_image(self, extension: str, data: bytes) -> dict[str, str] | None:
+        """A displayed image becomes a File (assistants_output), shown on the step and attached
+        to the run's next message."""
+        record = await self.deps.files.create_output(
+            self.project, f"image-{self.run.id[-6:]}{extension}", data
+        )
+        self._pending_images.append(str(record.id))
+        return {"file_id": str(record.id)}
 
-        for mime, extension in IMAGE_TYPES.items():
-            value = result.data.get(mime)
-            if isinstance(value, str):
-                try:
-                    data = base64.b64decode(value)
-                except ValueError:
-                    return None
-                record = await self.deps.files.create_output(
-                    self.project, f"image-{self.run.id[-6:]}{extension}", data
-                )
-                return str(record.id)
-        return None
+
+def _sampling(run: Run) -> dict[str, Any]:
+    """The run's settings that go to the model with every turn."""
+    options: dict[str, Any] = {"temperature": run.temperature, "top_p": run.top_p}
+    if run.response_format not in (None, "auto"):
+        options["response_format"] = run.response_format
+    if run.tools:  # the model refuses parallel_tool_calls without tools
+        options["parallel_tool_calls"] = run.parallel_tool_calls
+    return options
+
+
+def _function_entry(call: ToolCallDraft, output: str | None) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments, "output": output},
+    }

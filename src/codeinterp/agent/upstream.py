@@ -55,9 +55,10 @@ def _error_code(exc: openai.APIError) -> str:
 
 
 class UpstreamFailure(UpstreamError):
-    def __init__(self, message: str, code: str = "server_error") -> None:
+    def __init__(self, message: str, code: str = "server_error", status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status  # the endpoint's HTTP status, if it answered with one
 
 
 class Upstream:
@@ -149,11 +150,31 @@ class Upstream:
                         yield ToolCallDelta(draft, fragment)
         except openai.APIStatusError as exc:
             raise UpstreamFailure(
-                f"the model endpoint answered {exc.status_code}: {exc.message}", _error_code(exc)
+                f"the model endpoint answered {exc.status_code}: {exc.message}",
+                _error_code(exc),
+                exc.status_code,
             ) from exc
         except openai.APIError as exc:
             raise UpstreamFailure(f"the model endpoint failed: {exc}") from exc
         completion.tool_calls = [drafts[i] for i in sorted(drafts)]
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """The upstream's own model objects (GET /models), as it sends them; entries without
+        a string id are left out."""
+        try:
+            listing = await self.client.get("/models", cast_to=object)
+        except openai.APIStatusError as exc:
+            raise UpstreamFailure(
+                f"the model endpoint answered {exc.status_code}: {exc.message}",
+                _error_code(exc),
+                exc.status_code,
+            ) from exc
+        except openai.APIError as exc:
+            raise UpstreamFailure(f"the model endpoint failed: {exc}") from exc
+        data = listing.get("data") if isinstance(listing, dict) else None
+        if not isinstance(data, list):
+            raise UpstreamFailure("the model endpoint sent a model list without its data")
+        return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
 
 def _count(value: object) -> int:

@@ -7,6 +7,7 @@ is sent once (see the API reference, §3.4).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from codeinterp.ids import new_id
@@ -20,7 +21,6 @@ from codeinterp.protocol.threads import (
     Text,
     TextContent,
 )
-from codeinterp.services.common import now
 from codeinterp.store import Store
 
 from .bus import EventBus
@@ -55,7 +55,7 @@ class StepWriter:
     ) -> StepWriter:
         step = RunStep(
             id=new_id("step"),
-            created_at=now(),
+            created_at=int(time.time()),
             assistant_id=assistant_id,
             thread_id=thread_id,
             run_id=emitter.run_id,
@@ -99,7 +99,7 @@ class StepWriter:
         """Move to a final status (completed, failed, cancelled, expired) and say so."""
         if self.step.status != "in_progress":
             return
-        stamp = now()
+        stamp = int(time.time())
         self.step.status = status  # type: ignore[assignment]
         if status == "completed":
             self.step.completed_at = stamp
@@ -131,7 +131,7 @@ class MessageWriter:
     ) -> MessageWriter:
         message = Message(
             id=new_id("message"),
-            created_at=now(),
+            created_at=int(time.time()),
             thread_id=thread_id,
             status="in_progress",
             role="assistant",
@@ -215,7 +215,7 @@ class MessageWriter:
         await self.step.finish("completed")
 
     async def _close(self, status: str, annotations: list[FilePathAnnotation]) -> None:
-        stamp = now()
+        stamp = int(time.time())
         self.message.status = status  # type: ignore[assignment]
         self.message.content = self._content(annotations)
         if status == "completed":

@@ -18,8 +18,10 @@ from codeinterp.agent.upstream import Upstream
 from codeinterp.config import Settings, key_fingerprint
 from codeinterp.sandbox import Sandbox, SandboxConfig
 from codeinterp.services.assistants import AssistantsService
+from codeinterp.services.chat import ChatService
 from codeinterp.services.containers import ContainersService
 from codeinterp.services.files import FilesService
+from codeinterp.services.models import ModelsService
 from codeinterp.services.responses import ResponsesService
 from codeinterp.services.runs import RunsService
 from codeinterp.services.threads import ThreadsService
@@ -31,7 +33,7 @@ from . import errors
 from .deps import Services
 from .mcp_route import add_mcp
 from .middleware import BodySizeLimitMiddleware, JsonDepthMiddleware, RequestIdMiddleware
-from .routes import assistants, chat, containers, files, responses, runs, threads, usage
+from .routes import assistants, chat, containers, files, models, responses, runs, threads, usage
 
 log = logging.getLogger("codeinterp.api")
 
@@ -98,7 +100,8 @@ def create_app(settings: Settings) -> FastAPI:
             usage=UsageService(store),
             containers=container_service,
             responses=ResponsesService(store, container_service, upstream, settings),
-            upstream=upstream,
+            chat=ChatService(container_service, upstream, settings),
+            models=ModelsService(upstream),
         )
         try:
             async with mcp.session_manager.run():
@@ -114,7 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     # runs before threads: POST /v1/threads/runs must not match /v1/threads/{thread_id}
-    for module in (files, assistants, runs, threads, usage, containers, responses, chat):
+    for module in (files, assistants, runs, threads, usage, containers, responses, chat, models):
         app.include_router(module.router)
     mcp = add_mcp(app, settings)
     app.add_middleware(JsonDepthMiddleware, max_depth=MAX_JSON_DEPTH)  # inside the size cap

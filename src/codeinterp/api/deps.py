@@ -8,12 +8,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from codeinterp.agent.upstream import Upstream
 from codeinterp.config import DEFAULT_PROJECT, Settings
 from codeinterp.errors import Unauthorized
 from codeinterp.services.assistants import AssistantsService
+from codeinterp.services.chat import ChatService
 from codeinterp.services.containers import ContainersService
 from codeinterp.services.files import FilesService
+from codeinterp.services.models import ModelsService
 from codeinterp.services.responses import ResponsesService
 from codeinterp.services.runs import RunsService
 from codeinterp.services.threads import ThreadsService
@@ -30,7 +31,8 @@ class Services:
     usage: UsageService
     containers: ContainersService
     responses: ResponsesService
-    upstream: Upstream
+    chat: ChatService
+    models: ModelsService
 
 
 # Both are `async def` though they never wait: FastAPI runs a plain `def` dependency in a worker

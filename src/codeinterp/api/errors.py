@@ -19,6 +19,7 @@ from codeinterp.errors import (
     Conflict,
     ContainerExpired,
     InvalidRequest,
+    LoopLimitExceeded,
     NotFound,
     QuotaExceeded,
     SandboxError,
@@ -39,6 +40,8 @@ ERROR_TABLE: list[tuple[type[CodeInterpError], int, str, str | None]] = [
     (Conflict, 400, "invalid_request_error", None),
     (ContainerExpired, 400, "invalid_request_error", "container_expired"),
     (InvalidRequest, 400, "invalid_request_error", None),
+    # A 4xx: the client's SDK must not retry a whole model loop that is bound to fail again.
+    (LoopLimitExceeded, 400, "invalid_request_error", "loop_limit_exceeded"),
     (UpstreamError, 502, "server_error", "upstream_error"),
     (SandboxError, 500, "server_error", "sandbox_error"),
 ]

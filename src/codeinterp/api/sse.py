@@ -65,13 +65,33 @@ def run_stream(
 _DONE = object()
 
 
-def _failure(exc: Exception) -> dict[str, Any]:
-    """OpenAI's in-stream error shape, {"error": {...}}, for a failure after the stream began."""
+# What a failure after the stream began is sent as: its exception and how many events came
+# before it -> the data of the stream's last event, `error`.
+Failure = Callable[[Exception, int], Any]
+
+
+def error_envelope(exc: Exception, sent: int = 0) -> dict[str, Any]:
+    """OpenAI's error envelope, {"error": {...}}: how a Chat Completions stream or a container
+    execution's stream reports its failure (the SDK raises APIError); `sent` is not in it."""
     from .errors import error_response
 
     if isinstance(exc, CodeInterpError):
         return dict(json.loads(bytes(error_response(exc).body)))
     return {"error": {"message": "internal server error", "type": "server_error"}}
+
+
+def response_error_event(exc: Exception, sent: int) -> dict[str, Any]:
+    """The Responses API's error event (the spec's ResponseErrorEvent). Its sequence number
+    follows the stream's: a response's events are numbered from 0, one by one, so the `sent`
+    events before it took the numbers below `sent`."""
+    error = error_envelope(exc)["error"]
+    return {
+        "type": "error",
+        "code": error.get("code") or error["type"],
+        "message": error["message"],
+        "param": error.get("param"),
+        "sequence_number": sent,
+    }
 
 
 def data_frame(event: str, data: Any) -> bytes:
@@ -85,9 +105,12 @@ def execution_stream(
     heartbeat: float = HEARTBEAT_SECONDS,
     framer: Callable[[str, Any], bytes] = frame,
     headers: dict[str, str] | None = None,
+    *,
+    failure: Failure = error_envelope,
 ) -> StreamingResponse:
     """Relay an execution's events as they happen, with a heartbeat while the code is quiet.
 
+    A failure after the stream began ends it with an `error` event whose data `failure` makes.
     The events are pulled by a task of their own, so a heartbeat never interrupts the source.
     When the client goes away, Starlette cancels this stream, which cancels that task inside
     the execution: the sandbox interrupts the code (see Session.execute).
@@ -107,6 +130,7 @@ def execution_stream(
                 queue.put_nowait(exc)
 
         puller = asyncio.create_task(pull(), name="execution stream")
+        sent = 0
         try:
             while True:
                 try:
@@ -118,9 +142,10 @@ def execution_stream(
                 if item is _DONE:
                     return
                 if isinstance(item, Exception):
-                    yield framer("error", _failure(item))
+                    yield framer("error", failure(item, sent))
                     return
                 yield framer(*item)
+                sent += 1
         finally:
             if not puller.done():
                 puller.cancel()

@@ -11,8 +11,6 @@ through `execute` here, so they share sessions, limits, file tracking and usage 
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import itertools
 import logging
 from collections.abc import AsyncGenerator, Iterable
@@ -28,9 +26,10 @@ from codeinterp.protocol.containers import (
     ContainerCreate,
     ContainerFile,
 )
-from codeinterp.sandbox import End, Error, Execution, FileChange, Result, Stderr, Stdout
+from codeinterp.sandbox import FileChange
 from codeinterp.sandbox.workspace import FileReader, WorkspaceFile, clean_relative_path
-from codeinterp.sessions import ManagedSession, SessionManager
+from codeinterp.sessions import ManagedSession, SessionManager, execution
+from codeinterp.sessions.execution import ExecutionEvent, ReportChanges, SaveImage
 from codeinterp.store import Store
 
 from .common import check_limit, check_order, dict_envelope, now
@@ -39,12 +38,7 @@ from .files import clean_filename
 log = logging.getLogger("codeinterp.containers")
 
 WORKSPACE = "/mnt/data"
-IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif"}
 IMAGE_DIR = "outputs"  # displayed images are saved as /mnt/data/outputs/image-N.png
-
-# (event name, payload) as the execute stream sends them: stdout, stderr, result, error, end
-ExecutionEvent = tuple[str, dict[str, Any]]
-
 
 _file_order = itertools.count()
 
@@ -242,61 +236,32 @@ class ContainersService:
         live = await self._use(project, container_id)
         return self._execute(live, code, timeout)
 
-    async def _execute(
+    def _execute(
         self, live: LiveContainer, code: str, timeout: float | None
     ) -> AsyncGenerator[ExecutionEvent, None]:
-        managed = live.managed
-        managed.busy += 1
-        execution = Execution()
-        results: list[dict[str, Any]] = []
-        try:
-            limit = timeout if timeout is not None else self.settings.execution_timeout
-            async for event in managed.session.execute(code, limit):
-                execution.add(event)
-                if isinstance(event, Stdout):
-                    yield "stdout", {"text": event.text}
-                elif isinstance(event, Stderr):
-                    yield "stderr", {"text": event.text}
-                elif isinstance(event, Result):
-                    result = event.to_dict()
-                    saved = await self._save_image(live, event)
-                    if saved is not None:
-                        result["file_id"], result["path"] = saved.id, saved.path
-                    results.append(result)
-                    yield "result", result
-                elif isinstance(event, Error):
-                    yield "error", event.to_dict()
-                elif isinstance(event, End):
-                    body = execution.to_dict()
-                    body["results"] = results
-                    # The images saved for the results are named there; `files` is what the
-                    # code itself changed (whether a saved image shows up in the sandbox's own
-                    # account depends on timing, so it never does).
-                    image_paths = {r["path"] for r in results if "path" in r}
-                    changes = [c for c in event.files if c.path not in image_paths]
-                    body["files"] = self._track_changes(live, changes)
-                    yield "end", body
-        finally:
-            managed.busy -= 1
-            managed.touch()
+        return execution.execute(live.managed, code, self._limit(timeout), *self._hooks(live))
 
     async def run(
         self, project: str, container_id: str, code: str, timeout: float | None
     ) -> dict[str, Any]:
         """`execute` gathered: the `end` event's body."""
-        # Run the events to their natural end (just after `end`): the session's lock and `busy`
-        # are released now, not at GC; closing the generator early would cost ~0.25 ms more.
-        # aclosing still covers a failure part way.
-        result: dict[str, Any] | None = None
-        async with contextlib.aclosing(
-            await self.execute(project, container_id, code, timeout)
-        ) as events:
-            async for name, data in events:
-                if name == "end":
-                    result = data
-        if result is None:
-            raise AssertionError("an execution always ends with an `end` event")
-        return result
+        live = await self._use(project, container_id)
+        return await execution.run(live.managed, code, self._limit(timeout), *self._hooks(live))
+
+    def _limit(self, timeout: float | None) -> float:
+        return timeout if timeout is not None else self.settings.execution_timeout
+
+    def _hooks(self, live: LiveContainer) -> tuple[SaveImage, ReportChanges]:
+        """What an execution in this container does with its images and its file changes."""
+
+        async def save_image(extension: str, data: bytes) -> dict[str, str] | None:
+            saved = await self._save_image(live, extension, data)
+            return None if saved is None else {"file_id": saved.id, "path": saved.path}
+
+        def report_changes(changes: list[FileChange]) -> list[dict[str, Any]]:
+            return self._track_changes(live, changes)
+
+        return save_image, report_changes
 
     async def interrupt(self, project: str, container_id: str) -> dict[str, Any]:
         live = await self._use(project, container_id)
@@ -405,26 +370,20 @@ class ContainersService:
             reported.append(entry)
         return reported
 
-    async def _save_image(self, live: LiveContainer, result: Result) -> ContainerFile | None:
-        for mime, extension in IMAGE_TYPES.items():
-            value = result.data.get(mime)
-            if not isinstance(value, str):
-                continue
-            try:
-                data = base64.b64decode(value, validate=True)
-            except ValueError:
-                return None
+    async def _save_image(
+        self, live: LiveContainer, extension: str, data: bytes
+    ) -> ContainerFile | None:
+        """A displayed image as /mnt/data/outputs/image-N<ext>, never replacing a file."""
+        live.images_saved += 1
+        name = f"{IMAGE_DIR}/image-{live.images_saved}{extension}"
+        while name in live.files:
             live.images_saved += 1
             name = f"{IMAGE_DIR}/image-{live.images_saved}{extension}"
-            while name in live.files:  # never replace a file of the same name
-                live.images_saved += 1
-                name = f"{IMAGE_DIR}/image-{live.images_saved}{extension}"
-            try:
-                return await self._write(live, name, data, "assistant")
-            except CodeInterpError as exc:  # no room, or the code made `outputs` a symlink
-                log.warning("container %s: could not save %s: %s", live.container.id, name, exc)
-                return None
-        return None
+        try:
+            return await self._write(live, name, data, "assistant")
+        except CodeInterpError as exc:  # no room, or the code made `outputs` a symlink
+            log.warning("container %s: could not save %s: %s", live.container.id, name, exc)
+            return None
 
 
 def _relative(path: str) -> str:

@@ -10,16 +10,19 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from codeinterp.agent import python_tool
+from codeinterp.agent.loop import MAX_TOOL_CALLS_SETTING
 from codeinterp.agent.responder import (
+    FindFile,
     ResponseBuilder,
     ResponseContext,
     ResponseExecutor,
+    RunCode,
     StreamEvent,
     system_text,
 )
 from codeinterp.agent.upstream import Upstream
 from codeinterp.config import Settings
-from codeinterp.errors import ContainerExpired, InvalidRequest, NotFound
+from codeinterp.errors import CodeInterpError, ContainerExpired, InvalidRequest, NotFound
 from codeinterp.ids import new_id
 from codeinterp.protocol.containers import ContainerCreate
 from codeinterp.protocol.responses import AutoContainer, ResponseCreate
@@ -27,8 +30,6 @@ from codeinterp.store import Store
 
 from .common import check_limit, check_order, dict_envelope, now
 from .containers import ContainersService
-
-FileUrl = Callable[[str, str], str]
 
 
 class ResponsesService:
@@ -47,7 +48,7 @@ class ResponsesService:
     # -- creating -------------------------------------------------------------------------------
 
     async def prepare(
-        self, project: str, body: ResponseCreate, file_url: FileUrl
+        self, project: str, body: ResponseCreate
     ) -> tuple[dict[str, Any], ResponseContext]:
         """Check the request and set up its container and conversation; errors raise here,
         before a streaming answer has begun."""
@@ -62,7 +63,8 @@ class ResponsesService:
         for file_id in _input_file_ids(items) + _auto_file_ids(body):
             await self.store.get_file(project, file_id)  # 404 before anything is made
         messages = list(previous.get("messages", []))
-        container_id, created = await self._container(project, body, previous.get("container_id"))
+        earlier = previous.get("container_id") or _container_in_input(items)
+        container_id, created = await self._container(project, body, earlier)
         try:
             attached = await self._attach_files(project, container_id, items)
             paths = await self._paths(project, container_id) if container_id else []
@@ -97,32 +99,57 @@ class ResponsesService:
             "usage": None,
             "metadata": body.metadata or {},
         }
-        functions = body.functions()
         context = ResponseContext(
             project=project,
             messages=messages,
             system=system_text(body.instructions, container_id is not None, paths),
             container_id=container_id,
-            function_names={f.name for f in functions},
             function_tools=[
                 {
                     "type": "function",
                     "function": f.model_dump(exclude_none=True, exclude={"type", "strict"}),
                 }
-                for f in functions
+                for f in body.functions()
             ],
             include_outputs=body.include_outputs,
             max_tool_calls=body.max_tool_calls or self.settings.max_tool_calls_per_run,
-            file_url=file_url,
+            max_tool_calls_setting="max_tool_calls"
+            if body.max_tool_calls
+            else MAX_TOOL_CALLS_SETTING,
+            run_code=self._code_runner(project, container_id),
+            find_file=self._file_finder(project, container_id),
             sampling={
                 "temperature": body.temperature,
                 "top_p": body.top_p,
                 "max_completion_tokens": body.max_output_tokens,
-                "tool_choice": _tool_choice(body.tool_choice) if body.tools else None,
+                "tool_choice": python_tool.tool_choice_for_model(body.tool_choice)
+                if body.tools
+                else None,
             },
         )
         context.input_items = _with_ids(items)
         return response, context
+
+    def _code_runner(self, project: str, container_id: str | None) -> RunCode:
+        async def run_code(code: str) -> dict[str, Any]:
+            assert container_id is not None  # the loop offers python only with a container
+            return await self.containers.run(
+                project, container_id, code, self.settings.execution_timeout
+            )
+
+        return run_code
+
+    def _file_finder(self, project: str, container_id: str | None) -> FindFile:
+        async def find_file(path: str) -> str | None:
+            if container_id is None:
+                return None
+            try:
+                listing = await self.containers.all_files(project, container_id)
+            except CodeInterpError:
+                return None
+            return next((str(f["id"]) for f in listing if f["path"] == path), None)
+
+        return find_file
 
     async def complete(
         self, project: str, response: dict[str, Any], context: ResponseContext
@@ -163,22 +190,27 @@ class ResponsesService:
         emit: Callable[[StreamEvent], None] | None,
     ) -> None:
         builder = ResponseBuilder(response, emit)
-        executor = ResponseExecutor(self.upstream, self.containers, self.settings, builder, context)
-        await executor.execute()
-        if response["store"]:
-            await self.store.create_object(
-                "response",
-                project,
-                response["id"],
-                {
-                    "response": response,
-                    "messages": context.messages,
-                    "container_id": context.container_id,
-                    "input_items": context.input_items,
-                },
-                status=response["status"],
-                created_at=response["created_at"],
-            )
+        executor = ResponseExecutor(self.upstream, self.settings, builder, context)
+
+        async def store() -> None:
+            if response["store"]:
+                await self.store.create_object(
+                    "response",
+                    project,
+                    response["id"],
+                    {
+                        "response": response,
+                        "messages": context.messages,
+                        "container_id": context.container_id,
+                        "input_items": context.input_items,
+                    },
+                    status=response["status"],
+                    created_at=response["created_at"],
+                )
+
+        # Stored before the terminal event: a client that saw `response.completed` can
+        # retrieve it, and a failure to store is the stream's error instead.
+        await executor.execute(before_end=store)
 
     async def _container(
         self, project: str, body: ResponseCreate, previous_container: str | None
@@ -191,6 +223,8 @@ class ResponsesService:
             await self.containers.ensure_usable(project, tool.container)
             return tool.container, False
         auto: AutoContainer = tool.container
+        # `auto` goes on in the container an earlier call of the conversation used, whether the
+        # conversation came by previous_response_id or was sent back as input.
         if previous_container:
             with contextlib.suppress(ContainerExpired, NotFound):
                 await self.containers.ensure_usable(project, previous_container)
@@ -266,22 +300,21 @@ def _input_file_ids(items: list[dict[str, Any]]) -> list[str]:
     return ids
 
 
+def _container_in_input(items: list[dict[str, Any]]) -> str | None:
+    """The container of the latest code_interpreter_call among the input items, if any."""
+    for item in reversed(items):
+        if item.get("type") == "code_interpreter_call" and isinstance(
+            item.get("container_id"), str
+        ):
+            return str(item["container_id"])
+    return None
+
+
 def _auto_file_ids(body: ResponseCreate) -> list[str]:
     tool = body.code_interpreter()
     if tool is None or isinstance(tool.container, str):
         return []
     return list(tool.container.file_ids)
-
-
-def _tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
-    """The Responses API's tool_choice in Chat Completions terms."""
-    if isinstance(choice, str):
-        return choice
-    if choice.get("type") == "code_interpreter":
-        return python_tool.FORCED_CHOICE
-    if choice.get("type") == "function" and isinstance(choice.get("name"), str):
-        return {"type": "function", "function": {"name": choice["name"]}}
-    return "auto"
 
 
 def _with_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -12,16 +12,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from codeinterp.agent.chat import (
-    CONTAINER_HEADER,
-    ChatLoop,
-    check_request,
-    open_container,
-    wants_code_interpreter,
-)
+from codeinterp.agent.chat import CONTAINER_HEADER, ChatLoop, wants_code_interpreter
 from codeinterp.api.deps import Project, ServicesDep
 from codeinterp.api.sse import data_frame, execution_stream
-from codeinterp.errors import CodeInterpError, InvalidRequest
+from codeinterp.errors import InvalidRequest
 
 router = APIRouter(prefix="/v1/chat", tags=["chat"])
 
@@ -40,23 +34,14 @@ async def chat_completions(request: Request, services: ServicesDep, project: Pro
     header = request.headers.get(CONTAINER_HEADER)
     if not wants_code_interpreter(body, header):
         return await _relay(services, body)
-    check_request(body)
-    containers = services.containers
-    container_id, created = await open_container(containers, project, body, header)
-    loop = ChatLoop(services.upstream, containers, services.settings, project, body, container_id)
+    chat = services.chat
+    loop, container_id, created = await chat.start(project, body, header)
     headers = {CONTAINER_HEADER: container_id}
-
-    async def discard_new_container() -> None:
-        # The client never learns the id of a container made for a request that failed.
-        if created:
-            with contextlib.suppress(CodeInterpError):
-                await containers.delete(project, container_id)
-
     if not body.get("stream"):
         try:
             return JSONResponse(await loop.run(), headers=headers)
         except BaseException:
-            await discard_new_container()
+            await chat.discard(project, container_id, created)
             raise
     return execution_stream(
         _chunks(loop), services.settings.sse_heartbeat_seconds, data_frame, headers
@@ -88,7 +73,7 @@ async def _chunks(loop: ChatLoop) -> AsyncGenerator[tuple[str, Any], None]:
 
 
 async def _relay(services: ServicesDep, body: dict[str, Any]) -> Response:
-    upstream = await services.upstream.relay("/chat/completions", body)
+    upstream = await services.chat.relay(body)
     headers = {k: v for k, v in upstream.headers.items() if k.lower() in RELAYED_HEADERS}
     if not body.get("stream") or not upstream.is_success:
         try:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from codeinterp.api.deps import Project, ServicesDep
-from codeinterp.api.sse import execution_stream
+from codeinterp.api.sse import execution_stream, response_error_event
 from codeinterp.protocol.responses import ResponseCreate
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
@@ -16,18 +16,15 @@ router = APIRouter(prefix="/v1/responses", tags=["responses"])
 
 @router.post("", response_model=None)
 async def create_response(
-    request: Request, body: ResponseCreate, services: ServicesDep, project: Project
+    body: ResponseCreate, services: ServicesDep, project: Project
 ) -> JSONResponse | StreamingResponse:
-    root = str(request.base_url).rstrip("/")
-
-    def file_url(container_id: str, file_id: str) -> str:
-        return f"{root}/v1/containers/{container_id}/files/{file_id}/content"
-
     responses = services.responses
-    response, context = await responses.prepare(project, body, file_url)
+    response, context = await responses.prepare(project, body)
     if body.stream:
         events = responses.stream(project, response, context)
-        return execution_stream(events, services.settings.sse_heartbeat_seconds)
+        return execution_stream(
+            events, services.settings.sse_heartbeat_seconds, failure=response_error_event
+        )
     return JSONResponse(await responses.complete(project, response, context))
 
 

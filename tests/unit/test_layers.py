@@ -1,0 +1,32 @@
+"""The layers of the code base point one way (see the design notes): a module may import from
+the layers below its own, never from those above."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "codeinterp"
+ORDER = ["api", "services", "agent", "sessions", "sandbox"]  # top to bottom; store is a leaf
+
+
+def imported_modules(path: Path) -> list[str]:
+    modules = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.append(node.module)
+        elif isinstance(node, ast.Import):
+            modules.extend(alias.name for alias in node.names)
+    return modules
+
+
+def test_no_module_imports_upward() -> None:
+    upward = []
+    for layer in [*ORDER, "store"]:
+        above = ORDER[: ORDER.index(layer)] if layer in ORDER else ORDER
+        for path in (SRC / layer).rglob("*.py"):
+            for module in imported_modules(path):
+                parts = module.split(".")
+                if parts[0] == "codeinterp" and len(parts) > 1 and parts[1] in above:
+                    upward.append(f"{path.relative_to(SRC)} imports {module}")
+    assert upward == []
