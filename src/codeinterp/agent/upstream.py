@@ -3,7 +3,8 @@ AsyncOpenAI client, always streamed so text and code can be relayed as they arri
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,7 +116,7 @@ class Upstream:
         if tools:
             request["tools"] = tools
         drafts: dict[int, ToolCallDraft] = {}
-        try:
+        with _failures_translated():
             # The client's own request plumbing, with raw chunks: `chat.completions.create`
             # would walk the whole conversation through its TypedDict transforms and build a
             # model object for every chunk, about 1 ms per turn on the run's critical path.
@@ -127,54 +128,62 @@ class Upstream:
                 stream_cls=openai.AsyncStream[object],
             )
             async for chunk in _closing(stream):
-                if not isinstance(chunk, dict):
-                    raise UpstreamFailure("the model endpoint sent a chunk that is not an object")
-                usage = chunk.get("usage")
-                if isinstance(usage, dict):
-                    completion.prompt_tokens += _count(usage.get("prompt_tokens"))
-                    completion.completion_tokens += _count(usage.get("completion_tokens"))
-                for choice in chunk.get("choices") or ():
-                    if not isinstance(choice, dict):
-                        continue
-                    if isinstance(choice.get("finish_reason"), str):
-                        completion.finish_reason = choice["finish_reason"]
-                    delta = choice.get("delta")
-                    if not isinstance(delta, dict):
-                        continue
-                    content = delta.get("content")
-                    if isinstance(content, str) and content:
-                        completion.text += content
-                        yield TextDelta(content)
-                    for call in delta.get("tool_calls") or ():
-                        draft, fragment = _merge_tool_call(drafts, call)
-                        yield ToolCallDelta(draft, fragment)
-        except openai.APIStatusError as exc:
-            raise UpstreamFailure(
-                f"the model endpoint answered {exc.status_code}: {exc.message}",
-                _error_code(exc),
-                exc.status_code,
-            ) from exc
-        except openai.APIError as exc:
-            raise UpstreamFailure(f"the model endpoint failed: {exc}") from exc
+                for delta in _deltas(chunk, completion, drafts):
+                    yield delta
         completion.tool_calls = [drafts[i] for i in sorted(drafts)]
 
     async def list_models(self) -> list[dict[str, Any]]:
         """The upstream's own model objects (GET /models), as it sends them; entries without
         a string id are left out."""
-        try:
+        with _failures_translated():
             listing = await self.client.get("/models", cast_to=object)
-        except openai.APIStatusError as exc:
-            raise UpstreamFailure(
-                f"the model endpoint answered {exc.status_code}: {exc.message}",
-                _error_code(exc),
-                exc.status_code,
-            ) from exc
-        except openai.APIError as exc:
-            raise UpstreamFailure(f"the model endpoint failed: {exc}") from exc
         data = listing.get("data") if isinstance(listing, dict) else None
         if not isinstance(data, list):
             raise UpstreamFailure("the model endpoint sent a model list without its data")
         return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+@contextlib.contextmanager
+def _failures_translated() -> Iterator[None]:
+    """The client's errors as UpstreamFailure, with the endpoint's status when it answered."""
+    try:
+        yield
+    except openai.APIStatusError as exc:
+        raise UpstreamFailure(
+            f"the model endpoint answered {exc.status_code}: {exc.message}",
+            _error_code(exc),
+            exc.status_code,
+        ) from exc
+    except openai.APIError as exc:
+        raise UpstreamFailure(f"the model endpoint failed: {exc}") from exc
+
+
+def _deltas(
+    chunk: object, completion: Completion, drafts: dict[int, ToolCallDraft]
+) -> Iterator[Delta]:
+    """The text and tool call fragments of one streamed chunk; its usage and finish reason
+    go into `completion`."""
+    if not isinstance(chunk, dict):
+        raise UpstreamFailure("the model endpoint sent a chunk that is not an object")
+    usage = chunk.get("usage")
+    if isinstance(usage, dict):
+        completion.prompt_tokens += _count(usage.get("prompt_tokens"))
+        completion.completion_tokens += _count(usage.get("completion_tokens"))
+    for choice in chunk.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        if isinstance(choice.get("finish_reason"), str):
+            completion.finish_reason = choice["finish_reason"]
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            continue
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            completion.text += content
+            yield TextDelta(content)
+        for call in delta.get("tool_calls") or ():
+            draft, fragment = _merge_tool_call(drafts, call)
+            yield ToolCallDelta(draft, fragment)
 
 
 def _count(value: object) -> int:
