@@ -30,3 +30,16 @@ def test_no_module_imports_upward() -> None:
                 if parts[0] == "codeinterp" and len(parts) > 1 and parts[1] in above:
                     upward.append(f"{path.relative_to(SRC)} imports {module}")
     assert upward == []
+
+
+def test_the_agents_functions_stay_short() -> None:
+    """The model loop and its door adapters are read often: no function of agent/ is over 60
+    lines."""
+    long = []
+    for path in (SRC / "agent").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > 60:
+                    long.append(f"{path.name}:{node.name} ({lines} lines)")
+    assert long == []
