@@ -174,7 +174,7 @@ def test_sessions_are_reused_per_thread_and_separate_across_threads(
     client.beta.threads.messages.create(thread_id=thread_a.id, role="user", content="Read it.")
     run = client.beta.threads.runs.create_and_poll(thread_id=thread_a.id, assistant_id=assistant.id)
     assert run.status == "completed"
-    assert upstream.last_tool_results() == ["42"]
+    assert upstream.last_tool_results()[-1] == "42"  # after the first run's, replayed
 
     upstream.script = [python_call("print(secret)"), Text("no")]
     _, run = run_in_new_thread(client, "Read it elsewhere.", assistant.id)
