@@ -235,6 +235,17 @@ def build_shell() -> SandboxShell:
     return shell
 
 
+def _profile_in_home(shell: SandboxShell) -> None:
+    """The shell was made in the zygote, whose profile directory is the host's (read-only in the
+    jail, and a host path): the session's is in its own home, where `%cd -`, `%bookmark` and
+    `%store` can write their database."""
+    from IPython.core.profiledir import ProfileDir
+
+    location = os.path.join(os.environ.get("HOME") or "/tmp", ".ipython", "profile_default")
+    shell.profile_dir = ProfileDir(location=location)
+    shell.db = None  # made again, there, on first use
+
+
 class _ShellState:
     """What an execution changes in the shell, saved so that it can be put back."""
 
@@ -319,6 +330,7 @@ class Kernel:
         self._interruptible = False  # code is running: SIGINT raises KeyboardInterrupt
         self._output_deferred: list[tuple[str, str]] = []  # printed by a handler mid-send
         Kernel.current = self
+        _profile_in_home(shell)
         # Code that forks without exec runs on in a copy of this kernel: that copy must never
         # speak on the channel (see `execute`).
         os.register_at_fork(after_in_child=Kernel._forget)
