@@ -31,3 +31,17 @@ async def test_a_killed_zygote_is_replaced_and_sessions_come_back() -> None:
         assert (again.status, again.text) == ("ok", "'files survive'")
         fresh = await sandbox.create_session()
         assert (await fresh.run("2 + 2")).text == "4"
+
+
+async def test_a_sandbox_made_without_start_says_how_to_make_one() -> None:
+    """`Sandbox(config)` alone has no zygote and no runtime directory: asking it for a session is
+    a clear error, not a missing directory deep in the workspace code."""
+    from codeinterp.errors import SandboxError
+
+    sandbox = Sandbox(SandboxConfig(pool_size=0))
+    try:
+        await sandbox.create_session()
+    except SandboxError as exc:
+        assert "Sandbox.start()" in str(exc)
+    else:
+        raise AssertionError("create_session worked on a sandbox that was never started")

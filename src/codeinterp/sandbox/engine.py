@@ -103,6 +103,7 @@ class Sandbox:
         self._demand = 0  # sessions being created for callers right now: the pool waits for them
         self._last_handout = 0.0
         self._closed = False
+        self._started = False  # by `Sandbox.start`, which every caller must use
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -114,6 +115,7 @@ class Sandbox:
         return sandbox
 
     async def _start(self) -> None:
+        self._started = True
         if not self.unsafe:
             problems = doctor.isolation_problems()
             if problems:
@@ -193,6 +195,8 @@ class Sandbox:
         """A ready session: from the warm pool when the policy is the default, else forked now."""
         if self._closed:
             raise SandboxError("the sandbox is closed")
+        if not self._started:
+            raise SandboxError("the sandbox was not started: make it with `await Sandbox.start()`")
         policy = policy or self.config.policy
         session: Session | None = None
         if policy == self.config.policy:
