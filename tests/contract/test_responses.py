@@ -615,6 +615,19 @@ def test_function_call_ends_the_response_and_its_output_continues_it(
     (tool,) = [m for m in messages if m["role"] == "tool"]
     assert (tool["tool_call_id"], tool["content"]) == ("call_weather1", "sunny, 21 C")
 
+    # An output for a call the previous response never made is refused before the model sees
+    # the conversation (it would refuse it whole).
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(
+            model=MODEL,
+            previous_response_id=first.id,
+            input=[{"type": "function_call_output", "call_id": "call_nobody", "output": "?"}],
+            tools=[WEATHER_TOOL],
+        )
+    assert refused.value.param == "input"
+    assert "call_nobody" in refused.value.message
+    assert len(upstream.requests) == 2
+
 
 def test_required_tool_choice_forces_only_the_first_model_turn(
     client: openai.OpenAI, upstream: ScriptedUpstream

@@ -61,19 +61,87 @@ def error_response(exc: CodeInterpError) -> JSONResponse:
     return JSONResponse(envelope(str(exc), "server_error"), status_code=500)
 
 
+# The labels pydantic puts in an error's location for the member of a union it tried ("str",
+# "list[...]", "function-after[...]"): not fields of the request, so never part of a `param`.
+_UNION_LABELS = frozenset({"str", "int", "float", "bool", "none", "list", "dict", "bytes"})
+
+
+def _is_union_label(part: str) -> bool:
+    return "[" in part or part in _UNION_LABELS
+
+
+def _param(location: tuple[Any, ...], body: Any) -> tuple[str | None, int]:
+    """OpenAI's name for the field an error is about, such as `content[0].image_url.detail`,
+    and how many steps of the location the request itself has (its depth in the request).
+
+    pydantic's location also holds the union members it tried and the tags of tagged unions;
+    walking the request along it tells them from fields: a tag is the object's own `type`
+    value (and some step follows it), a union member's label is no key of the object. A last
+    step the object lacks is a missing field, and named."""
+    if not location:
+        return None, 0
+    source, *steps = location
+    if source != "body":
+        names = [str(step) for step in steps if not _is_union_label(str(step))]
+        return ".".join(names) or None, len(names)
+    node, parts, depth, tag_seen = body, [], 0, None
+    for index, step in enumerate(steps):
+        last = index == len(steps) - 1
+        if isinstance(step, int) and isinstance(node, list) and 0 <= step < len(node):
+            parts.append(f"[{step}]")
+            node, depth = node[step], depth + 1
+        elif not isinstance(step, str) or _is_union_label(step):
+            continue
+        elif (
+            not last
+            and isinstance(node, dict)
+            and step == node.get("type")
+            and tag_seen is not node
+        ):
+            tag_seen = node  # a tagged union's tag (never last), once per object
+        elif isinstance(node, dict) and step in node:
+            parts.append(f".{step}" if parts else step)
+            node, depth = node[step], depth + 1
+        elif last and isinstance(node, dict | None):
+            parts.append(f".{step}" if parts else step)
+    return "".join(parts) or None, depth
+
+
+# What a union member that wants a scalar says of an object or array it was given.
+_CONTAINER_TYPES = ("dict_type", "list_type", "model_type", "model_attributes_type")
+
+
+def _same_kind(error: Any) -> bool:
+    """False for the error of a union member that wants a scalar where the request has an
+    object or array (`"auto"` against `{"type": ...}`): another member's error says more."""
+    kind = str(error.get("type", ""))
+    scalar = kind == "literal_error" or (kind.endswith("_type") and kind not in _CONTAINER_TYPES)
+    return not (scalar and isinstance(error.get("input"), dict | list))
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    """The message and `param` of the error that reaches deepest into the request (of a union,
+    the member the request meant), in OpenAI's words."""
     errors = exc.errors()
     if not errors:
         return "Invalid request body.", None
-    first = errors[0]
-    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
-    param = ".".join(location) or None
+    body = getattr(exc, "body", None)
+    located = [(error, *_param(tuple(error.get("loc", ())), body)) for error in errors]
+    # the first of the deepest, and of those one from a union member of the input's own kind
+    first, param, _ = max(located, key=lambda item: (item[2], _same_kind(item[0])))
+    kind = str(first.get("type", ""))
     message = str(first.get("msg", "invalid value"))
-    if first.get("type") == "missing":
-        return f"Missing required parameter: '{param}'.", param
-    if first.get("type") == "json_invalid":
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        param = f"{param}.type" if param else "type"  # the tag our unions go by
+    if kind == "json_invalid" or (kind == "missing" and param is None):  # none, or no JSON
         return "We could not parse the JSON body of your request.", None
-    return f"Invalid value for '{param}': {message}." if param else message, param
+    if kind == "missing":
+        return f"Missing required parameter: '{param}'.", param
+    if not param:
+        return message, None
+    if kind.endswith("_type") or kind == "null_not_allowed":
+        return f"Invalid type for '{param}': {message}.", param
+    return f"Invalid value for '{param}': {message}.", param
 
 
 def install(app: FastAPI) -> None:

@@ -6,13 +6,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from .common import WireModel, WithMetadata
+from .common import NotNull, OrAbsent, Shape, WireModel, WithMetadata, validated_as
 
 
 class FunctionDefinition(WireModel):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
+    description: OrAbsent[str] = None
+    parameters: OrAbsent[dict[str, Any]] = None
     strict: bool | None = None
 
 
@@ -22,7 +22,7 @@ class CodeInterpreterTool(WireModel):
 
 class FileSearchTool(WireModel):
     type: Literal["file_search"] = "file_search"
-    file_search: dict[str, Any] | None = None
+    file_search: OrAbsent[dict[str, Any]] = None
 
 
 class FunctionTool(WireModel):
@@ -38,8 +38,40 @@ class CodeInterpreterResources(WireModel):
 
 
 class ToolResources(WireModel):
-    code_interpreter: CodeInterpreterResources | None = None
-    file_search: dict[str, Any] | None = None
+    """A resource the object has no use for is left out: `{}`, never `{"file_search": null}`."""
+
+    code_interpreter: OrAbsent[CodeInterpreterResources] = None
+    file_search: OrAbsent[dict[str, Any]] = None
+
+
+# -- response_format, as OpenAI's AssistantsApiResponseFormatOption -------------------------------
+
+
+class TextFormat(Shape):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(Shape):
+    type: Literal["json_object"]
+
+
+class JsonSchemaSpec(Shape):
+    name: str
+    description: NotNull[str] = None
+    schema_: NotNull[dict[str, Any]] = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class JsonSchemaFormat(Shape):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+FormatObject = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")
+]
+# "auto" or a format object, checked and kept as sent
+ResponseFormat = Annotated[Any, validated_as(Literal["auto"] | FormatObject | None)]
 
 
 class AssistantFields(WithMetadata):
@@ -50,7 +82,7 @@ class AssistantFields(WithMetadata):
     tool_resources: ToolResources | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    response_format: Any = None
+    response_format: ResponseFormat = None
     reasoning_effort: str | None = None
 
 
@@ -59,7 +91,10 @@ class AssistantCreate(AssistantFields):
 
 
 class AssistantUpdate(AssistantFields):
-    model: str | None = None
+    """Left out, a field keeps its value; `model` and `tools` cannot be set to null."""
+
+    model: NotNull[str] = None
+    tools: NotNull[list[Tool]] = Field(default=None, max_length=128)
 
     @field_validator("model")
     @classmethod

@@ -3,11 +3,70 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 log = logging.getLogger("codeinterp.protocol")
+
+T = TypeVar("T")
+
+
+def is_none(value: object) -> bool:
+    return value is None
+
+
+# A field of an object we send that OpenAI's schema types as a string, number or object, never
+# null, and does not require: left out of the wire object while it is None. (A field the schema
+# lets be null, such as a message's `assistant_id`, stays an ordinary `X | None` and is sent.)
+OrAbsent = Annotated[T | None, Field(exclude_if=is_none)]
+
+
+def _not_null(value: T | None) -> T | None:
+    if value is None:
+        raise PydanticCustomError("null_not_allowed", "expected a value, but got null instead")
+    return value
+
+
+# A field of a request that may be left out but, when sent, must not be null (OpenAI's schema
+# gives it no null), such as `model` when modifying an assistant.
+NotNull = Annotated[T | None, AfterValidator(_not_null)]
+
+
+class Shape(BaseModel):
+    """A nested object of a request that is checked against OpenAI's schema but kept as plain
+    JSON (see `validated_as`); keys the schema does not have are dropped."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+def _as_sent(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return value
+
+
+def validated_as(shape: Any) -> GetPydanticSchema:
+    """For `Annotated[dict[str, Any] | None, validated_as(Model | None)]`: the value is checked
+    as `shape` (errors name the exact field), then kept as the JSON the client sent, less
+    unknown keys, for code that copies it into stored objects and on to the model."""
+
+    def schema(source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            _as_sent, handler.generate_schema(shape)
+        )
+
+    return GetPydanticSchema(schema)
 
 
 class WireModel(BaseModel):

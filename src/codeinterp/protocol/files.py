@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .common import WireModel
+from .common import OrAbsent, WireModel
 
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 
@@ -17,5 +17,5 @@ class FileObject(WireModel):
     filename: str
     purpose: str
     status: str = "processed"
-    expires_at: int | None = None
-    status_details: str | None = None
+    expires_at: OrAbsent[int] = None  # only a file that expires has it
+    status_details: OrAbsent[str] = None

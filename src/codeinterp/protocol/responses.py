@@ -7,10 +7,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from codeinterp.errors import InvalidRequest
+
 from .common import RequestModel, check_metadata
 from .containers import MEMORY_LIMITS
 
 INCLUDE_OUTPUTS = "code_interpreter_call.outputs"
+# Fields OpenAI's schema lets be null, meaning their default.
+NULL_IS_DEFAULT = ("stream", "store", "parallel_tool_calls")
 
 
 class AutoContainer(RequestModel):
@@ -91,10 +95,36 @@ class ResponseCreate(RequestModel):
             raise ValueError("must not be empty")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        """OpenAI's schema lets these flags be null, which means their default."""
+        if isinstance(data, dict) and any(data.get(k, False) is None for k in NULL_IS_DEFAULT):
+            return {k: v for k, v in data.items() if not (k in NULL_IS_DEFAULT and v is None)}
+        return data
+
     @model_validator(mode="after")
     def _unsupported(self) -> ResponseCreate:
         if self.background:
             raise ValueError("background responses are not supported by this server")
+        return self
+
+    @model_validator(mode="after")
+    def _outputs_answer_calls(self) -> ResponseCreate:
+        """Without a previous response, a function call's output must follow the call in the
+        input (with one, the call may be in that response; the service checks it there)."""
+        if self.previous_response_id or isinstance(self.input, str):
+            return self
+        called: set[Any] = set()
+        for item in self.input:
+            if item.get("type") == "function_call":
+                called.add(item.get("call_id"))
+            elif item.get("type") == "function_call_output" and item.get("call_id") not in called:
+                raise InvalidRequest(
+                    "No tool call found for function call output with call_id "
+                    f"{item.get('call_id')}.",
+                    param="input",
+                )
         return self
 
     def code_interpreter(self) -> CodeInterpreterTool | None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from .assistants import Tool
-from .common import RequestModel, WireModel, WithMetadata
+from .assistants import ResponseFormat, Tool
+from .common import NotNull, RequestModel, Shape, WireModel, WithMetadata, validated_as
 from .threads import MessageCreate, ThreadCreate
 
 RunStatus = Literal[
@@ -24,6 +24,30 @@ RunStatus = Literal[
 ACTIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
 
 
+# -- tool_choice and truncation_strategy, as OpenAI's schema has them --------------------------
+
+
+class FunctionName(Shape):
+    name: str
+
+
+class NamedToolChoice(Shape):
+    type: Literal["function", "code_interpreter", "file_search"]
+    function: NotNull[FunctionName] = None
+
+
+class TruncationStrategy(Shape):
+    type: Literal["auto", "last_messages"]
+    last_messages: int | None = Field(default=None, ge=1)
+
+
+# checked, and kept as sent (the run stores them and hands them to the model as they are)
+ToolChoice = Annotated[
+    Any, validated_as(Literal["none", "auto", "required"] | NamedToolChoice | None)
+]
+Truncation = Annotated[dict[str, Any] | None, validated_as(TruncationStrategy | None)]
+
+
 class RunFields(WithMetadata):
     model: str | None = None
     instructions: str | None = None
@@ -33,10 +57,10 @@ class RunFields(WithMetadata):
     top_p: float | None = Field(default=None, ge=0, le=1)
     max_prompt_tokens: int | None = Field(default=None, ge=256)
     max_completion_tokens: int | None = Field(default=None, ge=16)
-    truncation_strategy: dict[str, Any] | None = None
-    tool_choice: Any = None
+    truncation_strategy: Truncation = None
+    tool_choice: ToolChoice = None
     parallel_tool_calls: bool | None = None
-    response_format: Any = None
+    response_format: ResponseFormat = None
     reasoning_effort: str | None = None
     stream: bool | None = None
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from .assistants import ToolResources
-from .common import WireModel, WithMetadata
+from .common import NotNull, OrAbsent, RequestModel, WireModel, WithMetadata
 
 # -- request bodies ----------------------------------------------------------------------------
 
@@ -21,29 +21,34 @@ class Attachment(WireModel):
     tools: list[AttachmentTool] = Field(default_factory=list)
 
 
-class TextPart(WireModel):
+# Content parts as a client sends them; each becomes the wire part below with only the fields
+# OpenAI's schema has. `detail` is one of OpenAI's values or left out.
+ImageDetail = Literal["auto", "low", "high"]
+
+
+class ImageFileParam(RequestModel):
+    file_id: str
+    detail: NotNull[ImageDetail] = None
+
+
+class ImageUrlParam(RequestModel):
+    url: str
+    detail: NotNull[ImageDetail] = None
+
+
+class TextPart(RequestModel):
     type: Literal["text"] = "text"
     text: str
 
 
-class ImageFileRef(WireModel):
-    file_id: str
-    detail: str | None = None
-
-
-class ImageFilePart(WireModel):
+class ImageFilePart(RequestModel):
     type: Literal["image_file"] = "image_file"
-    image_file: ImageFileRef
+    image_file: ImageFileParam
 
 
-class ImageUrlRef(WireModel):
-    url: str
-    detail: str | None = None
-
-
-class ImageUrlPart(WireModel):
+class ImageUrlPart(RequestModel):
     type: Literal["image_url"] = "image_url"
-    image_url: ImageUrlRef
+    image_url: ImageUrlParam
 
 
 InputPart = Annotated[TextPart | ImageFilePart | ImageUrlPart, Field(discriminator="type")]
@@ -69,6 +74,16 @@ class ThreadUpdate(WithMetadata):
 
 
 # -- objects -----------------------------------------------------------------------------------
+
+
+class ImageFileRef(WireModel):
+    file_id: str
+    detail: OrAbsent[str] = None
+
+
+class ImageUrlRef(WireModel):
+    url: str
+    detail: OrAbsent[str] = None
 
 
 class Thread(WireModel):

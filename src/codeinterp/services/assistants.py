@@ -63,17 +63,14 @@ class AssistantsService:
     ) -> dict[str, Any]:
         current = await self.get(project, assistant_id)
         await check_file_ids(self.store, project, body.tool_resources)
-        changes = body.model_dump(exclude_unset=True, exclude={"metadata"})
-        changes = {k: v for k, v in changes.items() if k in Assistant.model_fields}
-        updated = current.model_copy(
-            update={
-                **changes,
-                **(
-                    {"metadata": body.metadata or {}} if "metadata" in body.model_fields_set else {}
-                ),
-            }
-        )
-        wire = Assistant.model_validate(updated.model_dump(mode="json")).model_dump(mode="json")
+        changes = body.model_dump(mode="json", exclude_unset=True, exclude={"metadata"})
+        wire = current.model_dump(mode="json")
+        wire.update({k: v for k, v in changes.items() if k in Assistant.model_fields})
+        if wire.get("tool_resources") is None:
+            wire["tool_resources"] = {}  # as create makes it
+        if "metadata" in body.model_fields_set:
+            wire["metadata"] = body.metadata or {}
+        wire = Assistant.model_validate(wire).model_dump(mode="json")
         await self.store.update_object("assistant", project, assistant_id, wire)
         return wire
 

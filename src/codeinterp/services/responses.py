@@ -63,6 +63,7 @@ class ResponsesService:
         for file_id in _input_file_ids(items) + _auto_file_ids(body):
             await self.store.get_file(project, file_id)  # 404 before anything is made
         messages = list(previous.get("messages", []))
+        _check_outputs_answer_calls(messages, items)
         earlier = previous.get("container_id") or _container_in_input(items)
         container_id, created = await self._container(project, body, earlier)
         try:
@@ -131,10 +132,10 @@ class ResponsesService:
         return response, context
 
     def _code_runner(self, project: str, container_id: str | None) -> RunCode:
-        async def run_code(code: str) -> dict[str, Any]:
+        async def run_code(code: str, call_id: str) -> dict[str, Any]:
             assert container_id is not None  # the loop offers python only with a container
             return await self.containers.run(
-                project, container_id, code, self.settings.execution_timeout
+                project, container_id, code, self.settings.execution_timeout, call_id=call_id
             )
 
         return run_code
@@ -298,6 +299,23 @@ def _input_file_ids(items: list[dict[str, Any]]) -> list[str]:
                     raise InvalidRequest("input_file needs a file_id here.", param="input")
                 ids.append(part["file_id"])
     return ids
+
+
+def _check_outputs_answer_calls(
+    messages: list[dict[str, Any]], items: list[dict[str, Any]]
+) -> None:
+    """Every function_call_output answers a call of the previous response or of this input
+    (without a previous response the request model checks it): an orphan would make the model
+    refuse the whole conversation."""
+    called = {c["id"] for m in messages for c in m.get("tool_calls") or ()}
+    for item in items:
+        if item.get("type") == "function_call":
+            called.add(item.get("call_id"))
+        elif item.get("type") == "function_call_output" and item.get("call_id") not in called:
+            raise InvalidRequest(
+                f"No tool call found for function call output with call_id {item.get('call_id')}.",
+                param="input",
+            )
 
 
 def _container_in_input(items: list[dict[str, Any]]) -> str | None:

@@ -11,7 +11,9 @@ from codeinterp.protocol.assistants import ToolResources
 from codeinterp.protocol.runs import ACTIVE_RUN_STATUSES
 from codeinterp.protocol.threads import (
     ImageFileContent,
+    ImageFileRef,
     ImageUrlContent,
+    ImageUrlRef,
     Message,
     MessageCreate,
     MessageUpdate,
@@ -47,9 +49,13 @@ def user_content(body: MessageCreate) -> list[Any]:
         if part.type == "text":
             parts.append(TextContent(text=Text(value=part.text)))
         elif part.type == "image_file":
-            parts.append(ImageFileContent(image_file=part.image_file))
+            file = part.image_file
+            parts.append(
+                ImageFileContent(image_file=ImageFileRef(file_id=file.file_id, detail=file.detail))
+            )
         else:
-            parts.append(ImageUrlContent(image_url=part.image_url))
+            url = part.image_url
+            parts.append(ImageUrlContent(image_url=ImageUrlRef(url=url.url, detail=url.detail)))
     if not parts:
         raise InvalidRequest("Message content must not be empty.", param="content")
     return parts

@@ -55,12 +55,16 @@ async def delete_container(
 async def create_container_file(
     container_id: str, request: Request, services: ServicesDep, project: Project
 ) -> dict[str, Any]:
-    """Multipart with a `file` part, or JSON {"file_id": ...} naming an uploaded File."""
+    """Multipart with a `file` part (or a `file_id` field), or JSON {"file_id": ...} naming an
+    uploaded File."""
     containers = services.containers
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         limit = services.settings.max_upload_bytes
         form = await request.form()  # file parts stream to disk; other fields stay small
         upload = form.get("file")
+        file_id = form.get("file_id")
+        if not isinstance(upload, UploadFile) and isinstance(file_id, str):
+            return await containers.copy_file(project, container_id, file_id)
         if not isinstance(upload, UploadFile):
             raise InvalidRequest("Missing required parameter: 'file'.", param="file")
         try:
