@@ -235,7 +235,7 @@ def build_shell() -> SandboxShell:
     return shell
 
 
-def _profile_in_home(shell: SandboxShell) -> None:
+def profile_in_home(shell: SandboxShell) -> None:
     """The shell was made in the zygote, whose profile directory is the host's (read-only in the
     jail, and a host path): the session's is in its own home, where `%cd -`, `%bookmark` and
     `%store` can write their database."""
@@ -330,7 +330,6 @@ class Kernel:
         self._interruptible = False  # code is running: SIGINT raises KeyboardInterrupt
         self._output_deferred: list[tuple[str, str]] = []  # printed by a handler mid-send
         Kernel.current = self
-        _profile_in_home(shell)
         # Code that forks without exec runs on in a copy of this kernel: that copy must never
         # speak on the channel (see `execute`).
         os.register_at_fork(after_in_child=Kernel._forget)
