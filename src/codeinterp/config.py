@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     # The MCP download_file tool returns a file inline in one message, so less.
     mcp_max_file_bytes: int = Field(default=DEFAULT_MCP_MAX_FILE_BYTES, gt=0)
 
+    # Traces (telemetry/tracing.py): exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT (or
+    # ..._TRACES_ENDPOINT) is set. Prompts, code and output are recorded in spans unless
+    # trace_content is off, each cut to trace_content_max_chars.
+    trace_content: bool = True
+    # Log lines as text, or as one JSON object per line ("json")
+    log_format: Literal["text", "json"] = "text"
+    trace_content_max_chars: int = Field(default=8192, ge=0)
+
     @field_validator("model_map", mode="before")
     @classmethod
     def _parse_model_map(cls, value: object) -> object:

@@ -67,7 +67,7 @@ def check_request(body: dict[str, Any]) -> None:
                 )
 
 
-RunCode = Callable[[str], Awaitable[dict[str, Any]]]
+RunCode = Callable[[str, str], Awaitable[dict[str, Any]]]  # (code, tool call id)
 
 
 class ChatLoop:
@@ -80,12 +80,14 @@ class ChatLoop:
         body: dict[str, Any],
         run_code: RunCode,
         paths: list[str],
+        container_id: str,
     ) -> None:
         self.upstream = upstream
         self.settings = settings
         self.body = body
         self.run_code = run_code  # runs python in the request's container; the `end` body
         self.paths = paths  # the container's files, for the prompt
+        self.container_id = container_id
         self.id = new_id("chat_completion")
         self.created = int(time.time())
         self.loop: ModelLoop | None = None
@@ -120,6 +122,12 @@ class ChatLoop:
             call_id_seed=self.id,
             tool_choice=python_tool.tool_choice_for_model(self.body.get("tool_choice")),
             options={k: v for k, v in self.body.items() if k not in OWN_FIELDS},
+            trace={
+                "codeinterp.door": "chat_completions",
+                "codeinterp.chat.id": self.id,
+                "codeinterp.container.id": self.container_id,
+                "gen_ai.conversation.id": self.container_id,
+            },
         )
 
     async def run(self, emit: Callable[[Chunk], None] | None = None) -> dict[str, Any]:
@@ -202,7 +210,7 @@ class _ChatHost:
         self._turn_has_text = False
 
     async def run_python(self, call: ToolCallDraft, code: str) -> str:
-        result = await self.chat.run_code(code)
+        result = await self.chat.run_code(code, call.id)
         images = sum(1 for r in result["results"] if r.get("file_id"))
         return python_tool.result_for_model(result, images)
 

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from opentelemetry.trace import SpanKind
+
 from codeinterp.errors import TimeLimitExceeded, ToolBudgetExceeded
+from codeinterp.telemetry import metrics, tracing
 
 from . import python_tool
 from .upstream import (
@@ -71,6 +75,7 @@ class LoopRequest:
     max_prompt_tokens: int | None = None
     max_completion_tokens: int | None = None
     system: list[dict[str, Any]] = field(default_factory=list)  # sent first, not kept in messages
+    trace: dict[str, Any] = field(default_factory=dict)  # the door's attributes of the trace
 
     @property
     def function_names(self) -> set[str]:
@@ -137,14 +142,52 @@ class ModelLoop:
         ToolBudgetExceeded or TimeLimitExceeded past a limit, UpstreamFailure if the model
         endpoint fails."""
         request = self.request
-        try:
-            async with asyncio.timeout(request.time_limit):
-                return await self._turns()
-        except TimeoutError:
-            raise TimeLimitExceeded(
-                f"the model and its tools took longer than {request.time_limit:g} s; "
-                f"raise {request.time_limit_setting} to allow more"
-            ) from None
+        door = str(request.trace.get("codeinterp.door", "other"))
+        started = time.monotonic()
+        ended = "error"
+        with tracing.span(f"invoke_agent {tracing.AGENT_NAME}", self._trace_start()) as root:
+            try:
+                async with asyncio.timeout(request.time_limit):
+                    outcome = await self._turns()
+                ended = outcome.status
+            except TimeoutError:
+                ended = "time_limit"
+                raise TimeLimitExceeded(
+                    f"the model and its tools took longer than {request.time_limit:g} s; "
+                    f"raise {request.time_limit_setting} to allow more"
+                ) from None
+            except ToolBudgetExceeded:
+                ended = "tool_budget"
+                raise
+            finally:
+                tracing.set_attributes(root, {**self._trace_totals(), "codeinterp.outcome": ended})
+                metrics.LOOPS.labels(door, ended).inc()
+                metrics.LOOP_SECONDS.labels(door).observe(time.monotonic() - started)
+            return outcome
+
+    def _trace_start(self) -> dict[str, Any]:
+        request = self.request
+        asked = [m for m in request.messages if m.get("role") == "user"]
+        prompt = asked[-1].get("content") if asked else None
+        return {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": tracing.AGENT_NAME,
+            "gen_ai.request.model": request.model,
+            "codeinterp.prompt": tracing.content.clip(
+                prompt if isinstance(prompt, str) else tracing.as_json(prompt)
+            )
+            if prompt
+            else None,
+            **request.trace,
+        }
+
+    def _trace_totals(self) -> dict[str, Any]:
+        return {
+            "gen_ai.usage.input_tokens": self.prompt_tokens,
+            "gen_ai.usage.output_tokens": self.completion_tokens,
+            "codeinterp.model_turns": self.turns,
+            "codeinterp.tool_calls": self.tool_calls_made,
+        }
 
     async def _turns(self) -> LoopOutcome:
         while True:
@@ -227,6 +270,31 @@ class ModelLoop:
             options["max_completion_tokens"] = max(1, left)
         self.turns += 1
         completion = Completion()
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": tracing.PROVIDER_NAME,
+            "gen_ai.request.model": request.model,
+        }
+        started, failed = time.monotonic(), True
+        with tracing.span(f"chat {request.model}", attributes, SpanKind.CLIENT) as turn:
+            try:
+                await self._stream_turn(completion, options)
+                failed = False
+            finally:
+                tracing.set_attributes(turn, _turn_attributes(completion))
+                metrics.model_turn(
+                    time.monotonic() - started,
+                    completion.prompt_tokens,
+                    completion.completion_tokens,
+                    failed,
+                )
+        for call in completion.tool_calls:
+            if not call.id:
+                call.id = f"call_{request.call_id_seed[-8:]}{call.index}"
+        return completion
+
+    async def _stream_turn(self, completion: Completion, options: dict[str, Any]) -> None:
+        request = self.request
         try:
             async for delta in self.upstream.stream(
                 request.model,
@@ -242,10 +310,6 @@ class ModelLoop:
         finally:
             self.prompt_tokens += completion.prompt_tokens
             self.completion_tokens += completion.completion_tokens
-        for call in completion.tool_calls:
-            if not call.id:
-                call.id = f"call_{request.call_id_seed[-8:]}{call.index}"
-        return completion
 
     def _is_python(self, call: ToolCallDraft) -> bool:
         return self.request.python and call.name == python_tool.TOOL_NAME
@@ -263,6 +327,20 @@ class ModelLoop:
             elif not self._is_function(call):
                 results.append(ToolResult(call, "unknown", UNKNOWN_TOOL.format(name=call.name)))
         return results
+
+
+def _turn_attributes(completion: Completion) -> dict[str, Any]:
+    return {
+        "gen_ai.usage.input_tokens": completion.prompt_tokens,
+        "gen_ai.usage.output_tokens": completion.completion_tokens,
+        "gen_ai.response.finish_reasons": [completion.finish_reason]
+        if completion.finish_reason
+        else None,
+        "codeinterp.output.text": tracing.content.clip(completion.text)
+        if completion.text
+        else None,
+        "codeinterp.output.tool_calls": [c.name for c in completion.tool_calls] or None,
+    }
 
 
 def _without_images(messages: list[dict[str, Any]]) -> bool:

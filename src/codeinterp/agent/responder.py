@@ -29,7 +29,7 @@ from .upstream import Completion, ToolCallDraft, Upstream, UpstreamFailure
 
 log = logging.getLogger("codeinterp.responses")
 
-RunCode = Callable[[str], Awaitable[dict[str, Any]]]
+RunCode = Callable[[str, str], Awaitable[dict[str, Any]]]  # (code, tool call id)
 FindFile = Callable[[str], Awaitable[str | None]]
 # An event for a streaming client: its type and its JSON (made when it happens: the objects it
 # shows keep changing).
@@ -236,6 +236,12 @@ class ResponseExecutor:
             tool_choice=tool_choice,
             options=sampling,
             system=[{"role": "system", "content": context.system}] if context.system else [],
+            trace={
+                "codeinterp.door": "responses",
+                "codeinterp.response.id": self.response["id"],
+                "codeinterp.container.id": context.container_id,
+                "gen_ai.conversation.id": context.container_id,
+            },
         )
 
     async def execute(self, before_end: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -335,7 +341,7 @@ class ResponseExecutor:
             item = _CodeCall(self.builder, container_id)
         item.interpreting(code)
         self._running = item
-        result = await self.context.run_code(code)
+        result = await self.context.run_code(code, call.id)
         self._running = None
         images = [r for r in result["results"] if r.get("file_id")]
         for image in images:  # saved as container files as they arrived

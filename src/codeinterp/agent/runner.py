@@ -249,6 +249,12 @@ class RunExecutor:
             options=_sampling(run),
             max_prompt_tokens=run.max_prompt_tokens,
             max_completion_tokens=run.max_completion_tokens,
+            trace={
+                "codeinterp.door": "assistants",
+                "codeinterp.run.id": run.id,
+                "gen_ai.agent.id": run.assistant_id,
+                "gen_ai.conversation.id": run.thread_id,
+            },
         )
 
     @staticmethod
@@ -318,7 +324,7 @@ class RunExecutor:
 
     async def run_python(self, call: ToolCallDraft, code: str) -> str:
         step = await self._tool_step()
-        outputs, result = await self._run_python(step, call.index, code)
+        outputs, result = await self._run_python(step, call, code)
         self._entries[call.id] = {
             "id": call.id,
             "type": "code_interpreter",
@@ -486,11 +492,12 @@ class RunExecutor:
         return managed
 
     async def _run_python(
-        self, step: StepWriter, index: int, code: str
+        self, step: StepWriter, call: ToolCallDraft, code: str
     ) -> tuple[list[dict[str, Any]], str]:
         """Run the code in the thread's session, relaying its logs and images as step deltas;
         returns the call's outputs and what the model reads back."""
         managed = await self._session()
+        index = call.index
         outputs: list[dict[str, Any]] = []
         logs_index: int | None = None
 
@@ -518,7 +525,7 @@ class RunExecutor:
         result: dict[str, Any] = {}
         images = 0
         events = execution.execute(
-            managed, code, self.deps.settings.execution_timeout, self._save_image
+            managed, code, self.deps.settings.execution_timeout, self._save_image, call_id=call.id
         )
         async for name, data in events:
             if name in ("stdout", "stderr"):

@@ -28,12 +28,19 @@ from codeinterp.services.threads import ThreadsService
 from codeinterp.services.usage import UsageService
 from codeinterp.sessions import SessionManager
 from codeinterp.store import Store
+from codeinterp.telemetry import metrics, tracing
 
 from . import errors
 from .deps import Services
 from .mcp_route import add_mcp
-from .middleware import BodySizeLimitMiddleware, JsonDepthMiddleware, RequestIdMiddleware
+from .middleware import (
+    BodySizeLimitMiddleware,
+    JsonDepthMiddleware,
+    RequestIdMiddleware,
+    TraceContextMiddleware,
+)
 from .routes import assistants, chat, containers, files, models, responses, runs, threads, usage
+from .routes import metrics as metrics_route
 
 log = logging.getLogger("codeinterp.api")
 
@@ -46,6 +53,9 @@ MAX_JSON_DEPTH = 128
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tracer_provider = tracing.configure(
+            settings.trace_content, settings.trace_content_max_chars
+        )
         store = await Store.open(settings.data_dir, settings.database)
         failed = await store.fail_interrupted_runs(RESTART_MESSAGE, int(time.time()))
         if failed:
@@ -76,6 +86,9 @@ def create_app(settings: Settings) -> FastAPI:
             sandbox, store, settings.session_idle_minutes * 60, settings.session_price_usd
         )
         sessions.start()
+        stop_watching = metrics.watch_sessions(
+            lambda: {**sessions.counts(), "warm": sandbox.warm_sessions}
+        )
         bus = EventBus()
         file_service = FilesService(store, settings.max_upload_bytes)
         run_manager = RunManager(AgentDeps(store, bus, sessions, file_service, upstream, settings))
@@ -112,12 +125,16 @@ def create_app(settings: Settings) -> FastAPI:
             await sandbox.close()
             await upstream.close()
             await store.close()
+            stop_watching()
+            if tracer_provider is not None:
+                tracer_provider.shutdown()  # sends the spans still queued
 
     app = FastAPI(title="codeinterp", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     errors.install(app)
     # runs before threads: POST /v1/threads/runs must not match /v1/threads/{thread_id}
-    for module in (files, assistants, runs, threads, usage, containers, responses, chat, models):
+    routes = (files, assistants, runs, threads, usage, containers, responses, chat, models)
+    for module in (*routes, metrics_route):
         app.include_router(module.router)
     mcp = add_mcp(app, settings)
     app.add_middleware(JsonDepthMiddleware, max_depth=MAX_JSON_DEPTH)  # inside the size cap
@@ -128,6 +145,7 @@ def create_app(settings: Settings) -> FastAPI:
         upload_overhead=1024 * 1024,
     )
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(TraceContextMiddleware)
     return app
 
 

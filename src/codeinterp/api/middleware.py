@@ -6,11 +6,34 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from codeinterp.errors import QuotaExceeded
 from codeinterp.ids import new_id
+from codeinterp.telemetry import logs, metrics
+
+
+class TraceContextMiddleware:
+    """A request with a W3C `traceparent` header: every span made while it is handled (runs,
+    responses, executions, including the tasks it starts) joins the caller's trace."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not any(k == b"traceparent" for k, _ in scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        from opentelemetry import context, propagate
+
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        token = context.attach(propagate.extract(carrier))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            context.detach(token)
 
 
 class RequestIdMiddleware:
@@ -21,15 +44,42 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = new_id("request").encode()
+        request_id = new_id("request")
+        token = logs.request_id.set(request_id)
+        started = time.monotonic()
+        status = 500  # what a request that fails before answering is counted as
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id)]
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _account(scope, status, time.monotonic() - started)
+            logs.request_id.reset(token)
+
+
+def _account(scope: Scope, status: int, seconds: float) -> None:
+    """The request in /metrics (by its route's template, so ids do not make new series) and as
+    one log line."""
+    route = getattr(scope.get("route"), "path", None) or "unmatched"
+    method = scope["method"]
+    metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    metrics.HTTP_SECONDS.labels(method, route).observe(seconds)
+    logs.event(
+        logs.requests,
+        "request",
+        method=method,
+        path=scope["path"],
+        route=route,
+        status=status,
+        duration_ms=round(seconds * 1000, 1),
+    )
 
 
 def _envelope(message: str, code: str | None) -> bytes:

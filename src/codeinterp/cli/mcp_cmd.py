@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any
 import httpx2
 
 from codeinterp.client import APIError, AsyncClient, AsyncContainer
-from codeinterp.config import DEFAULT_MCP_MAX_FILE_BYTES
+from codeinterp.config import DEFAULT_MCP_MAX_FILE_BYTES, Settings
 from codeinterp.errors import InvalidRequest, SandboxError
+from codeinterp.ids import new_id
 from codeinterp.sandbox import Sandbox, SandboxConfig, SandboxPolicy, Session
 from codeinterp.sandbox.policy import MEMORY_TIERS
+from codeinterp.sessions import ManagedSession, execution
+from codeinterp.telemetry import tracing
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_file_bytes <= 0:
         raise InvalidRequest("--max-file-bytes must be positive")
+    settings = Settings()
+    tracer_provider = tracing.configure(settings.trace_content, settings.trace_content_max_chars)
     backend: LocalBackend | ServerBackend
     if args.server:
         backend = ServerBackend(args.server, args.api_key, args.memory)
@@ -68,7 +73,11 @@ def run(args: argparse.Namespace) -> int:
             await backend.close()
 
     server = build_server(backend, lifespan=lifespan, max_file_bytes=args.max_file_bytes)
-    asyncio.run(server.run_stdio_async())
+    try:
+        asyncio.run(server.run_stdio_async())
+    finally:
+        if tracer_provider is not None:
+            tracer_provider.shutdown()
     return 0
 
 
@@ -78,7 +87,7 @@ class LocalBackend:
     def __init__(self, memory: str) -> None:
         self.policy = SandboxPolicy.for_memory_tier(memory)
         self.sandbox: Sandbox | None = None
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[str, ManagedSession] = {}
 
     async def start(self) -> None:
         self.sandbox = await Sandbox.start(SandboxConfig(policy=self.policy, pool_size=1))
@@ -87,17 +96,23 @@ class LocalBackend:
         if self.sandbox is not None:
             await self.sandbox.close()
 
-    async def _session(self, key: str) -> Session:
-        session = self.sessions.get(key)
-        if session is None or session.closed:
+    async def _managed(self, key: str) -> ManagedSession:
+        managed = self.sessions.get(key)
+        if managed is None or managed.session.closed:
             if self.sandbox is None:
                 raise SandboxError("the sandbox is not running")
-            session = self.sessions[key] = await self.sandbox.create_session()
-        return session
+            session = await self.sandbox.create_session()
+            managed = self.sessions[key] = ManagedSession(
+                new_id("session"), "local", "mcp", key, session
+            )
+        return managed
+
+    async def _session(self, key: str) -> Session:
+        return (await self._managed(key)).session
 
     async def run(self, key: str, code: str, timeout: float | None) -> dict[str, Any]:
-        execution = await (await self._session(key)).run(code, timeout or 120.0)
-        return execution.to_dict()
+        # The one execution path of every door; images stay in the result, returned inline.
+        return await execution.run(await self._managed(key), code, timeout or 120.0, _inline)
 
     async def upload(self, key: str, name: str, data: bytes) -> str:
         return await (await self._session(key)).upload(name, data)
@@ -110,9 +125,13 @@ class LocalBackend:
         return [{"path": f"/mnt/data/{f.name}", "bytes": f.size} for f in listing]
 
     async def reset(self, key: str) -> None:
-        session = self.sessions.pop(key, None)
-        if session is not None:
-            await session.close()
+        managed = self.sessions.pop(key, None)
+        if managed is not None:
+            await managed.session.close()
+
+
+async def _inline(extension: str, data: bytes) -> None:
+    return None
 
 
 class ServerBackend:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
 import socket
 import sys
 from typing import Any
 
 from codeinterp.config import Settings, key_fingerprint
 from codeinterp.errors import InvalidRequest
+from codeinterp.telemetry import logs
 
 
 def add_parser(commands: Any) -> None:
@@ -39,6 +39,11 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="log lines as text (default) or one JSON object per line (CODEINTERP_LOG_FORMAT)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -60,6 +65,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "pool_size": args.pool_size,
         "unsafe_no_sandbox": args.unsafe_no_sandbox,
         "seccomp_profile": args.seccomp_profile,
+        "log_format": args.log_format,
     }
     try:
         return Settings(**{k: v for k, v in flags.items() if v is not None})
@@ -78,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             f"refusing to listen on {settings.host} without API keys: set CODEINTERP_API_KEYS "
             "(comma-separated keys) or listen on 127.0.0.1"
         )
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, settings.log_format)
     if not settings.key_projects():
         print(
             f"codeinterp: no API keys configured (CODEINTERP_API_KEYS): accepting any key, "
@@ -101,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
+        log_config=None,  # uvicorn's own lines go through ours (text or JSON)
+        access_log=False,  # each request is one line of ours (telemetry/logs.py), with its ids
         lifespan="on",
         loop="uvloop",  # faster than asyncio's loop and h11 (dependencies of this package)
         http="httptools",

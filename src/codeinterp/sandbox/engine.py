@@ -191,6 +191,11 @@ class Sandbox:
 
     # -- sessions -------------------------------------------------------------------------------
 
+    @property
+    def warm_sessions(self) -> int:
+        """Sessions started ahead, waiting in the pool to be handed out."""
+        return len(self._pool)
+
     async def create_session(self, policy: SandboxPolicy | None = None) -> Session:
         """A ready session: from the warm pool when the policy is the default, else forked now."""
         if self._closed:

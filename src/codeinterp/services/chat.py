@@ -39,12 +39,12 @@ class ChatService:
             await self.discard(project, container_id, created)
             raise
 
-        async def run_code(code: str) -> dict[str, Any]:
+        async def run_code(code: str, call_id: str) -> dict[str, Any]:
             return await self.containers.run(
-                project, container_id, code, self.settings.execution_timeout
+                project, container_id, code, self.settings.execution_timeout, call_id=call_id
             )
 
-        loop = ChatLoop(self.upstream, self.settings, body, run_code, paths)
+        loop = ChatLoop(self.upstream, self.settings, body, run_code, paths, container_id)
         return loop, container_id, created
 
     async def relay(self, body: dict[str, Any]) -> httpx2.Response:

@@ -242,11 +242,18 @@ class ContainersService:
         return execution.execute(live.managed, code, self._limit(timeout), *self._hooks(live))
 
     async def run(
-        self, project: str, container_id: str, code: str, timeout: float | None
+        self,
+        project: str,
+        container_id: str,
+        code: str,
+        timeout: float | None,
+        *,
+        call_id: str | None = None,
     ) -> dict[str, Any]:
-        """`execute` gathered: the `end` event's body."""
+        """`execute` gathered: the `end` event's body (`call_id`: the model's tool call)."""
         live = await self._use(project, container_id)
-        return await execution.run(live.managed, code, self._limit(timeout), *self._hooks(live))
+        limit = self._limit(timeout)
+        return await execution.run(live.managed, code, limit, *self._hooks(live), call_id=call_id)
 
     def _limit(self, timeout: float | None) -> float:
         return timeout if timeout is not None else self.settings.execution_timeout

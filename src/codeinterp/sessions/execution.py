@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from codeinterp.sandbox import End, Error, Execution, FileChange, Result, Stderr, Stdout
+from codeinterp.telemetry import logs, metrics, tracing
 
 from .manager import ManagedSession
 
@@ -46,12 +47,16 @@ async def execute(
     timeout: float | None,
     save_image: SaveImage,
     report_changes: ReportChanges | None = None,
+    *,
+    call_id: str | None = None,
 ) -> AsyncGenerator[ExecutionEvent, None]:
     """Run `code` in the session; yield its events as they happen. Leaving the iteration early
-    (a client that went away) interrupts the code."""
+    (a client that went away) interrupts the code. The execution is an `execute_tool` span
+    (`call_id`: the model's tool call, if a model asked for it)."""
     managed.busy += 1
     execution = Execution()
     results: list[dict[str, Any]] = []
+    span = tracing.start_span("execute_tool python", _span_start(managed, code, call_id))
     try:
         async for event in managed.session.execute(code, timeout):
             execution.add(event)
@@ -70,10 +75,80 @@ async def execute(
             elif isinstance(event, Error):
                 yield "error", event.to_dict()
             elif isinstance(event, End):
-                yield "end", _end_body(execution, results, event, report_changes)
+                body = _end_body(execution, results, event, report_changes)
+                _span_end(span, managed, execution, body)
+                _count(managed, execution)
+                yield "end", body
+    except BaseException as exc:
+        if not isinstance(exc, GeneratorExit):
+            tracing.fail(span, type(exc).__name__, str(exc))
+        raise
     finally:
         managed.busy -= 1
         managed.touch()
+        span.end()
+
+
+def _count(managed: ManagedSession, execution: Execution) -> None:
+    """The execution in /metrics and in the log (its span is `_span_end`)."""
+    metrics.EXECUTIONS.labels(execution.status).inc()
+    metrics.EXECUTION_SECONDS.observe(execution.duration_ms / 1000)
+    logs.event(
+        logs.executions,
+        "execution",
+        status=execution.status,
+        duration_ms=round(execution.duration_ms, 1),
+        execution_count=execution.execution_count,
+        error=execution.error.name if execution.error else None,
+        session_id=managed.id,
+        **{f"{managed.owner_kind}_id": managed.owner_id},
+    )
+
+
+def _span_start(managed: ManagedSession, code: str, call_id: str | None) -> dict[str, Any]:
+    return {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": "python",
+        "gen_ai.tool.type": "function",
+        "gen_ai.tool.call.id": call_id,
+        "gen_ai.tool.call.arguments": tracing.content.clip(code),
+        "gen_ai.conversation.id": managed.owner_id,
+        "codeinterp.session.id": managed.id,
+        f"codeinterp.{managed.owner_kind}.id": managed.owner_id,
+        "codeinterp.session.cost_usd": managed.cost_usd,
+    }
+
+
+def _span_end(
+    span: Any, managed: ManagedSession, execution: Execution, body: dict[str, Any]
+) -> None:
+    if not span.is_recording():
+        return
+    clip = tracing.content.clip
+    error = execution.error
+    group = managed.session.cgroup
+    tracing.set_attributes(
+        span,
+        {
+            "codeinterp.execution.status": execution.status,
+            "codeinterp.execution.count": execution.execution_count,
+            "codeinterp.execution.duration_ms": round(execution.duration_ms, 3),
+            "codeinterp.execution.stdout": clip(execution.stdout),
+            "codeinterp.execution.stderr": clip(execution.stderr),
+            "codeinterp.execution.error.name": error.name if error else None,
+            "codeinterp.execution.error.value": clip(error.value) if error else None,
+            "codeinterp.execution.files": tracing.as_json(
+                [
+                    {k: f.get(k) for k in ("path", "change", "size", "id") if k in f}
+                    for f in body["files"]
+                ]
+            ),
+            "codeinterp.execution.images": sum(1 for r in body["results"] if r.get("file_id")),
+            "codeinterp.session.memory_peak_bytes": group.peak_memory() if group else None,
+        },
+    )
+    if execution.status != "ok":
+        tracing.fail(span, error.name if error else execution.status, execution.message)
 
 
 def _end_body(
@@ -99,13 +174,15 @@ async def run(
     timeout: float | None,
     save_image: SaveImage,
     report_changes: ReportChanges | None = None,
+    *,
+    call_id: str | None = None,
 ) -> dict[str, Any]:
     """`execute` gathered: the `end` event's body."""
     # Run the events to their natural end (just after `end`): the session's lock and `busy` are
     # released now, and leaving early would interrupt the session for nothing. aclosing still
     # covers a failure part way.
     result: dict[str, Any] | None = None
-    events = execute(managed, code, timeout, save_image, report_changes)
+    events = execute(managed, code, timeout, save_image, report_changes, call_id=call_id)
     async with contextlib.aclosing(events):
         async for name, data in events:
             if name == "end":

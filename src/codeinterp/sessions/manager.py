@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from codeinterp.ids import new_id
 from codeinterp.sandbox import Sandbox, SandboxPolicy, Session
 from codeinterp.store import FileRecord, Store
+from codeinterp.telemetry import metrics
 
 log = logging.getLogger("codeinterp.sessions")
 
@@ -32,6 +33,7 @@ class ManagedSession:
     files: dict[str, str] = field(default_factory=dict)  # file id -> path in /mnt/data
     last_used: float = field(default_factory=time.monotonic)
     busy: int = 0
+    cost_usd: float = 0.0  # what the session is billed (the usage report's price)
     idle_seconds: float | None = None  # None: the manager's default
     # called (before the session closes) when the session expires for being idle
     on_expire: Callable[[ManagedSession], Awaitable[None]] | None = None
@@ -92,8 +94,11 @@ class SessionManager:
                     session,
                     idle_seconds=idle_seconds,
                     on_expire=on_expire,
+                    cost_usd=self.price_usd,
                 )
                 self._sessions[key] = managed
+                metrics.SESSIONS_CREATED.inc()
+                metrics.SESSION_COST.inc(self.price_usd)
                 if idle_seconds is not None:
                     self._reaper_wakeup.set()
                 await self.store.record_session_start(
@@ -107,6 +112,11 @@ class SessionManager:
                 )
             managed.touch()
             return managed
+
+    def counts(self) -> dict[str, int]:
+        """Sessions by state, for /metrics: running code (busy) or waiting (idle)."""
+        busy = sum(1 for m in self._sessions.values() if m.busy)
+        return {"live": len(self._sessions), "busy": busy, "idle": len(self._sessions) - busy}
 
     def peek(self, project: str, owner_kind: str, owner_id: str) -> ManagedSession | None:
         return self._sessions.get((project, owner_kind, owner_id))

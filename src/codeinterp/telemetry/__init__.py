@@ -1,0 +1,1 @@
+"""What the server tells about itself: traces (tracing.py). A leaf: it imports no other layer."""

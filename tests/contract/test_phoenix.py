@@ -1,0 +1,82 @@
+"""Our spans in a real OTLP receiver that users run: Arize Phoenix (tests/support/phoenix.py, a
+venv of its own made by scripts/setup-phoenix). The server is pointed at it with nothing but the
+standard OTEL_EXPORTER_OTLP_* variables; the spans are read back through Phoenix's own API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.phoenix import PhoenixServer
+from tests.support.server import ServerProcess
+from tests.support.upstream import ScriptedUpstream, Text, python_call
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+PROJECT = "codeinterp-tests"
+
+
+@pytest.fixture(scope="module")
+def phoenix() -> Iterator[PhoenixServer]:
+    with PhoenixServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(
+    upstream: ScriptedUpstream, phoenix: PhoenixServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    env = {
+        "CODEINTERP_UPSTREAM_BASE_URL": upstream.base_url,
+        "CODEINTERP_UPSTREAM_API_KEY": "sk-upstream-test",
+        "CODEINTERP_POOL_SIZE": "1",
+        "CODEINTERP_POLL_AFTER_MS": "20",
+        **phoenix.exporter_env(project=PROJECT),
+    }
+    with ServerProcess(env, data_dir=tmp_path_factory.mktemp("phoenix")) as process:
+        yield process
+
+
+def test_a_run_that_fails_then_fixes_its_code_in_phoenix(
+    server: ServerProcess, phoenix: PhoenixServer, upstream: ScriptedUpstream
+) -> None:
+    """One trace: invoke_agent over three model turns and two executions, carrying the code,
+    the traceback, the fixed output, the tokens and the session's price."""
+    upstream.reset(
+        [
+            python_call("numbers = [5, 6]\nprint(sum(numbrs))", id="call_typo"),
+            python_call("print(sum(numbers))", id="call_fixed"),
+            Text("The sum is 11."),
+        ]
+    )
+    with server.client() as client:
+        assistant = client.beta.assistants.create(model="m", tools=[{"type": "code_interpreter"}])
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": "5 + 6?"}])
+        run = client.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant.id
+        )
+    assert run.status == "completed", run.last_error
+
+    (root,) = phoenix.wait_for_spans(1, PROJECT, name="invoke_agent codeinterp")
+    assert root["attributes"]["codeinterp.run.id"] == run.id
+    spans = phoenix.wait_for_spans(6, PROJECT, trace_id=root["trace_id"])
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        by_name.setdefault(span["name"], []).append(span)
+    assert len(by_name["chat m"]) == 3
+    executions = sorted(by_name["execute_tool python"], key=lambda s: s["start_time"])
+    assert len(executions) == 2
+    assert all(s["parent_id"] == root["span_id"] for s in [*by_name["chat m"], *executions])
+
+    typo, fixed = (s["attributes"] for s in executions)
+    assert typo["gen_ai.tool.call.id"] == "call_typo"
+    assert typo["gen_ai.tool.call.arguments"] == "numbers = [5, 6]\nprint(sum(numbrs))"
+    assert typo["codeinterp.execution.error.name"] == "NameError"
+    assert executions[0]["status"] == "ERROR"
+    assert fixed["codeinterp.execution.stdout"] == "11\n"
+    assert fixed["codeinterp.session.cost_usd"] == pytest.approx(0.03)
+    totals = root["attributes"]
+    assert totals["gen_ai.usage.input_tokens"] == run.usage.prompt_tokens
+    assert totals["gen_ai.usage.output_tokens"] == run.usage.completion_tokens
