@@ -159,6 +159,9 @@ class ModelLoop:
             except ToolBudgetExceeded:
                 ended = "tool_budget"
                 raise
+            except asyncio.CancelledError:
+                ended = "cancelled"  # a cancelled run, a client that went away
+                raise
             finally:
                 tracing.set_attributes(root, {**self._trace_totals(), "codeinterp.outcome": ended})
                 metrics.LOOPS.labels(door, ended).inc()

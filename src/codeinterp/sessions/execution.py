@@ -10,6 +10,7 @@ None, and the `result` event then carries those two fields.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -80,7 +81,7 @@ async def execute(
                 _count(managed, execution)
                 yield "end", body
     except BaseException as exc:
-        if not isinstance(exc, GeneratorExit):
+        if not isinstance(exc, GeneratorExit | asyncio.CancelledError):  # stopped, not failed
             tracing.fail(span, type(exc).__name__, str(exc))
         raise
     finally:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+from asyncio import CancelledError
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -100,7 +101,8 @@ def span(
         try:
             yield current
         except BaseException as exc:
-            if current.is_recording() and not isinstance(exc, GeneratorExit):
+            # Stopping is not failing: a cancelled run, a client that went away.
+            if current.is_recording() and not isinstance(exc, GeneratorExit | CancelledError):
                 current.set_attribute("error.type", type(exc).__name__)
                 current.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
             raise
