@@ -12,6 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.contract.helpers import server_env
 from tests.support.server import ServerProcess
 from tests.support.upstream import ScriptedUpstream
 
@@ -29,14 +30,8 @@ def server(
     upstream: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     data_dir: Path = tmp_path_factory.mktemp("server")
-    env = {
-        "CODEINTERP_UPSTREAM_BASE_URL": upstream.base_url,
-        "CODEINTERP_UPSTREAM_API_KEY": "sk-upstream-test",
-        "CODEINTERP_POOL_SIZE": "2",
-        "CODEINTERP_POLL_AFTER_MS": "20",
-        # short, so the tests of SSE heartbeats need not wait 15 s for one
-        "CODEINTERP_SSE_HEARTBEAT_SECONDS": "0.3",
-    }
+    # a short heartbeat, so the tests of SSE heartbeats need not wait 15 s for one
+    env = server_env(upstream, pool_size=2, sse_heartbeat_seconds=0.3)
     with ServerProcess(env, data_dir=data_dir) as process:
         yield process
 

@@ -12,8 +12,22 @@ import httpx2
 import openai
 
 from tests.support.server import ServerProcess
+from tests.support.upstream import ScriptedUpstream
 
 ENVELOPE_KEYS = {"message", "type", "param", "code"}
+
+
+def server_env(upstream: ScriptedUpstream, **settings: object) -> dict[str, str]:
+    """A test server's environment: the scripted upstream as its model, one warm session, quick
+    polls, and `settings` as CODEINTERP_<NAME> variables (pool_size=2 -> CODEINTERP_POOL_SIZE)."""
+    env = {
+        "CODEINTERP_UPSTREAM_BASE_URL": upstream.base_url,
+        "CODEINTERP_UPSTREAM_API_KEY": "sk-upstream-test",
+        "CODEINTERP_POOL_SIZE": "1",
+        "CODEINTERP_POLL_AFTER_MS": "20",
+    }
+    env.update({f"CODEINTERP_{name.upper()}": str(value) for name, value in settings.items()})
+    return env
 
 
 def raw_client(server: ServerProcess, api_key: str | None = "local") -> httpx2.Client:

@@ -16,6 +16,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.contract.helpers import server_env
 from tests.support.server import ServerProcess
 from tests.support.upstream import (
     Fail,
@@ -47,13 +48,7 @@ PNG_B64 = base64.b64encode(PNG).decode()
 def server(
     upstream: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    env = {
-        "CODEINTERP_UPSTREAM_BASE_URL": upstream.base_url,
-        "CODEINTERP_UPSTREAM_API_KEY": "sk-upstream-test",
-        "CODEINTERP_POOL_SIZE": "1",
-        "CODEINTERP_POLL_AFTER_MS": "20",
-        "CODEINTERP_MAX_TOOL_CALLS_PER_RUN": str(BUDGET),
-    }
+    env = server_env(upstream, max_tool_calls_per_run=BUDGET)
     with ServerProcess(env, data_dir=tmp_path_factory.mktemp("loop")) as process:
         yield process
 

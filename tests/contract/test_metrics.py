@@ -12,6 +12,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.contract.helpers import server_env
 from tests.support.server import ServerProcess
 from tests.support.upstream import ScriptedUpstream, Text, python_call
 
@@ -24,14 +25,7 @@ KEY = "metrics-key-000001"
 def server(
     upstream: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    env = {
-        "CODEINTERP_UPSTREAM_BASE_URL": upstream.base_url,
-        "CODEINTERP_UPSTREAM_API_KEY": "sk-upstream-test",
-        "CODEINTERP_POOL_SIZE": "1",
-        "CODEINTERP_POLL_AFTER_MS": "20",
-        "CODEINTERP_API_KEYS": KEY,
-        "CODEINTERP_LOG_FORMAT": "json",
-    }
+    env = server_env(upstream, api_keys=KEY, log_format="json")
     with ServerProcess(env, data_dir=tmp_path_factory.mktemp("metrics")) as process:
         yield process
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.contract.helpers import server_env
 from tests.support.phoenix import PhoenixServer
 from tests.support.server import ServerProcess
 from tests.support.upstream import ScriptedUpstream, Text, python_call
@@ -28,13 +29,7 @@ def phoenix() -> Iterator[PhoenixServer]:
 def server(
     upstream: ScriptedUpstream, phoenix: PhoenixServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    env = {
-        "CODEINTERP_UPSTREAM_BASE_URL": upstream.base_url,
-        "CODEINTERP_UPSTREAM_API_KEY": "sk-upstream-test",
-        "CODEINTERP_POOL_SIZE": "1",
-        "CODEINTERP_POLL_AFTER_MS": "20",
-        **phoenix.exporter_env(project=PROJECT),
-    }
+    env = {**server_env(upstream), **phoenix.exporter_env(project=PROJECT)}
     with ServerProcess(env, data_dir=tmp_path_factory.mktemp("phoenix")) as process:
         yield process
 

@@ -52,7 +52,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from tests.support.server import HOST, free_port, health_status
+from tests.support.server import HOST, free_port, wait_until_ok
 
 __all__ = [
     "DEFAULT_PROJECT",
@@ -259,25 +259,15 @@ class PhoenixServer:
 
     def _wait_ready(self) -> None:
         assert self._process is not None
-        deadline = time.monotonic() + self.startup_timeout
-        last_problem = "no answer yet"
-        while True:
-            status = self._process.poll()
-            if status is not None:
-                raise PhoenixStartError(
-                    f"Phoenix exited with status {status} before it was ready"
-                    f" ({' '.join(self.command())}); its output:\n{self.logs_tail()}"
-                )
-            answer = health_status(f"{self.url}/readyz")
-            if answer == 200:
-                return
-            last_problem = f"HTTP {answer}" if isinstance(answer, int) else answer
-            if time.monotonic() > deadline:
-                raise PhoenixStartError(
-                    f"Phoenix was not ready after {self.startup_timeout:g}s (last: {last_problem});"
-                    f" its output:\n{self.logs_tail()}"
-                )
-            time.sleep(0.2)
+        wait_until_ok(
+            self._process,
+            f"{self.url}/readyz",
+            self.startup_timeout,
+            f"Phoenix ({' '.join(self.command())})",
+            self.logs_tail,
+            PhoenixStartError,
+            interval=0.2,
+        )
 
     def stop(self) -> int | None:
         """SIGTERM to the process group, SIGKILL after ``stop_timeout``; returns the exit status

@@ -37,7 +37,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -55,6 +55,38 @@ _LOG_TAIL = 20_000
 
 class ServerStartError(RuntimeError):
     """The server exited or did not become healthy in time; the message has its output."""
+
+
+def wait_until_ok(
+    process: subprocess.Popen[bytes],
+    url: str,
+    timeout: float,
+    what: str,
+    output: Callable[[], str],
+    error: type[Exception],
+    *,
+    interval: float,
+) -> None:
+    """Poll `url` until it answers 200. `error`, naming `what` and ending with its `output`, if
+    the process exits first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    last_problem = "no answer yet"
+    while True:
+        status = process.poll()
+        if status is not None:
+            raise error(
+                f"{what} exited with status {status} before {url} answered; its output:\n{output()}"
+            )
+        answer = health_status(url)
+        if answer == 200:
+            return
+        last_problem = f"HTTP {answer}" if isinstance(answer, int) else answer
+        if time.monotonic() > deadline:
+            raise error(
+                f"{what}: {url} did not answer 200 within {timeout:g}s (last: {last_problem}); "
+                f"its output:\n{output()}"
+            )
+        time.sleep(interval)
 
 
 def free_port(host: str = HOST) -> int:
@@ -224,25 +256,15 @@ class ServerProcess:
 
     def _wait_healthy(self) -> None:
         assert self._process is not None
-        deadline = time.monotonic() + self.startup_timeout
-        last_problem = "no answer yet"
-        while True:
-            status = self._process.poll()
-            if status is not None:
-                raise ServerStartError(
-                    f"the server exited with status {status} before it was healthy"
-                    f" ({' '.join(self.command())}); its output:\n{self.logs_tail()}"
-                )
-            answer = health_status(f"{self.url}/health")
-            if answer == 200:
-                return
-            last_problem = f"HTTP {answer}" if isinstance(answer, int) else answer
-            if time.monotonic() > deadline:
-                raise ServerStartError(
-                    f"the server was not healthy after {self.startup_timeout:g}s (last: "
-                    f"{last_problem}); its output:\n{self.logs_tail()}"
-                )
-            time.sleep(0.1)
+        wait_until_ok(
+            self._process,
+            f"{self.url}/health",
+            self.startup_timeout,
+            f"the server ({' '.join(self.command())})",
+            self.logs_tail,
+            ServerStartError,
+            interval=0.1,
+        )
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after ``stop_timeout`` seconds; returns the exit status."""
