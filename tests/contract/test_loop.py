@@ -262,3 +262,29 @@ def test_auto_container_is_reused_from_a_conversation_sent_back_as_input(
     assert upstream.last_tool_results()[-1].strip() == "42"
     calls = [item for item in second.output if item.type == "code_interpreter_call"]
     assert calls[0].container_id == first.output[0].container_id  # type: ignore[union-attr]
+
+
+def test_a_responses_text_format_reaches_the_model_as_response_format(
+    client: openai.OpenAI, upstream: ScriptedUpstream
+) -> None:
+    """Structured output on the Responses door (what the Agents SDK sends for an output_type):
+    text.format json_schema goes to the model as Chat Completions' response_format, and the
+    response echoes it."""
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "integer"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    text_format: Any = {"type": "json_schema", "name": "Answer", "schema": schema, "strict": True}
+    upstream.script = [Text('{"answer": 4}')]
+    response = client.responses.create(model=MODEL, input="2+2", text={"format": text_format})
+    assert response.status == "completed", response.error
+    assert upstream.last_request["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "Answer", "schema": schema, "strict": True},
+    }
+    assert response.text is not None and response.text.format is not None
+    assert response.text.format.type == "json_schema"
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model=MODEL, input="2+2", text={"format": {"type": "json_schema"}})

@@ -3,13 +3,13 @@ this server runs: `code_interpreter` (in a container) and `function` (answered b
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from codeinterp.errors import InvalidRequest
 
-from .common import RequestModel, check_metadata
+from .common import RequestModel, Shape, check_metadata, validated_as
 from .containers import MEMORY_LIMITS
 
 INCLUDE_OUTPUTS = "code_interpreter_call.outputs"
@@ -47,6 +47,26 @@ def _check_tool(tool: Any) -> CodeInterpreterTool | FunctionTool:
     )
 
 
+class TextFormat(Shape):
+    """`text.format` of a request: plain text, JSON, or JSON that a schema describes."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    description: str | None = None
+    strict: bool | None = None
+
+    @model_validator(mode="after")
+    def _schema_needs_a_name(self) -> TextFormat:
+        if self.type == "json_schema" and (self.name is None or self.schema_ is None):
+            raise ValueError("a json_schema format needs a name and a schema")
+        return self
+
+
+class TextConfig(Shape):
+    format: TextFormat | None = None
+
+
 class ResponseCreate(RequestModel):
     model: str = Field(min_length=1)
     input: str | list[dict[str, Any]]
@@ -59,6 +79,7 @@ class ResponseCreate(RequestModel):
     previous_response_id: str | None = None
     max_tool_calls: int | None = Field(default=None, ge=1)
     parallel_tool_calls: bool = True
+    text: Annotated[dict[str, Any] | None, validated_as(TextConfig | None)] = None
     metadata: dict[str, Any] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -135,6 +156,19 @@ class ResponseCreate(RequestModel):
 
     def functions(self) -> list[FunctionTool]:
         return [FunctionTool.model_validate(t) for t in self.tools if t.get("type") == "function"]
+
+    def response_format(self) -> dict[str, Any] | None:
+        """`text.format` as Chat Completions' `response_format` for the model (None: text)."""
+        chosen = (self.text or {}).get("format") or {"type": "text"}
+        if chosen["type"] == "json_object":
+            return {"type": "json_object"}
+        if chosen["type"] == "json_schema":
+            keys = ("name", "schema", "description", "strict")
+            return {
+                "type": "json_schema",
+                "json_schema": {k: chosen[k] for k in keys if k in chosen},
+            }
+        return None
 
     @property
     def include_outputs(self) -> bool:

@@ -92,7 +92,7 @@ class ResponsesService:
             "reasoning": {"effort": None, "summary": None},
             "store": body.store,
             "temperature": body.temperature if body.temperature is not None else 1.0,
-            "text": {"format": {"type": "text"}},
+            "text": {"format": (body.text or {}).get("format") or {"type": "text"}},
             "tool_choice": body.tool_choice,
             "tools": body.tools,
             "top_p": body.top_p if body.top_p is not None else 1.0,
@@ -123,6 +123,7 @@ class ResponsesService:
                 "temperature": body.temperature,
                 "top_p": body.top_p,
                 "max_completion_tokens": body.max_output_tokens,
+                "response_format": body.response_format(),
                 "tool_choice": python_tool.tool_choice_for_model(body.tool_choice)
                 if body.tools
                 else None,
