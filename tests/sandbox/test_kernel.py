@@ -353,10 +353,10 @@ async def test_ping_is_a_round_trip_without_code(session: Session) -> None:
 
 
 async def test_magics_that_keep_state_write_it_in_the_sessions_home(session: Session) -> None:
-    """%cd - and %bookmark keep a database in IPython's profile directory: in a session that is
-    its own home, not the zygote's (a read-only host path inside the jail)."""
+    """%cd - and %bookmark keep a database, IPython's `db`: in a session it is in its own home,
+    not in the zygote's profile directory (a read-only host path inside the jail)."""
     for code in ("%cd /tmp", "%cd -", "%bookmark scratch /tmp", "%cd -b scratch"):
         ex = await session.run(code)
         assert ex.status == "ok", (code, ex.error)
-    ex = await session.run("get_ipython().profile_dir.location")
-    assert ex.text == "'/home/sandbox/.ipython/profile_default'"
+    ex = await session.run("str(get_ipython().db.root)")
+    assert ex.text == "'/home/sandbox/.ipython/profile_default/db'"

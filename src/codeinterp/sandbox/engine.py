@@ -322,7 +322,12 @@ class Sandbox:
                     await asyncio.sleep(REFILL_QUIET / 2)
                 try:
                     session = await self._new_session(self.config.policy)
-                    await session.warm()
+                    try:
+                        await session.warm()
+                    except BaseException:  # the sandbox is closing, or warming failed
+                        with contextlib.suppress(Exception):
+                            await session.close()
+                        raise
                     self._pool.append(session)
                 except asyncio.CancelledError:
                     raise

@@ -194,6 +194,25 @@ class SandboxShell(InteractiveShell):
 
     system = system_piped
 
+    @property
+    def db(self) -> Any:
+        """IPython's key/value store (`%cd -`, `%bookmark`, `%store`), made on first use in the
+        session's own home: the profile directory is the zygote's, a host path that is read-only
+        in the jail. (Making a new profile directory at start-up would cost each session ~0.5 ms.)
+        """
+        home = os.environ.get("HOME") or "/tmp"
+        wanted = os.path.join(home, ".ipython", "profile_default", "db")
+        # IPython 8 makes its store at start-up, in the zygote: one for another place is replaced.
+        if self._db is None or str(getattr(self._db, "root", "")) != wanted:
+            from IPython.external.pickleshare import PickleShareDB
+
+            self._db = PickleShareDB(wanted)
+        return self._db
+
+    @db.setter
+    def db(self, value: Any) -> None:
+        self._db = value
+
 
 def _pip_magic(line: str) -> None:
     """%pip: there is no network in the sandbox, so say so at once instead of retrying."""
@@ -233,17 +252,6 @@ def build_shell() -> SandboxShell:
     shell.register_magic_function(_pip_magic, "line", "pip")  # type: ignore[arg-type]
     shell.enable_matplotlib("inline")
     return shell
-
-
-def profile_in_home(shell: SandboxShell) -> None:
-    """The shell was made in the zygote, whose profile directory is the host's (read-only in the
-    jail, and a host path): the session's is in its own home, where `%cd -`, `%bookmark` and
-    `%store` can write their database."""
-    from IPython.core.profiledir import ProfileDir
-
-    location = os.path.join(os.environ.get("HOME") or "/tmp", ".ipython", "profile_default")
-    shell.profile_dir = ProfileDir(location=location)
-    shell.db = None  # made again, there, on first use
 
 
 class _ShellState:

@@ -359,7 +359,7 @@ class Zygote:
         """In the forked child: jail, then serve the session. Never returns."""
         from .channel import send_message
         from .jail import JailError, enter_jail
-        from .kernel import ChannelStream, Kernel, profile_in_home
+        from .kernel import ChannelStream, Kernel
 
         code = 0
         try:
@@ -371,7 +371,6 @@ class Zygote:
             started = time.perf_counter()
             _reseed()
             ctx.timings["reseed"] = (time.perf_counter() - started) * 1000
-            profile_in_home(self.shell)
             workspace = ctx.workspace if unsafe else "/mnt/data"
             Kernel(self.shell, channel, workspace=workspace).serve(ctx.timings)
         except JailError as exc:
