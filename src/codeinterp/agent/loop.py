@@ -171,16 +171,12 @@ class ModelLoop:
     def _trace_start(self) -> dict[str, Any]:
         request = self.request
         asked = [m for m in request.messages if m.get("role") == "user"]
-        prompt = asked[-1].get("content") if asked else None
+        prompt = _text_of(asked[-1].get("content")) if asked else ""
         return {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": tracing.AGENT_NAME,
             "gen_ai.request.model": request.model,
-            "codeinterp.prompt": tracing.content.clip(
-                prompt if isinstance(prompt, str) else tracing.as_json(prompt)
-            )
-            if prompt
-            else None,
+            "codeinterp.prompt": tracing.content.clip(prompt) if prompt else None,
             **request.trace,
         }
 
@@ -330,6 +326,17 @@ class ModelLoop:
             elif not self._is_function(call):
                 results.append(ToolResult(call, "unknown", UNKNOWN_TOOL.format(name=call.name)))
         return results
+
+
+def _text_of(content: Any) -> str:
+    """A message's text: its string, or its text parts joined (images are not copied into
+    spans: a data URI can be megabytes, encoded again for every run)."""
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else ()
+    return "\n".join(
+        str(p.get("text", "")) for p in parts if isinstance(p, dict) and p.get("type") == "text"
+    )
 
 
 def _turn_attributes(completion: Completion) -> dict[str, Any]:
