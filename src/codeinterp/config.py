@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     # Log lines as text, or as one JSON object per line ("json")
     log_format: Literal["text", "json"] = "text"
     trace_content_max_chars: int = Field(default=8192, ge=0)
+    # The server's own trace store, which the trace viewer at /ui reads: every trace is kept in
+    # the database for trace_retention_hours (off: no spans are made unless OTLP is configured)
+    trace_store: bool = True
+    trace_retention_hours: float = Field(default=168.0, gt=0)
 
     @field_validator("model_map", mode="before")
     @classmethod

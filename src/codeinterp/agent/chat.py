@@ -81,7 +81,9 @@ class ChatLoop:
         run_code: RunCode,
         paths: list[str],
         container_id: str,
+        project: str,
     ) -> None:
+        self.project = project
         self.upstream = upstream
         self.settings = settings
         self.body = body
@@ -124,6 +126,7 @@ class ChatLoop:
             options={k: v for k, v in self.body.items() if k not in OWN_FIELDS},
             trace={
                 "codeinterp.door": "chat_completions",
+                "codeinterp.project": self.project,
                 "codeinterp.chat.id": self.id,
                 "codeinterp.container.id": self.container_id,
                 "gen_ai.conversation.id": self.container_id,

@@ -238,6 +238,7 @@ class ResponseExecutor:
             system=[{"role": "system", "content": context.system}] if context.system else [],
             trace={
                 "codeinterp.door": "responses",
+                "codeinterp.project": context.project,
                 "codeinterp.response.id": self.response["id"],
                 "codeinterp.container.id": context.container_id,
                 "gen_ai.conversation.id": context.container_id,

@@ -251,6 +251,7 @@ class RunExecutor:
             max_completion_tokens=run.max_completion_tokens,
             trace={
                 "codeinterp.door": "assistants",
+                "codeinterp.project": self.project,
                 "codeinterp.run.id": run.id,
                 "gen_ai.agent.id": run.assistant_id,
                 "gen_ai.conversation.id": run.thread_id,

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from codeinterp import __version__
 from codeinterp.agent.bus import EventBus
@@ -25,10 +26,12 @@ from codeinterp.services.models import ModelsService
 from codeinterp.services.responses import ResponsesService
 from codeinterp.services.runs import RunsService
 from codeinterp.services.threads import ThreadsService
+from codeinterp.services.traces import TracesService
 from codeinterp.services.usage import UsageService
 from codeinterp.sessions import SessionManager
 from codeinterp.store import Store
 from codeinterp.telemetry import metrics, tracing
+from codeinterp.telemetry.recorder import TraceRecorder
 
 from . import errors
 from .deps import Services
@@ -39,7 +42,7 @@ from .middleware import (
     RequestIdMiddleware,
     TraceContextMiddleware,
 )
-from .routes import assistants, chat, containers, files, models, responses, runs, threads, usage
+from .routes import assistants, chat, containers, files, models, responses, runs, threads, ui, usage
 from .routes import metrics as metrics_route
 
 log = logging.getLogger("codeinterp.api")
@@ -53,8 +56,9 @@ MAX_JSON_DEPTH = 128
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        recorder = TraceRecorder() if settings.trace_store else None
         tracer_provider = tracing.configure(
-            settings.trace_content, settings.trace_content_max_chars
+            settings.trace_content, settings.trace_content_max_chars, recorder
         )
         store = await Store.open(settings.data_dir, settings.database)
         failed = await store.fail_interrupted_runs(RESTART_MESSAGE, int(time.time()))
@@ -89,6 +93,10 @@ def create_app(settings: Settings) -> FastAPI:
         stop_watching = metrics.watch_sessions(
             lambda: {**sessions.counts(), "warm": sandbox.warm_sessions}
         )
+        traces = None
+        if recorder is not None:
+            traces = TracesService(store, recorder, settings.trace_retention_hours)
+            traces.start()
         bus = EventBus()
         file_service = FilesService(store, settings.max_upload_bytes)
         run_manager = RunManager(AgentDeps(store, bus, sessions, file_service, upstream, settings))
@@ -115,6 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
             responses=ResponsesService(store, container_service, upstream, settings),
             chat=ChatService(container_service, upstream, settings),
             models=ModelsService(upstream),
+            traces=traces,
         )
         try:
             async with mcp.session_manager.run():
@@ -124,17 +133,24 @@ def create_app(settings: Settings) -> FastAPI:
             await sessions.close_all()
             await sandbox.close()
             await upstream.close()
+            if traces is not None:
+                await traces.stop()  # the traces of the runs just stopped are kept too
             await store.close()
             stop_watching()
             if tracer_provider is not None:
                 tracer_provider.shutdown()  # sends the spans still queued
 
-    app = FastAPI(title="codeinterp", version=__version__, lifespan=lifespan)
+    # FastAPI's own spans (a trace per HTTP request, four spans each) are off: our traces are
+    # per run, response, chat and execution, and those spans cost ~0.5 ms a request.
+    telemetry: TelemetryConfig = {
+        "tracing": False, "metrics": False, "logs": False, "operation_spans": False,
+    }  # fmt: skip
+    app = FastAPI(title="codeinterp", version=__version__, lifespan=lifespan, telemetry=telemetry)
     app.state.settings = settings
     errors.install(app)
     # runs before threads: POST /v1/threads/runs must not match /v1/threads/{thread_id}
     routes = (files, assistants, runs, threads, usage, containers, responses, chat, models)
-    for module in (*routes, metrics_route):
+    for module in (*routes, metrics_route, ui):
         app.include_router(module.router)
     mcp = add_mcp(app, settings)
     app.add_middleware(JsonDepthMiddleware, max_depth=MAX_JSON_DEPTH)  # inside the size cap

@@ -18,6 +18,7 @@ from codeinterp.services.models import ModelsService
 from codeinterp.services.responses import ResponsesService
 from codeinterp.services.runs import RunsService
 from codeinterp.services.threads import ThreadsService
+from codeinterp.services.traces import TracesService
 from codeinterp.services.usage import UsageService
 
 
@@ -33,6 +34,7 @@ class Services:
     responses: ResponsesService
     chat: ChatService
     models: ModelsService
+    traces: TracesService | None  # None: the trace store is off
 
 
 # Both are `async def` though they never wait: FastAPI runs a plain `def` dependency in a worker

@@ -44,7 +44,7 @@ class ChatService:
                 project, container_id, code, self.settings.execution_timeout, call_id=call_id
             )
 
-        loop = ChatLoop(self.upstream, self.settings, body, run_code, paths, container_id)
+        loop = ChatLoop(self.upstream, self.settings, body, run_code, paths, container_id, project)
         return loop, container_id, created
 
     async def relay(self, body: dict[str, Any]) -> httpx2.Response:

@@ -114,6 +114,7 @@ def _span_start(managed: ManagedSession, code: str, call_id: str | None) -> dict
         "gen_ai.tool.call.id": call_id,
         "gen_ai.tool.call.arguments": tracing.content.clip(code),
         "gen_ai.conversation.id": managed.owner_id,
+        "codeinterp.project": managed.project,
         "codeinterp.session.id": managed.id,
         f"codeinterp.{managed.owner_kind}.id": managed.owner_id,
         "codeinterp.session.cost_usd": managed.cost_usd,
@@ -127,6 +128,7 @@ def _span_end(
         return
     clip = tracing.content.clip
     error = execution.error
+    images = [r for r in body["results"] if r.get("file_id")]
     group = managed.session.cgroup
     tracing.set_attributes(
         span,
@@ -138,18 +140,29 @@ def _span_end(
             "codeinterp.execution.stderr": clip(execution.stderr),
             "codeinterp.execution.error.name": error.name if error else None,
             "codeinterp.execution.error.value": clip(error.value) if error else None,
+            "codeinterp.execution.error.traceback": clip(error.traceback) if error else None,
             "codeinterp.execution.files": tracing.as_json(
                 [
                     {k: f.get(k) for k in ("path", "change", "size", "id") if k in f}
                     for f in body["files"]
                 ]
             ),
-            "codeinterp.execution.images": sum(1 for r in body["results"] if r.get("file_id")),
+            "codeinterp.execution.result": clip(_result_text(body["results"])),
+            "codeinterp.execution.images": len(images),
+            "codeinterp.execution.image_files": tracing.as_json(
+                [{"file_id": r["file_id"], "path": r.get("path")} for r in images]
+            ),
             "codeinterp.session.memory_peak_bytes": group.peak_memory() if group else None,
         },
     )
     if execution.status != "ok":
         tracing.fail(span, error.name if error else execution.status, execution.message)
+
+
+def _result_text(results: list[dict[str, Any]]) -> str:
+    """What the results show as text (a last expression's value, a table's plain form)."""
+    shown = [r["data"]["text/plain"] for r in results if "text/plain" in r.get("data", {})]
+    return "\n".join(str(text) for text in shown)
 
 
 def _end_body(

@@ -67,6 +67,48 @@ class SessionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TraceRecord:
+    """One trace of ours as the trace viewer lists it; `spans` only when read whole (get_trace).
+
+    `id` is its root span's id; `kind` says what it traced (a run, a response, a chat completion,
+    an execution), and `item_id` names that item. `status` is "ok" or "error".
+    """
+
+    id: str
+    project: str
+    created_at: int
+    trace_id: str
+    kind: str
+    item_id: str | None
+    thread_id: str | None
+    assistant_id: str | None
+    container_id: str | None
+    status: str
+    model: str | None
+    duration_ms: float
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None
+    error_type: str | None
+    error_count: int
+    spans: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class TraceFilter:
+    """What a trace list is narrowed to: None means any. Times are unix seconds, [since, until)."""
+
+    kind: str | None = None
+    item_id: str | None = None
+    thread_id: str | None = None
+    assistant_id: str | None = None
+    container_id: str | None = None
+    status: str | None = None
+    since: int | None = None
+    until: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Page(Generic[R]):
     """One page of a list, in the order asked for; `has_more` says more exist beyond it."""
 

@@ -26,12 +26,12 @@ from sqlalchemy import make_url
 from codeinterp.errors import InvalidRequest, NotFound
 from codeinterp.ids import new_id
 
-from . import files, objects, recovery, usage
+from . import files, objects, recovery, traces, usage
 from .backends import Database, open_database
 from .blobs import BlobDir
 from .database import default_url
 from .kinds import key_columns, kind_of
-from .records import FileRecord, ObjectRecord, Page, SessionRecord
+from .records import FileRecord, ObjectRecord, Page, SessionRecord, TraceFilter, TraceRecord
 
 log = logging.getLogger("codeinterp.store")
 
@@ -311,3 +311,41 @@ class Store:
     async def end_open_sessions(self, ended_at: int) -> int:
         """At start-up, end every session still open: sessions do not survive a restart."""
         return await self._db.write(lambda c: usage.end_open_sessions(c, ended_at))
+
+    # Traces (the trace viewer's)
+
+    async def add_traces(
+        self, finished: list[TraceRecord], late: dict[str, list[dict[str, Any]]]
+    ) -> None:
+        """Store finished traces and the spans that ended after their root, in one transaction."""
+
+        def work(connection: Any) -> None:
+            if finished:
+                traces.insert_traces(connection, finished)
+            for root_id, spans in late.items():
+                traces.add_late_spans(connection, root_id, spans)
+
+        await self._db.write(work)
+
+    async def list_traces(
+        self,
+        project: str,
+        where: TraceFilter,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        errors_first: bool = False,
+    ) -> tuple[list[TraceRecord], bool]:
+        """A page of the project's traces (without spans) and whether more follow."""
+        return await self._db.read(
+            lambda c: traces.list_traces(
+                c, project, where, limit=limit, offset=offset, errors_first=errors_first
+            )
+        )
+
+    async def get_trace(self, project: str, root_id: str) -> TraceRecord:
+        return await self._db.read(lambda c: traces.get_trace(c, project, root_id))
+
+    async def delete_traces_before(self, cutoff: int) -> int:
+        """Retention: delete the traces of every project that began before `cutoff`."""
+        return await self._db.write(lambda c: traces.delete_traces_before(c, cutoff))

@@ -123,6 +123,31 @@ class SandboxSessionRow(Row):
     memory_limit: Mapped[str] = mapped_column(Text)
 
 
+class TraceRow(Row):
+    """One trace of ours, kept for the trace viewer: its root span and every span under it.
+
+    `id` is the root span's id: a caller's `traceparent` can put several of our traces under one
+    trace id. The key columns summarize the root for the list page; `body` holds the spans.
+    """
+
+    __tablename__ = "traces"
+
+    trace_id: Mapped[str] = mapped_column(Text, index=True)
+    kind: Mapped[str] = mapped_column(Text)  # "run" | "response" | "chat" | "execute"
+    item_id: Mapped[str | None] = mapped_column(Text, index=True)
+    thread_id: Mapped[str | None] = mapped_column(Text, index=True)
+    assistant_id: Mapped[str | None] = mapped_column(Text, index=True)
+    container_id: Mapped[str | None] = mapped_column(Text, index=True)
+    status: Mapped[str] = mapped_column(Text)  # "ok" | "error"
+    model: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    error_type: Mapped[str | None] = mapped_column(Text)
+    error_count: Mapped[int] = mapped_column(Integer)  # its spans that failed, the root's too
+
+
 def table_of(model: type[Row]) -> Table:
     """The Core table of a mapped class (declarative classes with a __tablename__ have one)."""
     return cast(Table, model.__table__)

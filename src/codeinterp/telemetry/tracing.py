@@ -14,12 +14,14 @@ A container execute or an MCP ``run_python`` call is an ``execute_tool`` span of
 root of its trace unless the request carried a W3C ``traceparent`` (api/middleware.py), which
 makes every trace of the request a part of the caller's.
 
-Nothing is recorded unless a tracer provider is installed: :func:`configure` installs one that
-exports over OTLP/HTTP when the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
-``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` variable is set (the SDK reads the rest of the
-``OTEL_*`` variables itself); otherwise the API's no-op tracer makes every span free. The code,
-the output and the prompts are recorded only while ``capture_content`` is on, each cut to
-``max_content_chars``.
+Nothing is recorded unless a tracer provider is installed: :func:`configure` installs one when
+spans are wanted, by the server's own trace store (telemetry/recorder.py, on by default) or by an
+OTLP collector named by the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` variable (the SDK reads the rest of the ``OTEL_*``
+variables itself). With neither, the API's no-op tracer makes every span free. The code, the
+output and the prompts are recorded only while ``capture_content`` is on, each cut to
+``max_content_chars``. Every root span names its project (``codeinterp.project``): the trace
+store keeps each trace for its project's keys alone.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 SEMCONV_VERSION = "1.37.0"
@@ -63,25 +66,42 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer("codeinterp", schema_url=SCHEMA_URL)
 
 
-def configure(capture_content: bool, max_content_chars: int) -> Any | None:
-    """Set the content policy; install an OTLP-exporting provider if the OTEL_EXPORTER_OTLP_*
-    variables ask for one (and no provider is installed yet). Returns that provider, for
-    `shutdown` at exit, or None."""
+def configure(
+    capture_content: bool, max_content_chars: int, recorder: SpanProcessor | None = None
+) -> Any | None:
+    """Set the content policy and make sure spans go where they are wanted: to the OTLP
+    endpoint the OTEL_EXPORTER_OTLP_* variables name, and to `recorder` (the trace store's).
+
+    An SDK provider already installed (by a test, or by `opentelemetry-instrument`) is used as it
+    is, with `recorder` added; otherwise one is installed if anything wants spans. Returns the
+    provider installed here, for `shutdown` at exit, or None."""
     content.capture = capture_content
     content.max_chars = max_content_chars
+    from opentelemetry.sdk.trace import TracerProvider
+
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        if recorder is not None:
+            current.add_span_processor(recorder)
+        return None
     wanted = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
-    if not wanted or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        wanted = None
+    if not wanted and recorder is None:
         return None
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", "codeinterp")})
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if recorder is not None:
+        provider.add_span_processor(recorder)
+    if wanted:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return provider
 

@@ -1,0 +1,119 @@
+"""The trace store's writer and reader: finished traces go from the recorder (telemetry) to the
+database every `FLUSH_SECONDS`, in one transaction, summarized for the trace viewer's list; traces
+older than the retention are deleted. Reads are scoped to the caller's project."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from codeinterp.store import Store, TraceFilter, TraceRecord
+from codeinterp.telemetry.recorder import TraceRecorder
+
+log = logging.getLogger("codeinterp.traces")
+
+FLUSH_SECONDS = 0.5
+RETENTION_SWEEP_SECONDS = 3600.0
+# What a root span traced, by the door that made it (codeinterp.door); an execute has none.
+KINDS = {"assistants": "run", "responses": "response", "chat_completions": "chat"}
+ITEM_ATTRIBUTE = {
+    "run": "codeinterp.run.id",
+    "response": "codeinterp.response.id",
+    "chat": "codeinterp.chat.id",
+}
+
+
+def summarize(spans: list[dict[str, Any]]) -> TraceRecord | None:
+    """The list entry of a finished trace (root first); None for a trace of no project of ours."""
+    root = spans[0]
+    attributes = root["attributes"]
+    project = attributes.get("codeinterp.project")
+    if not isinstance(project, str):
+        return None
+    kind = KINDS.get(str(attributes.get("codeinterp.door")), "execute")
+    container_id = attributes.get("codeinterp.container.id")
+    thread_id = attributes.get("codeinterp.thread.id") or (
+        attributes.get("gen_ai.conversation.id") if kind == "run" else None
+    )
+    item_id = attributes.get(ITEM_ATTRIBUTE[kind]) if kind in ITEM_ATTRIBUTE else None
+    costs = [s["attributes"].get("codeinterp.session.cost_usd") for s in spans]
+    known_costs = [c for c in costs if isinstance(c, int | float)]
+    return TraceRecord(
+        id=root["span_id"],
+        project=project,
+        created_at=root["start_ns"] // 1_000_000_000,
+        trace_id=root["trace_id"],
+        kind=kind,
+        item_id=item_id or container_id or thread_id,
+        thread_id=thread_id,
+        assistant_id=attributes.get("gen_ai.agent.id"),
+        container_id=container_id,
+        status="error" if root["status"] == "error" else "ok",
+        model=attributes.get("gen_ai.request.model"),
+        duration_ms=((root["end_ns"] or root["start_ns"]) - root["start_ns"]) / 1e6,
+        input_tokens=attributes.get("gen_ai.usage.input_tokens"),
+        output_tokens=attributes.get("gen_ai.usage.output_tokens"),
+        cost_usd=max(known_costs) if known_costs else None,
+        error_type=attributes.get("error.type"),
+        error_count=sum(1 for s in spans if s["status"] == "error"),
+        spans=spans,
+    )
+
+
+class TracesService:
+    def __init__(self, store: Store, recorder: TraceRecorder, retention_hours: float) -> None:
+        self._store = store
+        self._recorder = recorder
+        self._retention_seconds = retention_hours * 3600
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._keep(), name="trace store")
+
+    async def stop(self) -> None:
+        """Stop writing, after one last flush of what has finished."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+        self._recorder.shutdown()
+
+    async def flush(self) -> None:
+        """Store what the recorder has finished since the last flush."""
+        taken = self._recorder.take()
+        records = [r for r in map(summarize, taken.traces) if r is not None]
+        if records or taken.late:
+            await self._store.add_traces(records, taken.late)
+
+    async def sweep(self) -> int:
+        """Delete the traces past the retention; return how many."""
+        return await self._store.delete_traces_before(int(time.time() - self._retention_seconds))
+
+    async def list(
+        self, project: str, where: TraceFilter, *, limit: int, offset: int, errors_first: bool
+    ) -> tuple[list[TraceRecord], bool]:
+        return await self._store.list_traces(
+            project, where, limit=limit, offset=offset, errors_first=errors_first
+        )
+
+    async def get(self, project: str, trace_id: str) -> TraceRecord:
+        return await self._store.get_trace(project, trace_id)
+
+    async def _keep(self) -> None:
+        swept = 0.0
+        while True:
+            try:
+                if time.monotonic() - swept > RETENTION_SWEEP_SECONDS:
+                    swept = time.monotonic()
+                    removed = await self.sweep()
+                    if removed:
+                        log.info("deleted %d trace(s) past the retention", removed)
+                await self.flush()
+            except Exception:  # a database hiccup must not end the writer
+                log.exception("could not store traces")
+            await asyncio.sleep(FLUSH_SECONDS)
