@@ -173,3 +173,40 @@ def test_no_trace_store_no_traces(upstream: ScriptedUpstream, tmp_path: Path) ->
         page = client.get("/ui")
         assert page.status_code == 503
         assert "CODEINTERP_TRACE_STORE" in text_of(page.text)
+
+
+def test_responses_chat_completions_and_executions_are_listed_by_kind_and_container(
+    server: ServerProcess, upstream: ScriptedUpstream
+) -> None:
+    with server.client(api_key=ALPHA) as client:
+        upstream.reset([python_call("print(6 * 7)"), Text("42")])
+        response = client.responses.create(
+            model="m",
+            input="6*7?",
+            tools=[{"type": "code_interpreter", "container": {"type": "auto"}}],
+        )
+        upstream.reset([python_call("print(2 ** 10)"), Text("1024")])
+        chat = client.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "2**10?"}],
+            tools=[{"type": "code_interpreter"}],
+        )
+        box = client.containers.create(name="traced")
+    assert response.status == "completed", response.error
+    with viewer(server) as http:
+        executed = http.post(f"/v1/containers/{box.id}/execute", json={"code": "1 / 0"})
+        assert executed.json()["status"] == "error"
+        assert wait_for_trace(http, response.id) and wait_for_trace(http, chat.id)
+        execute_id = wait_for_trace(http, box.id)
+        kinds = {
+            kind: re.findall(
+                r'data-trace="([0-9a-f]{16})"', http.get("/ui", params={"kind": kind}).text
+            )
+            for kind in ("response", "chat", "execute")
+        }
+        assert execute_id in kinds["execute"] and len(kinds["response"]) >= 1
+        in_box = http.get("/ui", params={"container_id": box.id, "status": "error"}).text
+        assert re.findall(r'data-trace="([0-9a-f]{16})"', in_box) == [execute_id]
+        page = text_of(http.get(f"/ui/traces/{execute_id}").text)
+    assert "1 / 0" in page and "ZeroDivisionError: division by zero" in page
+    assert "Execution " in page and "Model turn" not in page

@@ -5,7 +5,6 @@ traceback; a figure the code drew shows as an image. Screenshots are kept in art
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -29,7 +28,9 @@ def upstream() -> Iterator[ScriptedUpstream]:
 
 
 @pytest.fixture(scope="module")
-def server(upstream: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    upstream: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     env = server_env(upstream, api_keys=f"{KEY}:proj_viewer")
     with ServerProcess(env, data_dir=tmp_path_factory.mktemp("viewer")) as process:
         yield process
