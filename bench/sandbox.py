@@ -142,10 +142,20 @@ class Counts:
     subprocess: int
 
 
-FULL = Counts(warm=30, cold=30, bursts=3, exec_warmup=20, exec=500, ping=200, idle=20,
-              jupyter=5, subprocess=10)
-QUICK = Counts(warm=10, cold=10, bursts=1, exec_warmup=5, exec=100, ping=50, idle=20,
-               jupyter=3, subprocess=5)
+FULL = Counts(
+    warm=30,
+    cold=30,
+    bursts=3,
+    exec_warmup=20,
+    exec=500,
+    ping=200,
+    idle=20,
+    jupyter=5,
+    subprocess=10,
+)
+QUICK = Counts(
+    warm=10, cold=10, bursts=1, exec_warmup=5, exec=100, ping=50, idle=20, jupyter=3, subprocess=5
+)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -291,8 +301,7 @@ async def measure_cold(counts: Counts) -> dict[str, Any]:
                 await session.close()
         phases = {name: values for name, values in phases.items() if values}
         phases["other"] = [
-            total - sum(values[i] for values in phases.values())
-            for i, total in enumerate(totals)
+            total - sum(values[i] for values in phases.values()) for i, total in enumerate(totals)
         ]
         phases["total"] = totals
         return {
@@ -399,8 +408,14 @@ async def measure_sandbox(counts: Counts) -> dict[str, Any]:
         idle = await measure_idle_uss(sandbox, counts.idle)
     finally:
         await sandbox.close()
-    return {**cold, "create_warm": warm, "exec_1plus1": runs, "exec_ping": pings,
-            "burst20": burst, **idle}
+    return {
+        **cold,
+        "create_warm": warm,
+        "exec_1plus1": runs,
+        "exec_ping": pings,
+        "burst20": burst,
+        **idle,
+    }
 
 
 # -- baselines ----------------------------------------------------------------------------------
@@ -450,10 +465,12 @@ class SeccompCounts:
     loop_passes: int  # runs of each loop (the fastest is reported)
 
 
-SECCOMP_FULL = SeccompCounts(install=200, cold=40, warm=40, exec_warmup=20, exec=400,
-                             loop=200_000, loop_passes=9)
-SECCOMP_QUICK = SeccompCounts(install=50, cold=10, warm=10, exec_warmup=5, exec=100,
-                              loop=50_000, loop_passes=3)
+SECCOMP_FULL = SeccompCounts(
+    install=200, cold=40, warm=40, exec_warmup=20, exec=400, loop=200_000, loop_passes=9
+)
+SECCOMP_QUICK = SeccompCounts(
+    install=50, cold=10, warm=10, exec_warmup=5, exec=100, loop=50_000, loop_passes=3
+)
 
 
 def _orders(n: int) -> Iterator[tuple[str, ...]]:
@@ -869,8 +886,10 @@ async def measure_held_out(sandbox: Sandbox, timeout: float) -> dict[str, dict[s
                 await session.close()
             error = execution.error
             outcomes[name][profile] = (
-                "ok" if execution.status == "ok"
-                else f"{execution.status}: {error.name}: {error.value}"[:200] if error
+                "ok"
+                if execution.status == "ok"
+                else f"{execution.status}: {error.name}: {error.value}"[:200]
+                if error
                 else execution.status
             )
     return outcomes
@@ -963,14 +982,19 @@ async def measure_seccomp(counts: SeccompCounts) -> dict[str, Any]:
     return {"raw": raw, "breakage": breakage, "unfiltered": unfiltered}
 
 
-def build_seccomp_report(measured: dict[str, Any], counts: SeccompCounts,
-                         quick: bool) -> dict[str, Any]:
+def build_seccomp_report(
+    measured: dict[str, Any], counts: SeccompCounts, quick: bool
+) -> dict[str, Any]:
     from codeinterp.sandbox.seccomp_allowlist import ALLOWED
 
     raw = measured["raw"]
     figures: dict[str, dict[str, float]] = {}
-    for key, name in (("install", "install_filter"), ("cold", "create_cold"),
-                      ("warm", "create_warm"), ("exec", "exec_1plus1")):
+    for key, name in (
+        ("install", "install_filter"),
+        ("cold", "create_cold"),
+        ("warm", "create_warm"),
+        ("exec", "exec_1plus1"),
+    ):
         for stat in ("p50", "p95"):
             row = {p: summary(raw[p][key])[stat] for p in PROFILES}
             figures[f"{name}_{stat}"] = {**row, "allow_over_deny": row["allow"] / row["deny"]}
@@ -999,8 +1023,10 @@ def build_seccomp_report(measured: dict[str, Any], counts: SeccompCounts,
         "figures": figures,
         "unit": "ms, except *_ns (nanoseconds per call, the fastest of the loop's passes)",
         "unfiltered_samples": measured["unfiltered"],
-        "programs": {p: {"instructions": raw[p]["instructions"], "build_ms": raw[p]["build_ms"]}
-                     for p in PROFILES},
+        "programs": {
+            p: {"instructions": raw[p]["instructions"], "build_ms": raw[p]["build_ms"]}
+            for p in PROFILES
+        },
         "allow_list_size": len(ALLOWED),
         "held_out": {
             "snippets": len(outcomes),
@@ -1010,8 +1036,9 @@ def build_seccomp_report(measured: dict[str, Any], counts: SeccompCounts,
             "outcomes": outcomes,
         },
         "samples_per_profile": asdict(counts),
-        "samples": {p: {k: v for k, v in raw[p].items() if isinstance(v, list | dict)}
-                    for p in PROFILES},
+        "samples": {
+            p: {k: v for k, v in raw[p].items() if isinstance(v, list | dict)} for p in PROFILES
+        },
         "quick": quick,
         "percentile_method": "linear interpolation between closest ranks (numpy default)",
         "machine": machine_info(),
@@ -1032,24 +1059,32 @@ def print_seccomp_table(report: dict[str, Any]) -> None:
     print("  ".join("-" * w for w in widths))
     for row in rows:
         print(line.format(*row))
-    unfiltered = ", ".join(f"{name} {row['no_filter']:,.1f}" for name, row in
-                           report["figures"].items() if "no_filter" in row)
+    unfiltered = ", ".join(
+        f"{name} {row['no_filter']:,.1f}"
+        for name, row in report["figures"].items()
+        if "no_filter" in row
+    )
     print(f"\nwithout any filter: {unfiltered}")
     print("\nallow minus deny, sample by sample (p25 / p50 / p75, ms):")
     for name, row in report["figures"].items():
         if "deny" not in row:
-            print(f"  {name.removesuffix('_paired_difference')}: {row['p25']:+.3f} / "
-                  f"{row['p50']:+.3f} / {row['p75']:+.3f}")
+            print(
+                f"  {name.removesuffix('_paired_difference')}: {row['p25']:+.3f} / "
+                f"{row['p50']:+.3f} / {row['p75']:+.3f}"
+            )
     programs = report["programs"]
-    print(f"\nBPF instructions: deny {programs['deny']['instructions']}, allow "
-          f"{programs['allow']['instructions']} ({report['allow_list_size']} syscalls listed)")
+    print(
+        f"\nBPF instructions: deny {programs['deny']['instructions']}, allow "
+        f"{programs['allow']['instructions']} ({report['allow_list_size']} syscalls listed)"
+    )
     held = report["held_out"]
-    print(f"held-out work: {held['snippets']} snippets, {held['ok_under_deny']} ok under deny, "
-          f"{held['ok_under_allow']} ok under allow; broken by the allow profile: "
-          f"{len(held['broken_by_allow'])}")
+    print(
+        f"held-out work: {held['snippets']} snippets, {held['ok_under_deny']} ok under deny, "
+        f"{held['ok_under_allow']} ok under allow; broken by the allow profile: "
+        f"{len(held['broken_by_allow'])}"
+    )
     for name, outcome in held["broken_by_allow"].items():
         print(f"  {name}: {outcome}")
-
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -1075,8 +1110,9 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def build_report(raw: dict[str, Any], jupyter: list[float], spawn: list[float],
-                 counts: Counts, quick: bool) -> dict[str, Any]:
+def build_report(
+    raw: dict[str, Any], jupyter: list[float], spawn: list[float], counts: Counts, quick: bool
+) -> dict[str, Any]:
     warm = summary(raw["create_warm"])
     cold = summary(raw["create_cold"])
     burst = summary(raw["burst20"])
@@ -1116,8 +1152,7 @@ def build_report(raw: dict[str, Any], jupyter: list[float], spawn: list[float],
         "subprocess_pandas": summary(spawn),
         "zygote_preload_ms": raw["zygote_preload_ms"],
     }
-    samples = {**asdict(counts), "burst_size": BURST_SIZE,
-               "burst_samples": len(raw["burst20"])}
+    samples = {**asdict(counts), "burst_size": BURST_SIZE, "burst_samples": len(raw["burst20"])}
     return {
         **metrics,
         "targets": {name: f"{op} {bound:g}" for name, (op, bound) in TARGETS.items()},
@@ -1135,9 +1170,18 @@ def build_report(raw: dict[str, Any], jupyter: list[float], spawn: list[float],
 
 def print_table(report: dict[str, Any]) -> None:
     rows: list[tuple[str, str, str, str]] = []
-    for name in ("create_warm_p50", "create_cold_p50", "create_cold_p99", "burst20_p95",
-                 "exec_1plus1_p50", "idle_uss_mb", "jupyter_create_p50",
-                 "subprocess_pandas_p50", "jupyter_over_cold", "jupyter_over_warm"):
+    for name in (
+        "create_warm_p50",
+        "create_cold_p50",
+        "create_cold_p99",
+        "burst20_p95",
+        "exec_1plus1_p50",
+        "idle_uss_mb",
+        "jupyter_create_p50",
+        "subprocess_pandas_p50",
+        "jupyter_over_cold",
+        "jupyter_over_warm",
+    ):
         value = report[name]
         unit = "MB" if name == "idle_uss_mb" else "x" if "_over_" in name else "ms"
         target = report["targets"].get(name, "")
@@ -1158,16 +1202,21 @@ def print_table(report: dict[str, Any]) -> None:
     for row in rows:
         print(line.format(*row).rstrip())
     machine = report["machine"]
-    print(f"\n{machine['cpu_count']} CPUs ({machine['cpu_model']}), Linux {machine['kernel']}, "
-          f"Python {machine['python']}; samples: {report['samples']}")
+    print(
+        f"\n{machine['cpu_count']} CPUs ({machine['cpu_model']}), Linux {machine['kernel']}, "
+        f"Python {machine['python']}; samples: {report['samples']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--json", required=True, type=Path, help="where to write the results")
     parser.add_argument("--quick", action="store_true", help="fewer samples (under a minute)")
-    parser.add_argument("--seccomp", action="store_true",
-                        help="compare the deny-list and allow-list seccomp profiles instead")
+    parser.add_argument(
+        "--seccomp",
+        action="store_true",
+        help="compare the deny-list and allow-list seccomp profiles instead",
+    )
     args = parser.parse_args(argv)
     if args.seccomp:
         seccomp_counts = SECCOMP_QUICK if args.quick else SECCOMP_FULL

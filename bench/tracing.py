@@ -1,21 +1,23 @@
-"""What tracing costs: the same workload against two servers of one run, one exporting its
-spans over OTLP/HTTP and one with tracing off (no OTEL_EXPORTER_OTLP_* variables: no provider,
-no spans). Samples alternate between the two. Not a test.
+"""What tracing costs: the same workload against four servers of one run: tracing off (no trace
+store, no OTEL_EXPORTER_OTLP_* variables: no provider, no spans) twice, the default (spans kept
+in the server's trace store for /ui), and the default plus export over OTLP/HTTP. Samples rotate
+among the four. The second untraced server ("off_again") is the control: how far two identical
+servers differ here is the noise any other difference has to stand out of. Not a test.
 
     .venv/bin/python bench/tracing.py --json PATH [--samples N]
 
-The traced server exports to a sink on 127.0.0.1 that answers every POST /v1/traces with 200
+The exporting server sends to a sink on 127.0.0.1 that answers every POST /v1/traces with 200
 (a real exporter, batch processor and HTTP transport; no receiver's work measured). Figures, ms:
 
-run_overhead_p50 (off / on)
+run_overhead_p50 (off / off_again / store / otlp)
     An Assistants run with one python call, as bench/server.py measures it (the model's time
     subtracted), with the SDK's create_and_poll.
-execute_http_1plus1_p50 (off / on)
+execute_http_1plus1_p50 (off / off_again / store / otlp)
     POST /v1/containers/{id}/execute with 1+1 on a warm container, from a keep-alive client.
-run_ratio, execute_added_ms
-    on / off for runs; on - off for execute.
+run_ratio, execute_added_ms (off_again / store / otlp)
+    each / off for runs; each - off for execute.
 exported_requests
-    OTLP requests the sink received (proof that spans left the traced server).
+    OTLP requests the sink received (proof that spans left the exporting server).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ import httpx2
 from bench.server import percentile, script
 from tests.support.server import ServerProcess
 from tests.support.upstream import ScriptedUpstream
+
+NAMES = ["off", "off_again", "store", "otlp"]
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -71,21 +75,23 @@ def measure(samples: int, pause: float) -> dict[str, Any]:
     endpoint = f"http://127.0.0.1:{sink.server_address[1]}"
     with tempfile.TemporaryDirectory() as data, ScriptedUpstream(script) as upstream:
         base = {"CODEINTERP_UPSTREAM_BASE_URL": upstream.base_url, "CODEINTERP_POOL_SIZE": "8"}
-        traced_env = {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+        off_env = {**base, "CODEINTERP_TRACE_STORE": "false"}
+        otlp_env = {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
         with (
-            ServerProcess(base, data_dir=Path(data) / "off") as off,
-            ServerProcess(traced_env, data_dir=Path(data) / "on") as on,
+            ServerProcess(off_env, data_dir=Path(data) / "off") as off,
+            ServerProcess(off_env, data_dir=Path(data) / "off_again") as off_again,
+            ServerProcess(base, data_dir=Path(data) / "store") as store,
+            ServerProcess(otlp_env, data_dir=Path(data) / "otlp") as otlp,
         ):
-            servers = {"off": off, "on": on}
+            servers = {"off": off, "off_again": off_again, "store": store, "otlp": otlp}
             clients = {name: s.client() for name, s in servers.items()}
             assistants = {
                 name: c.beta.assistants.create(model="bench", tools=[{"type": "code_interpreter"}])
                 for name, c in clients.items()
             }
-            runs: dict[str, list[float]] = {"off": [], "on": []}
+            runs: dict[str, list[float]] = {name: [] for name in NAMES}
             for i in range(samples + 3):
-                order = ["off", "on"] if i % 2 == 0 else ["on", "off"]
-                for name in order:
+                for name in rotated(i):
                     time.sleep(pause)  # the warm pool refills behind the previous sample
                     ms = run_sample(servers[name], clients[name], assistants[name].id, upstream)
                     if i >= 3:
@@ -94,17 +100,21 @@ def measure(samples: int, pause: float) -> dict[str, Any]:
             for client in clients.values():
                 client.close()
     sink.shutdown()
-    run_off, run_on = percentile(runs["off"], 50), percentile(runs["on"], 50)
-    exec_off = percentile(executes["off"], 50)
-    exec_on = percentile(executes["on"], 50)
+    run_p50 = {name: percentile(runs[name], 50) for name in NAMES}
+    exec_p50 = {name: percentile(executes[name], 50) for name in NAMES}
     return {
-        "run_overhead_p50": {"off": run_off, "on": run_on},
-        "run_ratio": run_on / run_off,
-        "execute_http_1plus1_p50": {"off": exec_off, "on": exec_on},
-        "execute_added_ms": exec_on - exec_off,
+        "run_overhead_p50": run_p50,
+        "run_ratio": {name: run_p50[name] / run_p50["off"] for name in NAMES[1:]},
+        "execute_http_1plus1_p50": exec_p50,
+        "execute_added_ms": {name: exec_p50[name] - exec_p50["off"] for name in NAMES[1:]},
         "exported_requests": _Sink.received,
         "samples": {"runs": len(runs["off"]), "executes": len(executes["off"])},
     }
+
+
+def rotated(i: int) -> list[str]:
+    """The servers in a different order each round, so none is always first after a pause."""
+    return [*NAMES[i % len(NAMES) :], *NAMES[: i % len(NAMES)]]
 
 
 def execute_samples(servers: dict[str, ServerProcess], n: int) -> dict[str, list[float]]:
@@ -121,9 +131,9 @@ def execute_samples(servers: dict[str, ServerProcess], n: int) -> dict[str, list
         boxes[name] = box.json()["id"]
         for _ in range(20):
             http.post(f"/containers/{boxes[name]}/execute", json={"code": "1+1"})
-    samples: dict[str, list[float]] = {"off": [], "on": []}
+    samples: dict[str, list[float]] = {name: [] for name in NAMES}
     for i in range(n):
-        for name in ["off", "on"] if i % 2 == 0 else ["on", "off"]:
+        for name in rotated(i):
             start = time.perf_counter()
             answer = https[name].post(f"/containers/{boxes[name]}/execute", json={"code": "1+1"})
             samples[name].append((time.perf_counter() - start) * 1000)

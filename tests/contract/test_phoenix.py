@@ -1,12 +1,17 @@
 """Our spans in a real OTLP receiver that users run: Arize Phoenix (tests/support/phoenix.py, a
 venv of its own made by scripts/setup-phoenix). The server is pointed at it with nothing but the
-standard OTEL_EXPORTER_OTLP_* variables; the spans are read back through Phoenix's own API."""
+standard OTEL_EXPORTER_OTLP_* variables; the spans are read back through Phoenix's own API, and
+the same trace from the server's own trace viewer (/ui)."""
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
+from html import unescape
 from typing import Any
 
+import httpx2
 import pytest
 
 from tests.contract.helpers import server_env
@@ -75,3 +80,15 @@ def test_a_run_that_fails_then_fixes_its_code_in_phoenix(
     totals = root["attributes"]
     assert totals["gen_ai.usage.input_tokens"] == run.usage.prompt_tokens
     assert totals["gen_ai.usage.output_tokens"] == run.usage.completion_tokens
+
+    # The same trace in the server's own viewer: the root span Phoenix has is the stored trace
+    with httpx2.Client(base_url=server.url, timeout=30) as http:
+        deadline = time.monotonic() + 10
+        while (page := http.get(f"/ui/traces/{root['span_id']}")).status_code == 404:
+            assert time.monotonic() < deadline, "the trace never reached the trace store"
+            time.sleep(0.1)
+    assert page.status_code == 200
+    shown = unescape(re.sub(r"<[^>]+>", "", page.text))
+    assert root["trace_id"] in shown and run.id in shown
+    assert shown.count("Model turn") == 3 and shown.count("Execution ") == 2
+    assert "NameError" in shown and "11\n" in shown and "$0.0300" in shown

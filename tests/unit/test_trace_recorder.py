@@ -4,6 +4,8 @@ store lists (services/traces.py)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from opentelemetry import context, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -140,3 +142,49 @@ def test_the_summary_of_a_container_execute() -> None:
     assert summary is not None
     assert (summary.kind, summary.item_id, summary.container_id) == ("execute", "cntr_1", "cntr_1")
     assert (summary.status, summary.error_type, summary.input_tokens) == ("error", "timeout", None)
+
+
+def test_a_child_that_starts_after_its_root_ended_is_still_its_roots() -> None:
+    """An execution's span is made a loop turn after it ends (tracing.LeafSpan), when a run's
+    root may have ended already."""
+    recorder = TraceRecorder()
+    tracer = tracer_with(recorder)
+    root = tracer.start_span("invoke_agent codeinterp", attributes=OURS)
+    parent = trace.set_span_in_context(root)
+    root.end()
+    late = tracer.start_span("execute_tool python", context=parent, attributes=OURS)
+    late.end()
+    taken = recorder.take()
+    assert [[s["name"] for s in g] for g in taken.traces] == [["invoke_agent codeinterp"]]
+    root_id = format(root.get_span_context().span_id, "016x")
+    assert [s["name"] for s in taken.late[root_id]] == ["execute_tool python"]
+
+
+async def test_a_leaf_span_is_recorded_a_loop_turn_after_it_ends() -> None:
+    provider = trace.get_tracer_provider()  # LeafSpan uses the process's provider
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)  # once per process; later tests reuse it
+    recorder = TraceRecorder()
+    provider.add_span_processor(recorder)
+    try:
+        await record_a_leaf(recorder)
+    finally:
+        recorder.shutdown()  # stays attached, keeping nothing
+
+
+async def record_a_leaf(recorder: TraceRecorder) -> None:
+    from codeinterp.telemetry import tracing
+
+    leaf = tracing.LeafSpan("execute_tool python", {**OURS, "gen_ai.tool.name": "python"})
+    leaf.add(lambda: {"codeinterp.execution.stdout": "hi\n", "codeinterp.execution.stderr": ""})
+    leaf.fail("NameError", "name 'x' is not defined")
+    leaf.end()
+    assert recorder.take().traces == []  # not yet: the caller's answer goes first
+    await asyncio.sleep(0)
+    (group,) = recorder.take().traces
+    (span,) = group
+    assert span["attributes"]["codeinterp.execution.stdout"] == "hi\n"
+    assert "codeinterp.execution.stderr" not in span["attributes"]  # empty: left out
+    assert span["attributes"]["error.type"] == "NameError" and span["status"] == "error"
+    assert span["end_ns"] >= span["start_ns"] > 0

@@ -33,8 +33,16 @@ TCP_LIMIT = "memory.kmem.tcp.limit_in_bytes"  # v1: socket buffer memory of a gr
 
 
 def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
+    # os.open and os.read, not open(): a text file object costs ~4x as much, and an execution's
+    # span reads the session's memory peak every time.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    finally:
+        os.close(fd)
 
 
 def _write(path: str, value: str) -> None:

@@ -105,10 +105,10 @@ class TracesService:
         return await self._store.get_trace(project, trace_id)
 
     async def _keep(self) -> None:
-        swept = 0.0
+        swept: float | None = None  # at start, then every RETENTION_SWEEP_SECONDS
         while True:
             try:
-                if time.monotonic() - swept > RETENTION_SWEEP_SECONDS:
+                if swept is None or time.monotonic() - swept > RETENTION_SWEEP_SECONDS:
                     swept = time.monotonic()
                     removed = await self.sweep()
                     if removed:

@@ -57,7 +57,7 @@ async def execute(
     managed.busy += 1
     execution = Execution()
     results: list[dict[str, Any]] = []
-    span = tracing.start_span("execute_tool python", _span_start(managed, code, call_id))
+    span = tracing.LeafSpan("execute_tool python", _span_start(managed, code, call_id))
     try:
         async for event in managed.session.execute(code, timeout):
             execution.add(event)
@@ -82,7 +82,7 @@ async def execute(
                 yield "end", body
     except BaseException as exc:
         if not isinstance(exc, GeneratorExit | asyncio.CancelledError):  # stopped, not failed
-            tracing.fail(span, type(exc).__name__, str(exc))
+            span.fail(type(exc).__name__, str(exc))
         raise
     finally:
         managed.busy -= 1
@@ -122,17 +122,21 @@ def _span_start(managed: ManagedSession, code: str, call_id: str | None) -> dict
 
 
 def _span_end(
-    span: Any, managed: ManagedSession, execution: Execution, body: dict[str, Any]
+    span: tracing.LeafSpan, managed: ManagedSession, execution: Execution, body: dict[str, Any]
 ) -> None:
-    if not span.is_recording():
+    """What the span holds of the finished execution. Only the memory peak is read now (the
+    session may be gone later); the rest is put together when the span is recorded."""
+    if not span.recording:
         return
-    clip = tracing.content.clip
-    error = execution.error
-    images = [r for r in body["results"] if r.get("file_id")]
     group = managed.session.cgroup
-    tracing.set_attributes(
-        span,
-        {
+    peak = group.peak_memory() if group else None
+    files, results = list(body["files"]), list(body["results"])
+    error = execution.error
+
+    def attributes() -> dict[str, Any]:
+        clip = tracing.content.clip
+        images = [r for r in results if r.get("file_id")]
+        return {
             "codeinterp.execution.status": execution.status,
             "codeinterp.execution.count": execution.execution_count,
             "codeinterp.execution.duration_ms": round(execution.duration_ms, 3),
@@ -142,21 +146,19 @@ def _span_end(
             "codeinterp.execution.error.value": clip(error.value) if error else None,
             "codeinterp.execution.error.traceback": clip(error.traceback) if error else None,
             "codeinterp.execution.files": tracing.as_json(
-                [
-                    {k: f.get(k) for k in ("path", "change", "size", "id") if k in f}
-                    for f in body["files"]
-                ]
+                [{k: f.get(k) for k in ("path", "change", "size", "id") if k in f} for f in files]
             ),
-            "codeinterp.execution.result": clip(_result_text(body["results"])),
+            "codeinterp.execution.result": clip(_result_text(results)),
             "codeinterp.execution.images": len(images),
             "codeinterp.execution.image_files": tracing.as_json(
                 [{"file_id": r["file_id"], "path": r.get("path")} for r in images]
             ),
-            "codeinterp.session.memory_peak_bytes": group.peak_memory() if group else None,
-        },
-    )
+            "codeinterp.session.memory_peak_bytes": peak,
+        }
+
+    span.add(attributes)
     if execution.status != "ok":
-        tracing.fail(span, error.name if error else execution.status, execution.message)
+        span.fail(error.name if error else execution.status, execution.message)
 
 
 def _result_text(results: list[dict[str, Any]]) -> str:

@@ -7,8 +7,9 @@ server's) are not kept, though ours may sit under them or under a caller's `trac
 `on_start` notes each span's root and `on_end` files the span under it: two dict operations,
 so the request that ends a span pays nothing more. Turning spans into dicts waits for `take`,
 which the trace store's writer calls every so often (services/traces.py). A span that ends
-after its root (rare: a generator closed late) comes out of `take` on its own, under its root's
-id.
+after its root (an execution's span is recorded a loop turn after it ends, tracing.LeafSpan)
+comes out of `take` on its own, under its root's id: the roots and spans that ended last are
+remembered for that.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 # Spans of roots still open, at most; past it the oldest open root's spans are dropped (a root
 # that never ends is a bug, and must not grow the server without bound).
 MAX_OPEN_SPANS = 100_000
+# Ended spans remembered with their root, for children that start after them.
+RECENTLY_ENDED = 4096
 
 
 @dataclass
@@ -44,6 +47,7 @@ class TraceRecorder(SpanProcessor):
         self._open: dict[int, list[ReadableSpan]] = {}  # open root -> its ended spans
         self._finished: list[list[ReadableSpan]] = []
         self._late: list[tuple[int, ReadableSpan]] = []
+        self._ended: dict[int, int] = {}  # recently ended span -> its root
         self._max_open = max_open_spans
         self._closed = False
 
@@ -53,7 +57,7 @@ class TraceRecorder(SpanProcessor):
         with self._lock:
             root = None
             if parent is not None and not parent.is_remote:
-                root = self._root_of.get(parent.span_id)
+                root = self._root_of.get(parent.span_id) or self._ended.get(parent.span_id)
             if root is None:
                 if self._root_attribute not in (span.attributes or {}):
                     return  # not ours
@@ -70,6 +74,9 @@ class TraceRecorder(SpanProcessor):
             root = self._root_of.pop(own, None)
             if root is None:
                 return  # not ours
+            self._ended[own] = root
+            if len(self._ended) > RECENTLY_ENDED:
+                del self._ended[next(iter(self._ended))]
             if root == own:
                 group = self._open.pop(own, [])
                 group.append(span)
@@ -98,6 +105,7 @@ class TraceRecorder(SpanProcessor):
         with self._lock:
             self._root_of.clear()
             self._open.clear()
+            self._ended.clear()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
