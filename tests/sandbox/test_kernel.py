@@ -247,6 +247,21 @@ async def test_interrupt_keeps_state(session: Session) -> None:
     assert (await session.run("total * 2")).text == "10"
 
 
+async def test_an_interrupt_before_the_code_starts_still_stops_it(session: Session) -> None:
+    """An interrupt as soon as the execution holds the session (before the kernel has the code,
+    when SIGINT is ignored) is not lost: the code is stopped as it starts, state kept. And
+    interrupt() says whether there was an execution to stop."""
+    assert await session.interrupt() is False  # nothing running
+    await session.run("total = 5")
+    for _ in range(5):
+        task = asyncio.create_task(session.run("import time\ntime.sleep(30)"))
+        while not await session.interrupt():
+            await asyncio.sleep(0)
+        ex = await asyncio.wait_for(task, 5)
+        assert ex.status == "interrupted" and not ex.state_lost
+    assert (await session.run("total * 2")).text == "10"
+
+
 async def test_leaving_the_stream_early_interrupts_the_code(session: Session) -> None:
     """Closing the event stream mid-execution stops the code; the next execution runs normally."""
     await session.run("flag = 'kept'")

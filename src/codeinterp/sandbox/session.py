@@ -59,6 +59,7 @@ log = logging.getLogger("codeinterp.sandbox")
 
 READ_CHUNK = 65536
 MAX_PENDING_FRAMES = 64
+INTERRUPT_RESEND_SECONDS = 0.05  # an interrupt not answered yet is sent again this often
 MAX_REPORTED_CHANGES = 1000  # files listed in one End; the rest are counted in `truncated`
 INLINE_SNAPSHOT_INODES = 16  # a workspace this small is listed on the event loop, not in a thread
 
@@ -159,6 +160,7 @@ class KernelProcess:
         self.exit_status: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._buffer: deque[Item] = deque()
         self._has_items = asyncio.Event()
+        self._woken = False
         self._has_room = asyncio.Event()
         self._has_room.set()
         self._frames = 0
@@ -217,6 +219,7 @@ class KernelProcess:
         self.results_bytes = 0
         self._parts, self._parts_bytes, self._parts_dropped = {}, 0, False
         self._credit, self._debt = EXECUTION_CPU, 0.0
+        self._woken = False  # a wake is for the execution it was made in
         return self.execution_id
 
     def _stop_expecting(self) -> None:
@@ -473,8 +476,12 @@ class KernelProcess:
         self._push(reply)
 
     async def next_item(self, timeout: float | None) -> Item | None:
-        """The next buffered item, or None when `timeout` seconds pass first."""
+        """The next buffered item, or None when `timeout` seconds pass first or `wake` is
+        called."""
         while not self._buffer:
+            if self._woken:
+                self._woken = False
+                return None
             self._has_items.clear()
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
@@ -489,6 +496,11 @@ class KernelProcess:
             if self._frames < MAX_PENDING_FRAMES:
                 self._has_room.set()
         return item
+
+    def wake(self) -> None:
+        """Make the reader waiting in `next_item` look up now (an interrupt to attend to)."""
+        self._woken = True
+        self._has_items.set()
 
     def put_back(self, items: list[Item]) -> None:
         """Return items taken out of order to the front of the buffer."""
@@ -686,6 +698,9 @@ class Session:
         await self._restart()
 
     async def _execute_locked(self, code: str, timeout: float | None) -> AsyncIterator[Event]:
+        # From here on an interrupt is this execution's, even one that comes before the code
+        # has started (see the resends below).
+        self._interrupt_requested = False
         # An interpreter that died while idle (its zygote was killed, say) is replaced now; the
         # code runs in the new one and the End says that the earlier state is gone.
         lost_while_idle = ""
@@ -706,7 +721,6 @@ class Session:
         started = time.monotonic()
         self.last_used = started
         self.executions += 1
-        self._interrupt_requested = False
         oom_before = self.cgroup.oom_kills() if self.cgroup else 0
         execution_id = process.start_execution()
         deadline = None if timeout is None else started + timeout
@@ -745,13 +759,23 @@ class Session:
             )
             return
 
+        resend_at: float | None = None
         while True:
             now = time.monotonic()
             wait_until = kill_at if kill_at is not None else deadline
-            if self._interrupt_requested and kill_at is None:
-                kill_at = now + self.interrupt_grace
-                wait_until = kill_at
+            if self._interrupt_requested:
+                if kill_at is None:
+                    kill_at = now + self.interrupt_grace
+                # The kernel ignores SIGINT until the code starts: one sent before then is
+                # lost, so it is sent again now and then until the execution ends.
+                if resend_at is not None and now >= resend_at:
+                    process.interrupt()
+                resend_at = now + INTERRUPT_RESEND_SECONDS
+                wait_until = min(kill_at, resend_at)
             item = await process.next_item(None if wait_until is None else max(0, wait_until - now))
+            if item is None and self._interrupt_requested:
+                if kill_at is None or time.monotonic() < kill_at:
+                    continue  # an interrupt came, or it is time to send it again
             if item is None:
                 if kill_at is None:  # the wall-clock limit: interrupt first
                     timed_out = True
@@ -895,11 +919,15 @@ class Session:
             execution.add(event)
         return execution
 
-    async def interrupt(self) -> None:
-        """Interrupt the running execution; it ends as `interrupted` and the state survives."""
-        if self.process is not None and self._lock.locked():
-            self._interrupt_requested = True
-            self.process.interrupt()
+    async def interrupt(self) -> bool:
+        """Interrupt the running execution; it ends as `interrupted` and the state survives.
+        Whether an execution was running (or about to: it is interrupted as it starts)."""
+        if self.process is None or not self._lock.locked():
+            return False
+        self._interrupt_requested = True
+        self.process.interrupt()
+        self.process.wake()
+        return True
 
     # -- files ----------------------------------------------------------------------------------
 

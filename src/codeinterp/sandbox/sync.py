@@ -62,8 +62,11 @@ class SyncSession:
         finally:
             self._portal.run(agen.aclose())
 
-    def interrupt(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._session.interrupt(), self._portal.loop).result()
+    def interrupt(self) -> bool:
+        """Whether an execution was running (see Session.interrupt)."""
+        return asyncio.run_coroutine_threadsafe(
+            self._session.interrupt(), self._portal.loop
+        ).result()
 
     def upload(self, name: str, data: bytes) -> str:
         return self._portal.run(self._session.upload(name, data))

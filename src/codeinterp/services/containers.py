@@ -272,8 +272,9 @@ class ContainersService:
 
     async def interrupt(self, project: str, container_id: str) -> dict[str, Any]:
         live = await self._use(project, container_id)
-        running = live.managed.busy > 0
-        await live.managed.session.interrupt()
+        # What the session says, not `busy`: an execution about to take the session's lock is
+        # busy but not interruptible yet.
+        running = await live.managed.session.interrupt()
         return {"id": container_id, "object": "container.interrupt", "interrupted": running}
 
     # -- internals ------------------------------------------------------------------------------
