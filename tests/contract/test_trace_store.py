@@ -93,7 +93,8 @@ def test_a_run_that_fails_then_fixes_its_code_in_the_viewer(
         page = client.get(f"/ui/traces/{trace_id}")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "script-src" not in page.headers["content-security-policy"]  # no script may run
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src" not in policy  # no script may run
     assert run_id in listed.text and trace_id in listed.text
     shown = text_of(page.text)
     assert "5 + 6?" in shown  # the prompt
@@ -210,3 +211,45 @@ def test_responses_chat_completions_and_executions_are_listed_by_kind_and_contai
         page = text_of(http.get(f"/ui/traces/{execute_id}").text)
     assert "1 / 0" in page and "ZeroDivisionError: division by zero" in page
     assert "Execution " in page and "Model turn" not in page
+
+
+HOSTILE = "</pre><script>alert(1)</script><img src=x onerror=alert(2)>"
+
+
+def test_what_the_code_printed_is_shown_as_text_and_its_images_to_its_project_only(
+    server: ServerProcess,
+) -> None:
+    """Output a program chose is escaped, never markup; a figure it drew is served to the
+    trace's project alone, as an image, and looking at it does not count as using the
+    container."""
+    with viewer(server) as alpha:
+        box = alpha.post("/v1/containers", json={"name": "hostile"}).json()["id"]
+        code = (
+            f"print({HOSTILE!r})\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
+        )
+        done = alpha.post(f"/v1/containers/{box}/execute", json={"code": code}).json()
+        assert done["status"] == "ok", done
+        trace_id = wait_for_trace(alpha, box)
+        page = alpha.get(f"/ui/traces/{trace_id}").text
+        assert "<script>" not in page and "onerror=alert" not in page.replace(
+            "onerror=alert(2)&gt;", ""
+        )
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+        (image,) = re.findall(r'<img alt="[^"]*" src="([^"]+)"', page)
+
+        def last_active() -> int:  # the list shows it without touching the container
+            (entry,) = alpha.get("/v1/containers", params={"name": "hostile"}).json()["data"]
+            return int(entry["last_active_at"])
+
+        before = last_active()
+        time.sleep(1.1)  # last_active_at is kept to the second
+        shown = alpha.get(image)
+        assert shown.status_code == 200 and shown.headers["content-type"] == "image/png"
+        assert shown.content.startswith(b"\x89PNG")
+        assert shown.headers["x-content-type-options"] == "nosniff"
+        # the container was looked at, not used
+        assert last_active() == before
+    with viewer(server, BETA) as beta:
+        assert beta.get(image).status_code == 404
+    with viewer(server, key=None) as anonymous:
+        assert anonymous.get(image).status_code == 401

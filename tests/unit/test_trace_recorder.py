@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from codeinterp.services.traces import summarize
+from codeinterp.telemetry import tracing
 from codeinterp.telemetry.recorder import TraceRecorder
 
 OURS = {"codeinterp.project": "proj_a"}
@@ -96,6 +97,17 @@ def test_roots_that_never_end_do_not_grow_it_without_bound() -> None:
     assert len(recorder._root_of) <= 100
 
 
+def test_the_ended_children_of_a_root_that_never_ends_count_too() -> None:
+    recorder = TraceRecorder(max_open_spans=100)
+    tracer = tracer_with(recorder)
+    for _ in range(20):
+        root = tracer.start_span("leaked", attributes=OURS)  # never ended
+        for _ in range(50):
+            tracer.start_span("child", context=trace.set_span_in_context(root)).end()
+    held = len(recorder._root_of) + sum(len(g) for g in recorder._open.values())
+    assert 0 < held <= 100
+
+
 def test_a_closed_recorder_keeps_nothing() -> None:
     recorder = TraceRecorder()
     tracer = tracer_with(recorder)
@@ -103,6 +115,7 @@ def test_a_closed_recorder_keeps_nothing() -> None:
     with tracer.start_as_current_span("invoke_agent codeinterp", attributes=OURS):
         pass
     assert recorder.take().traces == []
+    assert recorder._root_of == {} and recorder._open == {}  # nothing held either
 
 
 def test_the_summary_of_a_run() -> None:
@@ -161,22 +174,10 @@ def test_a_child_that_starts_after_its_root_ended_is_still_its_roots() -> None:
 
 
 async def test_a_leaf_span_is_recorded_a_loop_turn_after_it_ends() -> None:
-    provider = trace.get_tracer_provider()  # LeafSpan uses the process's provider
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)  # once per process; later tests reuse it
     recorder = TraceRecorder()
-    provider.add_span_processor(recorder)
-    try:
-        await record_a_leaf(recorder)
-    finally:
-        recorder.shutdown()  # stays attached, keeping nothing
-
-
-async def record_a_leaf(recorder: TraceRecorder) -> None:
-    from codeinterp.telemetry import tracing
-
-    leaf = tracing.LeafSpan("execute_tool python", {**OURS, "gen_ai.tool.name": "python"})
+    leaf = tracing.LeafSpan(
+        "execute_tool python", {**OURS, "gen_ai.tool.name": "python"}, tracer_with(recorder)
+    )
     leaf.add(lambda: {"codeinterp.execution.stdout": "hi\n", "codeinterp.execution.stderr": ""})
     leaf.fail("NameError", "name 'x' is not defined")
     leaf.end()

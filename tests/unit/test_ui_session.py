@@ -45,3 +45,9 @@ def test_login_refuses_a_key_it_does_not_know() -> None:
         ui_session.login(KEYS, "sk-nobody")
     with pytest.raises(Unauthorized):
         ui_session.login(KEYS, "")
+
+
+@pytest.mark.parametrize("token", ["²." + "0" * 64, "9" * 5000 + "." + "0" * 64, "1.\xe9" * 3])
+def test_a_forged_cookie_of_any_shape_names_no_one(token: str) -> None:
+    """Not a 500: digits int() refuses, a huge number, text compare_digest refuses."""
+    assert ui_session.project_of_token(KEYS, token) is None

@@ -15,6 +15,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
 from codeinterp.store import TraceRecord
+from codeinterp.telemetry.recorder import duration_ms
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Execution:
     error_value: str | None
     traceback: str | None
     files: list[dict[str, Any]]
+    files_omitted: int
     images: list[dict[str, Any]]
     memory_peak_bytes: int | None
     cost_usd: float | None
@@ -108,7 +110,7 @@ def _turn(span: dict[str, Any]) -> Turn:
     a = span["attributes"]
     return Turn(
         model=str(a.get("gen_ai.request.model", "")),
-        duration_ms=_duration(span),
+        duration_ms=duration_ms(span),
         input_tokens=a.get("gen_ai.usage.input_tokens"),
         output_tokens=a.get("gen_ai.usage.output_tokens"),
         text=a.get("codeinterp.output.text"),
@@ -125,7 +127,7 @@ def _execution(span: dict[str, Any], container_id: str | None) -> Execution:
         code=code,
         code_html=highlight_python(code) if code else Markup(""),
         status=str(a.get("codeinterp.execution.status", span["status"])),
-        duration_ms=_duration(span),
+        duration_ms=duration_ms(span),
         execution_count=a.get("codeinterp.execution.count"),
         stdout=a.get("codeinterp.execution.stdout") or None,
         stderr=a.get("codeinterp.execution.stderr") or None,
@@ -134,6 +136,7 @@ def _execution(span: dict[str, Any], container_id: str | None) -> Execution:
         error_value=a.get("codeinterp.execution.error.value"),
         traceback=a.get("codeinterp.execution.error.traceback"),
         files=_json_list(a.get("codeinterp.execution.files")),
+        files_omitted=int(a.get("codeinterp.execution.files_omitted") or 0),
         images=_json_list(a.get("codeinterp.execution.image_files")),
         memory_peak_bytes=a.get("codeinterp.session.memory_peak_bytes"),
         cost_usd=a.get("codeinterp.session.cost_usd"),
@@ -153,23 +156,19 @@ def _waterfall(root: dict[str, Any], spans: list[dict[str, Any]]) -> list[Bar]:
         while parent in parents and depth < 32:
             depth, parent = depth + 1, parents[parent]
         offset = span["start_ns"] - start
-        length = (span["end_ns"] or span["start_ns"]) - span["start_ns"]
+        length = duration_ms(span)
         bars.append(
             Bar(
                 name=span["name"],
                 depth=depth,
                 start_ms=offset / 1e6,
-                duration_ms=length / 1e6,
+                duration_ms=length,
                 offset_pct=100 * offset / total,
-                width_pct=max(100 * length / total, 0.3),
+                width_pct=max(100 * length * 1e6 / total, 0.3),
                 failed=span["status"] == "error",
             )
         )
     return bars
-
-
-def _duration(span: dict[str, Any]) -> float:
-    return float(((span["end_ns"] or span["start_ns"]) - span["start_ns"]) / 1e6)
 
 
 def _json_list(value: Any) -> list[dict[str, Any]]:

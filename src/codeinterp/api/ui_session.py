@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 
 from fastapi import Request
@@ -20,6 +21,8 @@ from codeinterp.config import DEFAULT_PROJECT
 from .deps import project_for
 
 COOKIE = "codeinterp_ui"
+_TOKEN_ISSUED = re.compile(r"[0-9]{1,12}")
+_TOKEN_MAC = re.compile(r"[0-9a-f]{64}")
 MAX_AGE_SECONDS = 12 * 3600
 
 
@@ -31,7 +34,8 @@ def token_for(key: str, issued: int | None = None) -> str:
 def project_of_token(keys: dict[str, str], token: str, now: float | None = None) -> str | None:
     """The project of a login token still valid, or None."""
     issued_text, _, mac = token.partition(".")
-    if not issued_text.isdigit():
+    # A cookie is anyone's to forge: only the shape made here is looked at further.
+    if not _TOKEN_ISSUED.fullmatch(issued_text) or not _TOKEN_MAC.fullmatch(mac):
         return None
     issued = int(issued_text)
     now = time.time() if now is None else now

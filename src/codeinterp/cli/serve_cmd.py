@@ -102,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         f"{settings.upstream_base_url}, data in {settings.data_dir}",
         file=sys.stderr,
     )
+    if settings.trace_store:
+        print(f"codeinterp: traces at http://{settings.host}:{settings.port}/ui", file=sys.stderr)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

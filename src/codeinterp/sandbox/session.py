@@ -773,9 +773,9 @@ class Session:
                 resend_at = now + INTERRUPT_RESEND_SECONDS
                 wait_until = min(kill_at, resend_at)
             item = await process.next_item(None if wait_until is None else max(0, wait_until - now))
-            if item is None and self._interrupt_requested:
-                if kill_at is None or time.monotonic() < kill_at:
-                    continue  # an interrupt came, or it is time to send it again
+            attend = kill_at is None or time.monotonic() < kill_at
+            if item is None and self._interrupt_requested and attend:
+                continue  # an interrupt came, or it is time to send it again
             if item is None:
                 if kill_at is None:  # the wall-clock limit: interrupt first
                     timed_out = True

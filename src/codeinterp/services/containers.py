@@ -206,7 +206,25 @@ class ContainersService:
         """The file and a reader of its bytes, to stream out in chunks (the caller closes it).
         QuotaExceeded, before anything is read, if its apparent size is over max_download_bytes
         (or the lower `max_bytes`)."""
-        live = await self._use(project, container_id)
+        return await self._open_file(await self._use(project, container_id), file_id, max_bytes)
+
+    async def peek_file_content(
+        self, project: str, container_id: str, file_id: str, max_bytes: int
+    ) -> tuple[ContainerFile, FileReader]:
+        """`open_file_content` for someone looking at the container, not using it (the trace
+        viewer): its idle time and last_active_at stay as they were. NotFound unless it is
+        live and not past its idle time."""
+        live = self._live.get(container_id)
+        if live is None or live.project != project:
+            raise NotFound(f"No container found with id '{container_id}'.")
+        managed = live.managed
+        if managed.session.closed or managed.expired(self.sessions.idle_seconds):
+            raise NotFound(f"Container '{container_id}' has expired.")
+        return await self._open_file(live, file_id, max_bytes)
+
+    async def _open_file(
+        self, live: LiveContainer, file_id: str, max_bytes: int | None
+    ) -> tuple[ContainerFile, FileReader]:
         found = await self._find_file(live, file_id)
         limit = self.settings.max_download_bytes
         if max_bytes is not None:

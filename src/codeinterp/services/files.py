@@ -79,6 +79,11 @@ class FilesService:
     async def get(self, project: str, file_id: str) -> dict[str, Any]:
         return file_to_wire(await self.store.get_file(project, file_id))
 
+    async def content(self, project: str, file_id: str) -> tuple[str, str]:
+        """The file's name and where its bytes are on disk (to stream them in a response)."""
+        record = await self.store.get_file(project, file_id)
+        return record.filename, await self.store.file_path(project, file_id)
+
     async def list(
         self, project: str, purpose: str | None, after: str | None, limit: int, order: str
     ) -> dict[str, Any]:

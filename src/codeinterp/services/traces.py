@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from codeinterp.store import Store, TraceFilter, TraceRecord
-from codeinterp.telemetry.recorder import TraceRecorder
+from codeinterp.telemetry.recorder import TraceRecorder, duration_ms
 
 log = logging.getLogger("codeinterp.traces")
 
@@ -19,6 +19,14 @@ FLUSH_SECONDS = 0.5
 RETENTION_SWEEP_SECONDS = 3600.0
 # What a root span traced, by the door that made it (codeinterp.door); an execute has none.
 KINDS = {"assistants": "run", "responses": "response", "chat_completions": "chat"}
+# How each kind is named to people (the trace viewer)
+KIND_NAMES = {
+    "run": "Assistants run", "response": "Response", "chat": "Chat completion",
+    "execute": "Execution",
+}  # fmt: skip
+# A trace's status: "error" (it failed), "cancelled" (stopped: a cancelled run, a client that
+# went away) or "ok".
+STATUSES = ("ok", "error", "cancelled")
 ITEM_ATTRIBUTE = {
     "run": "codeinterp.run.id",
     "response": "codeinterp.response.id",
@@ -51,9 +59,9 @@ def summarize(spans: list[dict[str, Any]]) -> TraceRecord | None:
         thread_id=thread_id,
         assistant_id=attributes.get("gen_ai.agent.id"),
         container_id=container_id,
-        status="error" if root["status"] == "error" else "ok",
+        status=_status(root),
         model=attributes.get("gen_ai.request.model"),
-        duration_ms=((root["end_ns"] or root["start_ns"]) - root["start_ns"]) / 1e6,
+        duration_ms=duration_ms(root),
         input_tokens=attributes.get("gen_ai.usage.input_tokens"),
         output_tokens=attributes.get("gen_ai.usage.output_tokens"),
         cost_usd=max(known_costs) if known_costs else None,
@@ -63,22 +71,29 @@ def summarize(spans: list[dict[str, Any]]) -> TraceRecord | None:
     )
 
 
+def _status(root: dict[str, Any]) -> str:
+    if root["status"] == "error":
+        return "error"
+    return "cancelled" if root["attributes"].get("codeinterp.outcome") == "cancelled" else "ok"
+
+
 class TracesService:
     def __init__(self, store: Store, recorder: TraceRecorder, retention_hours: float) -> None:
         self._store = store
         self._recorder = recorder
         self._retention_seconds = retention_hours * 3600
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._keep(), name="trace store")
 
     async def stop(self) -> None:
-        """Stop writing, after one last flush of what has finished."""
+        """Stop writing, after one last flush of what has finished. The writer is not
+        cancelled: a write under way finishes (a cancelled one would lose what it took)."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
         await self.flush()
         self._recorder.shutdown()
@@ -88,7 +103,7 @@ class TracesService:
         taken = self._recorder.take()
         records = [r for r in map(summarize, taken.traces) if r is not None]
         if records or taken.late:
-            await self._store.add_traces(records, taken.late)
+            await self._store.add_traces(records, taken.late, summarize)
 
     async def sweep(self) -> int:
         """Delete the traces past the retention; return how many."""
@@ -116,4 +131,7 @@ class TracesService:
                 await self.flush()
             except Exception:  # a database hiccup must not end the writer
                 log.exception("could not store traces")
-            await asyncio.sleep(FLUSH_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), FLUSH_SECONDS)
+            if self._stopping.is_set():
+                return

@@ -21,6 +21,9 @@ from codeinterp.telemetry import logs, metrics, tracing
 
 from .manager import ManagedSession
 
+# Files and images an execution's span names, at most (the rest are counted): a program can
+# write a thousand files with long names, and the span is kept for days.
+SPAN_FILES = 100
 IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif"}
 
 # (event name, payload): stdout, stderr, result, error, end
@@ -142,16 +145,22 @@ def _span_end(
             "codeinterp.execution.duration_ms": round(execution.duration_ms, 3),
             "codeinterp.execution.stdout": clip(execution.stdout),
             "codeinterp.execution.stderr": clip(execution.stderr),
-            "codeinterp.execution.error.name": error.name if error else None,
+            "codeinterp.execution.error.name": tracing.short(error.name, tracing.MAX_NAME_CHARS)
+            if error
+            else None,
             "codeinterp.execution.error.value": clip(error.value) if error else None,
             "codeinterp.execution.error.traceback": clip(error.traceback) if error else None,
-            "codeinterp.execution.files": tracing.as_json(
-                [{k: f.get(k) for k in ("path", "change", "size", "id") if k in f} for f in files]
+            "codeinterp.execution.files": _json_or_none(
+                [
+                    {k: f.get(k) for k in ("path", "change", "size", "id") if k in f}
+                    for f in files[:SPAN_FILES]
+                ]
             ),
+            "codeinterp.execution.files_omitted": max(0, len(files) - SPAN_FILES) or None,
             "codeinterp.execution.result": clip(_result_text(results)),
             "codeinterp.execution.images": len(images),
-            "codeinterp.execution.image_files": tracing.as_json(
-                [{"file_id": r["file_id"], "path": r.get("path")} for r in images]
+            "codeinterp.execution.image_files": _json_or_none(
+                [{"file_id": r["file_id"], "path": r.get("path")} for r in images[:SPAN_FILES]]
             ),
             "codeinterp.session.memory_peak_bytes": peak,
         }
@@ -159,6 +168,10 @@ def _span_end(
     span.add(attributes)
     if execution.status != "ok":
         span.fail(error.name if error else execution.status, execution.message)
+
+
+def _json_or_none(items: list[dict[str, Any]]) -> str | None:
+    return tracing.as_json(items) if items else None
 
 
 def _result_text(results: list[dict[str, Any]]) -> str:

@@ -315,15 +315,19 @@ class Store:
     # Traces (the trace viewer's)
 
     async def add_traces(
-        self, finished: list[TraceRecord], late: dict[str, list[dict[str, Any]]]
+        self,
+        finished: list[TraceRecord],
+        late: dict[str, list[dict[str, Any]]],
+        summarize: traces.Summarize,
     ) -> None:
-        """Store finished traces and the spans that ended after their root, in one transaction."""
+        """Store finished traces and the spans that ended after their root (their traces
+        summarized again with `summarize`), in one transaction."""
 
         def work(connection: Any) -> None:
             if finished:
                 traces.insert_traces(connection, finished)
             for root_id, spans in late.items():
-                traces.add_late_spans(connection, root_id, spans)
+                traces.add_late_spans(connection, root_id, spans, summarize)
 
         await self._db.write(work)
 
@@ -346,6 +350,13 @@ class Store:
     async def get_trace(self, project: str, root_id: str) -> TraceRecord:
         return await self._db.read(lambda c: traces.get_trace(c, project, root_id))
 
-    async def delete_traces_before(self, cutoff: int) -> int:
-        """Retention: delete the traces of every project that began before `cutoff`."""
-        return await self._db.write(lambda c: traces.delete_traces_before(c, cutoff))
+    async def delete_traces_before(self, cutoff: int, batch: int = 500) -> int:
+        """Retention: delete the traces of every project that began before `cutoff`, `batch`
+        at a time (a transaction each, so other writers get their turns); return how many."""
+        removed = 0
+        while True:
+            done = await self._db.write(lambda c: traces.delete_traces_before(c, cutoff, batch))
+            removed += done
+            if done < batch:
+                return removed
+            await asyncio.sleep(0)

@@ -132,6 +132,8 @@ class TraceRow(Row):
 
     __tablename__ = "traces"
 
+    # indexed: retention deletes by age, across projects
+    created_at: Mapped[int] = mapped_column(BigInteger, index=True, sort_order=-1)
     trace_id: Mapped[str] = mapped_column(Text, index=True)
     kind: Mapped[str] = mapped_column(Text)  # "run" | "response" | "chat" | "execute"
     item_id: Mapped[str | None] = mapped_column(Text, index=True)

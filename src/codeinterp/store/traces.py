@@ -4,6 +4,7 @@ only the key columns."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
@@ -16,6 +17,8 @@ from .records import TraceFilter, TraceRecord
 from .tables import TraceRow, table_of
 
 TRACES = table_of(TraceRow)
+# A finished trace's list entry from its spans (root first); None if it is not a trace of ours.
+Summarize = Callable[[list[dict[str, Any]]], TraceRecord | None]
 _SUMMARY = [f.name for f in fields(TraceRecord) if f.name != "spans"]
 _SUMMARY_COLUMNS = [TRACES.c[name] for name in _SUMMARY]
 _FILTERED = ("kind", "item_id", "thread_id", "assistant_id", "container_id", "status")
@@ -30,12 +33,19 @@ def insert_traces(connection: Connection, records: list[TraceRecord]) -> None:
         connection.execute(statements.insert_row(TRACES), rows)
 
 
-def add_late_spans(connection: Connection, root_id: str, spans: list[dict[str, Any]]) -> None:
-    """Spans that ended after their trace's root: appended to its stored trace, if there is one."""
+def add_late_spans(
+    connection: Connection, root_id: str, spans: list[dict[str, Any]], summarize: Summarize
+) -> None:
+    """Spans that ended after their trace's root: added to its stored trace, if there is one,
+    and its summary made again from all of its spans (`summarize`: the root's first)."""
     body = connection.scalar(select(TRACES.c.body).where(TRACES.c.id == root_id))
-    if body is not None:
-        body = {**body, "spans": [*body.get("spans", ()), *spans]}
-        connection.execute(update(TRACES).where(TRACES.c.id == root_id).values(body=body))
+    if body is None:
+        return
+    record = summarize([*body.get("spans", ()), *spans])
+    if record is not None and record.id == root_id:
+        values = _row(record)
+        del values["id"], values["project"]  # a trace stays its project's
+        connection.execute(update(TRACES).where(TRACES.c.id == root_id).values(**values))
 
 
 def list_traces(
@@ -79,9 +89,12 @@ def get_trace(connection: Connection, project: str, root_id: str) -> TraceRecord
     return TraceRecord(**values, spans=list(row[-1].get("spans", ())))
 
 
-def delete_traces_before(connection: Connection, cutoff: int) -> int:
-    """Delete every trace (of every project) that began before `cutoff`; return how many."""
-    return connection.execute(delete(TRACES).where(TRACES.c.created_at < cutoff)).rowcount
+def delete_traces_before(connection: Connection, cutoff: int, limit: int) -> int:
+    """Delete up to `limit` traces (of any project) that began before `cutoff`, oldest first;
+    return how many."""
+    oldest = select(TRACES.c.seq).where(TRACES.c.created_at < cutoff).order_by(TRACES.c.seq)
+    doomed = oldest.limit(limit).scalar_subquery()
+    return connection.execute(delete(TRACES).where(TRACES.c.seq.in_(doomed))).rowcount
 
 
 def _row(record: TraceRecord) -> dict[str, Any]:

@@ -22,8 +22,9 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-# Spans of roots still open, at most; past it the oldest open root's spans are dropped (a root
-# that never ends is a bug, and must not grow the server without bound).
+# Spans held for roots still open (started, or ended and waiting for their root), at most; past
+# it the oldest open root's spans are dropped (a root that never ends is a bug, and must not
+# grow the server without bound).
 MAX_OPEN_SPANS = 100_000
 # Ended spans remembered with their root, for children that start after them.
 RECENTLY_ENDED = 4096
@@ -45,6 +46,7 @@ class TraceRecorder(SpanProcessor):
         self._lock = threading.Lock()
         self._root_of: dict[int, int] = {}  # started, not ended span -> its local root
         self._open: dict[int, list[ReadableSpan]] = {}  # open root -> its ended spans
+        self._waiting = 0  # spans in _open
         self._finished: list[list[ReadableSpan]] = []
         self._late: list[tuple[int, ReadableSpan]] = []
         self._ended: dict[int, int] = {}  # recently ended span -> its root
@@ -52,6 +54,8 @@ class TraceRecorder(SpanProcessor):
         self._closed = False
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if self._closed:
+            return
         parent = span.parent
         own = span.context.span_id
         with self._lock:
@@ -63,7 +67,7 @@ class TraceRecorder(SpanProcessor):
                     return  # not ours
                 root = own
             self._root_of[own] = root
-            if len(self._root_of) > self._max_open:
+            if len(self._root_of) + self._waiting > self._max_open:
                 self._drop_oldest_root()
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -79,10 +83,14 @@ class TraceRecorder(SpanProcessor):
                 del self._ended[next(iter(self._ended))]
             if root == own:
                 group = self._open.pop(own, [])
+                self._waiting -= len(group)
                 group.append(span)
                 self._finished.append(group)
             elif root in self._root_of:
                 self._open.setdefault(root, []).append(span)
+                self._waiting += 1
+                if len(self._root_of) + self._waiting > self._max_open:
+                    self._drop_oldest_root()
             else:
                 self._late.append((root, span))
 
@@ -106,13 +114,16 @@ class TraceRecorder(SpanProcessor):
             self._root_of.clear()
             self._open.clear()
             self._ended.clear()
+            self._finished.clear()
+            self._late.clear()
+            self._waiting = 0
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
 
     def _drop_oldest_root(self) -> None:
         oldest = next(iter(self._root_of.values()))
-        self._open.pop(oldest, None)
+        self._waiting -= len(self._open.pop(oldest, ()))
         for span_id in [s for s, r in self._root_of.items() if r == oldest]:
             del self._root_of[span_id]
 
@@ -146,3 +157,8 @@ def _plain(attributes: Any) -> dict[str, Any]:
         k: list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
         for k, v in attributes.items()
     }
+
+
+def duration_ms(span: dict[str, Any]) -> float:
+    """How long a span (as `span_dict` gives it) lasted; 0 if it never ended."""
+    return float(((span["end_ns"] or span["start_ns"]) - span["start_ns"]) / 1e6)

@@ -45,6 +45,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 log = logging.getLogger("codeinterp.tracing")
 
 SEMCONV_VERSION = "1.37.0"
+MAX_STATUS_CHARS = 500  # a span's status message
+MAX_NAME_CHARS = 200  # an error's name (error.type)
 SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
 AGENT_NAME = "codeinterp"
 PROVIDER_NAME = "openai"  # the upstream speaks OpenAI's Chat Completions protocol
@@ -93,6 +95,7 @@ def configure(
     content.capture = capture_content
     content.max_chars = max_content_chars
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
@@ -109,7 +112,10 @@ def configure(
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
     resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", "codeinterp")})
-    provider = TracerProvider(resource=resource)
+    # Every trace is recorded, whatever a caller's traceparent asks, so the trace store has them
+    # all; an operator's OTEL_TRACES_SAMPLER (the SDK reads it) decides otherwise.
+    sampler = None if os.environ.get("OTEL_TRACES_SAMPLER") else ALWAYS_ON
+    provider = TracerProvider(resource=resource, sampler=sampler)
     if recorder is not None:
         provider.add_span_processor(recorder)
     if wanted:
@@ -136,7 +142,7 @@ def span(
         # Stopping is not failing: a cancelled run, a client that went away.
         if current.is_recording() and not isinstance(exc, GeneratorExit | CancelledError):
             current.set_attribute("error.type", type(exc).__name__)
-            current.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
+            current.set_status(Status(StatusCode.ERROR, short(str(exc))))
         raise
     finally:
         otel_context.detach(token)
@@ -158,11 +164,24 @@ class LeafSpan:
     attributes are the ones it had. Not made current: an async generator's context between its
     yields is its consumer's. Attributes given as a function are computed then too."""
 
-    __slots__ = ("_attributes", "_error", "_later", "_parent", "_start_ns", "name", "recording")
+    __slots__ = (
+        "_attributes",
+        "_error",
+        "_later",
+        "_parent",
+        "_start_ns",
+        "_tracer",
+        "name",
+        "recording",
+    )
 
-    def __init__(self, name: str, attributes: Mapping[str, Any]) -> None:
+    def __init__(
+        self, name: str, attributes: Mapping[str, Any], using: trace.Tracer | None = None
+    ) -> None:
+        """`using`: a tracer other than the installed provider's (tests)."""
         self.name = name
-        self.recording = enabled()
+        self._tracer = using
+        self.recording = using is not None or enabled()
         if self.recording:
             self._start_ns = time.time_ns()
             self._parent = otel_context.get_current()
@@ -176,7 +195,7 @@ class LeafSpan:
 
     def fail(self, error_type: str, description: str = "") -> None:
         if self.recording:
-            self._error = (error_type, description)
+            self._error = (short(error_type, MAX_NAME_CHARS), short(description))
 
     def end(self) -> None:
         if not self.recording:
@@ -194,14 +213,14 @@ class LeafSpan:
                 self._attributes.update(more())
             if self._error is not None:
                 self._attributes["error.type"] = self._error[0]
-            made = tracer().start_span(
+            made = (self._tracer or tracer()).start_span(
                 self.name,
                 context=self._parent,
                 attributes=_clean(self._attributes),
                 start_time=self._start_ns,
             )
             if self._error is not None:
-                made.set_status(Status(StatusCode.ERROR, self._error[1][:500]))
+                made.set_status(Status(StatusCode.ERROR, self._error[1]))
             made.end(end_time=end_ns)
         except Exception:  # a span must never fail the server
             log.exception("could not record span %s", self.name)
@@ -212,11 +231,10 @@ def set_attributes(current: Span, attributes: Mapping[str, Any]) -> None:
         current.set_attributes(_clean(attributes))
 
 
-def fail(current: Span, error_type: str, description: str = "") -> None:
-    """Mark the span failed without an exception (a run that ended `failed`, code that raised)."""
-    if current.is_recording():
-        current.set_attribute("error.type", error_type)
-        current.set_status(Status(StatusCode.ERROR, description[:500]))
+def short(text: str, limit: int = MAX_STATUS_CHARS) -> str:
+    """A name or a status message cut to `limit`: they are kept even when content is not, and
+    sandboxed code chooses them (an exception's class name can be 64 KB)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def as_json(value: Any) -> str:
@@ -225,9 +243,6 @@ def as_json(value: Any) -> str:
 
 def _clean(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """OTel attributes take str, bool, int, float or lists of one of them; None means unset.
-    Empty text and empty JSON lists are left out too (no output, no files): each attribute
-    costs on every span, and more again to encode for OTLP."""
-    return {k: v for k, v in attributes.items() if v is not None and v not in _EMPTY}
-
-
-_EMPTY = ("", "[]")
+    Empty text is left out too (no output): each attribute costs on every span, and more again
+    to encode for OTLP."""
+    return {k: v for k, v in attributes.items() if v is not None and v != ""}

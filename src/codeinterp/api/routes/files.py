@@ -68,6 +68,5 @@ async def delete_file(file_id: str, services: ServicesDep, project: Project) -> 
 
 @router.get("/{file_id}/content")
 async def file_content(file_id: str, services: ServicesDep, project: Project) -> FileResponse:
-    record = await services.files.store.get_file(project, file_id)
-    path = await services.files.store.file_path(project, file_id)
-    return FileResponse(path, media_type="application/octet-stream", filename=record.filename)
+    filename, path = await services.files.content(project, file_id)
+    return FileResponse(path, media_type="application/octet-stream", filename=filename)

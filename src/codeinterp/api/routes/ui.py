@@ -29,6 +29,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.background import BackgroundTask
 
 from codeinterp.errors import CodeInterpError, NotFound, Unauthorized
+from codeinterp.services.traces import KIND_NAMES, STATUSES
 from codeinterp.store import TraceFilter
 
 from .. import trace_view, ui_session
@@ -37,6 +38,8 @@ from ..deps import ServicesDep
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=os.path.join(os.path.dirname(__file__), "..", "templates"))
 templates.env.globals["code_css"] = trace_view.code_css
+templates.env.globals["kind_names"] = KIND_NAMES
+templates.env.globals["statuses"] = STATUSES
 templates.env.filters["utc"] = lambda seconds: time.strftime(
     "%Y-%m-%d %H:%M:%S", time.gmtime(seconds)
 )
@@ -58,7 +61,10 @@ IMAGE_TYPES = {
     ".gif": "image/gif",
 }
 IMAGE_MAX_BYTES = 32 * 1024 * 1024
-WINDOWS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
+# The list's time windows: (seconds, how it is named); "all" is everything kept.
+WINDOWS = {
+    "1h": (3600, "last hour"), "24h": (86400, "last 24 hours"), "7d": (7 * 86400, "last 7 days"),
+}  # fmt: skip
 
 
 def _page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -101,7 +107,7 @@ async def trace_list(
     item_id: str | None = None,
     window: str = "all",
     sort: str = "errors",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
     project = _viewer(request)
     if project is None:
@@ -113,7 +119,7 @@ async def trace_list(
         "container_id": container_id, "item_id": item_id,
     }  # fmt: skip
     chosen: dict[str, Any] = {k: v.strip() for k, v in given.items() if v and v.strip()}
-    since = int(time.time()) - WINDOWS[window] if window in WINDOWS else None
+    since = int(time.time()) - WINDOWS[window][0] if window in WINDOWS else None
     traces, more = await services.traces.list(
         project,
         TraceFilter(**chosen, since=since),
@@ -128,6 +134,7 @@ async def trace_list(
         traces=traces,
         chosen=chosen,
         window=window,
+        windows={name: shown for name, (_, shown) in WINDOWS.items()},
         sort=sort,
         offset=offset,
         next_url=f"/ui?{urlencode({**query, 'offset': offset + PAGE_SIZE})}" if more else None,
@@ -202,11 +209,10 @@ async def run_image(file_id: str, request: Request, services: ServicesDep) -> Re
     if project is None:
         return Response(status_code=401)
     try:
-        record = await services.files.store.get_file(project, file_id)
-        path = await services.files.store.file_path(project, file_id)
+        filename, path = await services.files.content(project, file_id)
     except NotFound:
         return Response(status_code=404)
-    media = _image_type(record.filename)
+    media = _image_type(filename)
     if media is None:
         return Response(status_code=404)
     return FileResponse(path, media_type=media, headers=SECURITY_HEADERS)
@@ -220,7 +226,8 @@ async def container_image(
     if project is None:
         return Response(status_code=401)
     try:
-        found, reader = await services.containers.open_file_content(
+        # peek: looking at a trace must not keep its container alive, nor expire it
+        found, reader = await services.containers.peek_file_content(
             project, container_id, file_id, IMAGE_MAX_BYTES
         )
     except CodeInterpError:  # gone with its container, too large

@@ -18,7 +18,9 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-INDEXED = ("project", "trace_id", "item_id", "thread_id", "assistant_id", "container_id")
+INDEXED = (
+    "project", "created_at", "trace_id", "item_id", "thread_id", "assistant_id", "container_id",
+)  # fmt: skip
 
 
 def upgrade() -> None:
