@@ -220,21 +220,25 @@ def test_what_the_code_printed_is_shown_as_text_and_its_images_to_its_project_on
     server: ServerProcess,
 ) -> None:
     """Output a program chose is escaped, never markup; a figure it drew is served to the
-    trace's project alone, as an image, and looking at it does not count as using the
-    container."""
+    trace's project alone, as an image, a page it wrote only as a download, and looking at
+    them does not count as using the container."""
     with viewer(server) as alpha:
         box = alpha.post("/v1/containers", json={"name": "hostile"}).json()["id"]
         code = (
-            f"print({HOSTILE!r})\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
+            f"print({HOSTILE!r})\nopen('/mnt/data/page.html', 'w').write({HOSTILE!r})\n"
+            "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
         )
         done = alpha.post(f"/v1/containers/{box}/execute", json={"code": code}).json()
         assert done["status"] == "ok", done
         trace_id = wait_for_trace(alpha, box)
         page = alpha.get(f"/ui/traces/{trace_id}").text
-        assert "<script>" not in page and "onerror=alert" not in page.replace(
-            "onerror=alert(2)&gt;", ""
-        )
+        assert "<script>" not in page and "<img src=x" not in page
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+        (link,) = re.findall(r'<a href="([^"]+)">/mnt/data/page.html</a>', page)
+        download = alpha.get(link)
+        assert download.status_code == 200 and download.text == HOSTILE
+        assert download.headers["content-type"] == "application/octet-stream"
+        assert download.headers["content-disposition"].startswith("attachment;")
         (image,) = re.findall(r'<img alt="[^"]*" src="([^"]+)"', page)
 
         def last_active() -> int:  # the list shows it without touching the container

@@ -3,11 +3,12 @@
     GET  /ui                     recent traces of the viewer's project, filtered, failed first
     GET  /ui/traces/{id}         one trace: prompt, model turns, code beside its output, waterfall
     GET  /ui/login, POST         log in with an API key (ui_session.py); POST /ui/logout
-    GET  /ui/files/{id}          an image a run made (Files API file), shown in a trace page
-    GET  /ui/containers/{c}/files/{id}   an image a container's code made
+    GET  /ui/files/{id}          a file a run made (Files API), linked from a trace page
+    GET  /ui/containers/{c}/files/{id}   a file of a live container, the same way
 
-Only images are served inline, and every page forbids scripts, frames and foreign resources
-(Content-Security-Policy), so nothing the sandboxed code wrote can run in the viewer's origin.
+Only images are served inline (other files are attachments), and every page forbids scripts,
+frames and foreign resources (Content-Security-Policy), so nothing the sandboxed code wrote can
+run in the viewer's origin.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from codeinterp.store import TraceFilter
 
 from .. import trace_view, ui_session
 from ..deps import ServicesDep
+from .containers import content_disposition
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=os.path.join(os.path.dirname(__file__), "..", "templates"))
@@ -60,7 +62,6 @@ IMAGE_TYPES = {
     ".jpeg": "image/jpeg",
     ".gif": "image/gif",
 }
-IMAGE_MAX_BYTES = 32 * 1024 * 1024
 # The list's time windows: (seconds, how it is named); "all" is everything kept.
 WINDOWS = {
     "1h": (3600, "last hour"), "24h": (86400, "last 24 hours"), "7d": (7 * 86400, "last 7 days"),
@@ -204,7 +205,8 @@ async def log_out() -> RedirectResponse:
 
 
 @router.get("/files/{file_id}")
-async def run_image(file_id: str, request: Request, services: ServicesDep) -> Response:
+async def run_file(file_id: str, request: Request, services: ServicesDep) -> Response:
+    """A file a run made (Files API): an image shown, anything else downloaded."""
     project = _viewer(request)
     if project is None:
         return Response(status_code=401)
@@ -213,35 +215,39 @@ async def run_image(file_id: str, request: Request, services: ServicesDep) -> Re
     except NotFound:
         return Response(status_code=404)
     media = _image_type(filename)
-    if media is None:
-        return Response(status_code=404)
-    return FileResponse(path, media_type=media, headers=SECURITY_HEADERS)
+    headers = {**SECURITY_HEADERS, **({} if media else _attachment(filename))}
+    return FileResponse(path, media_type=media or "application/octet-stream", headers=headers)
 
 
 @router.get("/containers/{container_id}/files/{file_id}")
-async def container_image(
+async def container_file(
     container_id: str, file_id: str, request: Request, services: ServicesDep
 ) -> Response:
+    """A file of a live container: an image shown, anything else downloaded."""
     project = _viewer(request)
     if project is None:
         return Response(status_code=401)
     try:
         # peek: looking at a trace must not keep its container alive, nor expire it
         found, reader = await services.containers.peek_file_content(
-            project, container_id, file_id, IMAGE_MAX_BYTES
+            project, container_id, file_id, services.settings.max_download_bytes
         )
     except CodeInterpError:  # gone with its container, too large
         return Response(status_code=404)
-    media = _image_type(found.path)
-    if media is None:
-        reader.close()
-        return Response(status_code=404)
+    name = found.path.rsplit("/", 1)[-1]
+    media = _image_type(name)
+    headers = {**SECURITY_HEADERS, **({} if media else _attachment(name))}
     return StreamingResponse(
         reader.chunks(),
-        media_type=media,
-        headers={**SECURITY_HEADERS, "Content-Length": str(reader.size)},
+        media_type=media or "application/octet-stream",
+        headers={**headers, "Content-Length": str(reader.size)},
         background=BackgroundTask(reader.close),
     )
+
+
+def _attachment(name: str) -> dict[str, str]:
+    # Never shown in the viewer's origin: what sandboxed code wrote could be a page of its own.
+    return {"Content-Disposition": content_disposition(name)}
 
 
 def _image_type(name: str) -> str | None:
