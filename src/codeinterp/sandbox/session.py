@@ -768,9 +768,11 @@ class Session:
                     kill_at = now + self.interrupt_grace
                 # The kernel ignores SIGINT until the code starts: one sent before then is
                 # lost, so it is sent again now and then until the execution ends.
-                if resend_at is not None and now >= resend_at:
+                if resend_at is None:
+                    resend_at = now + INTERRUPT_RESEND_SECONDS
+                elif now >= resend_at:  # on time, whatever output keeps the loop busy meanwhile
                     process.interrupt()
-                resend_at = now + INTERRUPT_RESEND_SECONDS
+                    resend_at = now + INTERRUPT_RESEND_SECONDS
                 wait_until = min(kill_at, resend_at)
             item = await process.next_item(None if wait_until is None else max(0, wait_until - now))
             attend = kill_at is None or time.monotonic() < kill_at
