@@ -61,6 +61,10 @@ class ZygoteClient:
         self._exit_listeners: dict[int, Callable[[int], None]] = {}
         self._early_exits: dict[int, int] = {}
         self.alive = False
+        # One sender at a time: the event loop keeps one writer per socket, so a second
+        # sock_sendall waiting on a full socket replaced the first's, which then never finished
+        # (200 sessions asked for at once: dozens of requests hung for good).
+        self._sending = asyncio.Lock()
 
     async def start(self, timeout: float = 120.0) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -114,7 +118,10 @@ class ZygoteClient:
         future: asyncio.Future[SpawnedProcess] = loop.create_future()
         self._pending[request_id] = future
         try:
-            await loop.sock_sendall(self._sock, json.dumps({**request, "id": request_id}).encode())
+            async with self._sending:
+                await loop.sock_sendall(
+                    self._sock, json.dumps({**request, "id": request_id}).encode()
+                )
             return await future
         finally:
             self._pending.pop(request_id, None)
