@@ -134,6 +134,7 @@ class KernelProcess:
         self.channel = spawned.channel
         self.stdout_fd = spawned.stdout_fd
         self.stderr_fd = spawned.stderr_fd
+        self.spawn_timings = spawned.timings
         self.output_cap = output_cap
         self.results_cap = results_cap
         self.execution_id = 0  # frames of any other execution are stale and dropped
@@ -191,7 +192,7 @@ class KernelProcess:
         async with asyncio.timeout(timeout):
             message = await read_message(self._reader)
         if message is not None:
-            self.start_timings = frames.parse_timings(message)
+            self.start_timings = {**self.spawn_timings, **frames.parse_timings(message)}
         if message is None or message.get("ev") != "ready":
             detail = (
                 str(message.get("error"))[:4000] if message else "the session exited while starting"

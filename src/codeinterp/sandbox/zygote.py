@@ -310,13 +310,16 @@ class Zygote:
             )
             if not _single_threaded():
                 raise RuntimeError("zygote is not single-threaded; refusing to fork")
+            started = time.perf_counter()
             if not unsafe:
                 init_pid = self.inits.spawn_init(ctx.cgroup_procs, ctx.new_root)
+                ctx.timings["zygote_init"] = (time.perf_counter() - started) * 1000
                 pidns = os.open(f"/proc/{init_pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
                 try:
                     linux.setns(pidns, linux.CLONE_NEWPID)  # our next child is its pid 2
                 finally:
                     os.close(pidns)
+            forking = time.perf_counter()
             try:
                 pid = os.fork()
             finally:
@@ -335,6 +338,7 @@ class Zygote:
             return
         if pid == 0:
             self._run_child(ctx, UNSAFE_STEPS if unsafe else JAIL_STEPS, child_end, unsafe)
+        ctx.timings["zygote_fork"] = (time.perf_counter() - forking) * 1000
         if init_pid:
             self.init_of[pid] = init_pid
         if handoff is not None and handoff_child is not None:
@@ -347,8 +351,19 @@ class Zygote:
         child_end.close()
         os.close(out_w)
         os.close(err_w)
+        timings = {
+            name: ctx.timings[name]
+            for name in ("zygote_init", "zygote_fork")
+            if name in ctx.timings
+        }
         self.send(
-            {"ev": "spawned", "id": request["id"], "pid": pid, "init_pid": init_pid},
+            {
+                "ev": "spawned",
+                "id": request["id"],
+                "pid": pid,
+                "init_pid": init_pid,
+                "timings": timings,
+            },
             [host_end.fileno(), out_r, err_r],
         )
         host_end.close()

@@ -11,10 +11,12 @@ import signal
 import socket
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from codeinterp.errors import SandboxError
+
+from . import frames
 
 MAX_PACKET = 1 << 20
 _FDS_PER_SESSION = 3
@@ -29,6 +31,7 @@ class SpawnedProcess:
     channel: socket.socket
     stdout_fd: int
     stderr_fd: int
+    timings: dict[str, float] = field(default_factory=dict)  # zygote step -> ms
 
 
 def zygote_environment(cache_dir: str, threads: int = 1) -> dict[str, str]:
@@ -166,7 +169,12 @@ class ZygoteClient:
                 channel = socket.socket(fileno=fds[0])
                 future.set_result(
                     SpawnedProcess(
-                        int(message["pid"]), int(message["init_pid"]), channel, fds[1], fds[2]
+                        int(message["pid"]),
+                        int(message["init_pid"]),
+                        channel,
+                        fds[1],
+                        fds[2],
+                        frames.parse_timings(message),
                     )
                 )
             else:
