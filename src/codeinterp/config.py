@@ -48,6 +48,11 @@ class KeyEntry:
     named: bool  # the project was configured ("key:project"), not derived from the key
 
 
+def default_task_concurrency() -> int:
+    """Two per core: a task waits on its session's start and end about as long as it computes."""
+    return 2 * (os.cpu_count() or 1)
+
+
 class Settings(BaseSettings):
     """Everything the server is configured with. Environment: CODEINTERP_<NAME>."""
 
@@ -73,6 +78,10 @@ class Settings(BaseSettings):
     session_price_usd: float = 0.03
     execution_timeout: float = 120.0
     pool_size: int = 4
+    # One-shot executions (/v1/executions) running at once, each in a session of its own; more
+    # wait their turn, for at most queue_wait_seconds (then a 503 with Retry-After)
+    task_concurrency: int = Field(default_factory=default_task_concurrency, ge=1)
+    queue_wait_seconds: float = Field(default=30.0, gt=0)
     unsafe_no_sandbox: bool = False
     # Seccomp profile of every session: "deny" (the deny-list) or "allow" (only the syscalls on
     # the derived allow-list; see docs/isolation.md)

@@ -6,6 +6,8 @@ CodeInterpError
 ├── Conflict                the object is busy or in the wrong state
 ├── QuotaExceeded           a size limit (workspace quota, upload cap) would be passed
 ├── ContainerExpired        the container was idle too long; its files and state are gone
+├── Overloaded              no capacity now: try again after `retry_after` seconds
+│   └── LimitReached          a configured maximum (of the server or the project) is reached
 ├── LoopLimitExceeded       the model-and-tool loop passed a limit
 │   ├── ToolBudgetExceeded    too many tool calls
 │   └── TimeLimitExceeded     too long
@@ -48,6 +50,19 @@ class QuotaExceeded(CodeInterpError):
 
 class ContainerExpired(CodeInterpError):
     """The container expired (idle too long, or the server restarted); its data is gone."""
+
+
+class Overloaded(CodeInterpError):
+    """The server cannot take the request now (its queue waited too long); the caller may try
+    again after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class LimitReached(Overloaded):
+    """A configured maximum (live sessions of the server or of a project) is reached."""
 
 
 class LoopLimitExceeded(CodeInterpError):

@@ -20,6 +20,7 @@ PREFIXES = {
     "code_interpreter_call": "ci_",
     "function_call": "fc_",
     "chat_completion": "chatcmpl-",
+    "execution": "exec_",
 }
 
 

@@ -21,6 +21,7 @@ from codeinterp.sandbox import Sandbox, SandboxConfig
 from codeinterp.services.assistants import AssistantsService
 from codeinterp.services.chat import ChatService
 from codeinterp.services.containers import ContainersService
+from codeinterp.services.executions import ExecutionsService
 from codeinterp.services.files import FilesService
 from codeinterp.services.models import ModelsService
 from codeinterp.services.responses import ResponsesService
@@ -42,7 +43,19 @@ from .middleware import (
     RequestIdMiddleware,
     TraceContextMiddleware,
 )
-from .routes import assistants, chat, containers, files, models, responses, runs, threads, ui, usage
+from .routes import (
+    assistants,
+    chat,
+    containers,
+    executions,
+    files,
+    models,
+    responses,
+    runs,
+    threads,
+    ui,
+    usage,
+)
 from .routes import metrics as metrics_route
 
 log = logging.getLogger("codeinterp.api")
@@ -107,6 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
 
         thread_service = ThreadsService(store, on_thread_deleted=thread_deleted)
         container_service = ContainersService(store, sessions, settings)
+        execution_service = ExecutionsService(sandbox, store, settings)
         app.state.sandbox = sandbox
         app.state.bus = bus
         app.state.key_projects = settings.key_projects()
@@ -120,6 +134,7 @@ def create_app(settings: Settings) -> FastAPI:
             ),
             usage=UsageService(store),
             containers=container_service,
+            executions=execution_service,
             responses=ResponsesService(store, container_service, upstream, settings),
             chat=ChatService(container_service, upstream, settings),
             models=ModelsService(upstream),
@@ -130,6 +145,7 @@ def create_app(settings: Settings) -> FastAPI:
                 yield
         finally:
             await run_manager.shutdown()
+            await execution_service.stop()
             await sessions.close_all()
             await sandbox.close()
             await upstream.close()
@@ -149,7 +165,18 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     # runs before threads: POST /v1/threads/runs must not match /v1/threads/{thread_id}
-    routes = (files, assistants, runs, threads, usage, containers, responses, chat, models)
+    routes = (
+        files,
+        assistants,
+        runs,
+        threads,
+        usage,
+        containers,
+        executions,
+        responses,
+        chat,
+        models,
+    )
     for module in (*routes, metrics_route, ui):
         app.include_router(module.router)
     mcp = add_mcp(app, settings)

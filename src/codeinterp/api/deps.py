@@ -13,6 +13,7 @@ from codeinterp.errors import Unauthorized
 from codeinterp.services.assistants import AssistantsService
 from codeinterp.services.chat import ChatService
 from codeinterp.services.containers import ContainersService
+from codeinterp.services.executions import ExecutionsService
 from codeinterp.services.files import FilesService
 from codeinterp.services.models import ModelsService
 from codeinterp.services.responses import ResponsesService
@@ -31,6 +32,7 @@ class Services:
     runs: RunsService
     usage: UsageService
     containers: ContainersService
+    executions: ExecutionsService
     responses: ResponsesService
     chat: ChatService
     models: ModelsService

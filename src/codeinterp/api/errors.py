@@ -7,6 +7,7 @@ conflicts (an active run, a run that cannot be cancelled) are 400s, as OpenAI's 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,8 +20,10 @@ from codeinterp.errors import (
     Conflict,
     ContainerExpired,
     InvalidRequest,
+    LimitReached,
     LoopLimitExceeded,
     NotFound,
+    Overloaded,
     QuotaExceeded,
     SandboxError,
     Unauthorized,
@@ -42,6 +45,9 @@ ERROR_TABLE: list[tuple[type[CodeInterpError], int, str, str | None]] = [
     (InvalidRequest, 400, "invalid_request_error", None),
     # A 4xx: the client's SDK must not retry a whole model loop that is bound to fail again.
     (LoopLimitExceeded, 400, "invalid_request_error", "loop_limit_exceeded"),
+    # Both say when to come back (Retry-After), which the openai SDK honours when it retries.
+    (LimitReached, 429, "rate_limit_exceeded", "limit_reached"),
+    (Overloaded, 503, "server_error", "server_overloaded"),
     (UpstreamError, 502, "server_error", "upstream_error"),
     (SandboxError, 500, "server_error", "sandbox_error"),
 ]
@@ -53,12 +59,30 @@ def envelope(
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+def error_body(exc: Exception) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and error envelope of any failure (one we did not mean: a 500 that
+    says no more than that)."""
+    if isinstance(exc, CodeInterpError):
+        for cls, status, type_, code in ERROR_TABLE:
+            if isinstance(exc, cls):
+                return status, envelope(str(exc), type_, getattr(exc, "param", None), code)
+        return 500, envelope(str(exc), "server_error")
+    return 500, envelope("The server had an error while processing your request.", "server_error")
+
+
 def error_response(exc: CodeInterpError) -> JSONResponse:
-    for cls, status, type_, code in ERROR_TABLE:
-        if isinstance(exc, cls):
-            param = getattr(exc, "param", None)
-            return JSONResponse(envelope(str(exc), type_, param, code), status_code=status)
-    return JSONResponse(envelope(str(exc), "server_error"), status_code=500)
+    status, body = error_body(exc)
+    headers = retry_headers(exc.retry_after) if isinstance(exc, Overloaded) else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def retry_headers(seconds: float) -> dict[str, str]:
+    """Retry-After in whole seconds (RFC 9110), and retry-after-ms, which the openai SDK
+    prefers when both are there."""
+    return {
+        "Retry-After": str(max(1, math.ceil(seconds))),
+        "retry-after-ms": str(max(1, round(seconds * 1000))),
+    }
 
 
 # The labels pydantic puts in an error's location for the member of a union it tried ("str",

@@ -14,6 +14,7 @@ Usable on its own, without the server:
 
 from .engine import Sandbox, SandboxConfig
 from .events import End, Error, Event, Execution, FileChange, Result, Stderr, Stdout
+from .oneshot import Task, TaskResult
 from .policy import MEMORY_TIERS, Limits, SandboxPolicy
 from .session import Session, SessionStats
 from .sync import SyncSandbox, SyncSession
@@ -36,4 +37,6 @@ __all__ = [
     "Stdout",
     "SyncSandbox",
     "SyncSession",
+    "Task",
+    "TaskResult",
 ]

@@ -18,13 +18,15 @@ import shutil
 import sys
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from codeinterp.errors import InvalidRequest, IsolationUnavailable, SandboxError
 
-from . import doctor, leftovers
+from . import doctor, leftovers, oneshot
 from .cgroups import CgroupManager
+from .oneshot import Task, TaskResult
 from .policy import SECCOMP_PROFILES, SandboxPolicy
 from .session import KernelProcess, Session
 from .workspace import Workspace
@@ -222,6 +224,26 @@ class Sandbox:
         self.sessions[session.id] = session
         session.last_used = self._last_handout = time.monotonic()
         return session
+
+    async def run_task(self, task: Task | str, policy: SandboxPolicy | None = None) -> TaskResult:
+        """Run one task in a fresh session of its own, closed before this returns."""
+        task = Task(task) if isinstance(task, str) else task
+        task.check()
+        session = await self.create_session(policy)
+        try:
+            return await oneshot.run_in(session, task)
+        finally:
+            await session.close()
+
+    def map(
+        self,
+        tasks: Iterable[Task | str],
+        concurrency: int = 4,
+        policy: SandboxPolicy | None = None,
+    ) -> AsyncIterator[tuple[int, TaskResult | Exception]]:
+        """Run every task in a fresh session of its own, `concurrency` at a time; yields
+        (index, result) as each finishes (an exception for a task that could not run)."""
+        return oneshot.as_completed(tasks, concurrency, lambda task: self.run_task(task, policy))
 
     async def _new_session(self, policy: SandboxPolicy) -> Session:
         policy = self.config.effective(policy)

@@ -10,7 +10,8 @@ Output travels two ways:
 - File descriptors 1 and 2 are pipes read by the host: output of C code and of child processes
   (`!ls`, subprocess) goes there, and the host drains them before it handles each frame.
 
-Messages (host -> kernel): {"op": "execute", "id": int, "code": str, "output_cap": int}
+Messages (host -> kernel): {"op": "execute", "id": int, "code": str, "output_cap": int,
+  "stdin"?: str (what the code reads on standard input during this execution)}
   | {"op": "ping", "id": int} | {"op": "warm", "id": int} (answered with a pong)
 Messages (kernel -> host), framed as channel.py describes:
   {"ev": "ready", "timings": {step: ms}} | {"ev": "pong", "id"}
@@ -310,6 +311,25 @@ class _Discard:
         pass
 
 
+def _attach_stdin(data: bytes | None) -> None:
+    """Make `data` the session's standard input (descriptor 0, so child processes read it too),
+    or /dev/null again with None. The bytes live in an anonymous memory file: no pipe to fill,
+    nothing in /mnt/data."""
+    if data is None:
+        fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    else:
+        fd = os.memfd_create("stdin", os.MFD_CLOEXEC)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        os.dup2(fd, 0)  # inheritable: a subprocess gets the same input
+    finally:
+        os.close(fd)
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+
+
 class Kernel:
     """Serves one session: reads requests from the socket, runs them in the shell."""
 
@@ -560,7 +580,10 @@ class Kernel:
         self._error = None
         interrupted = False
         count = self.shell.execution_count
+        stdin = message.get("stdin")
         try:
+            if isinstance(stdin, str):
+                _attach_stdin(stdin.encode())
             signal.signal(signal.SIGINT, signal.default_int_handler)
             self._interruptible = True
             result = self.shell.run_cell(code, store_history=True)
@@ -572,6 +595,8 @@ class Kernel:
         finally:
             self._interruptible = False
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if isinstance(stdin, str) and os.getpid() == self.pid:
+                _attach_stdin(None)
         if os.getpid() != self.pid:
             os._exit(0)  # a fork of the kernel made by user code: its cell is over, so is it
         failure = None if interrupted else (result.error_before_exec or result.error_in_exec)

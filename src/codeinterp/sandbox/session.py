@@ -640,8 +640,11 @@ class Session:
 
     # -- executing ------------------------------------------------------------------------------
 
-    async def execute(self, code: str, timeout: float | None = 60.0) -> AsyncGenerator[Event, None]:
+    async def execute(
+        self, code: str, timeout: float | None = 60.0, *, stdin: str | None = None
+    ) -> AsyncGenerator[Event, None]:
         """Run `code`; yields output as it happens and ends with exactly one `End` event.
+        `stdin`: what the code reads on its standard input (otherwise it reads end of file).
 
         Leaving the iteration early interrupts the code; the session keeps its state if the
         interrupt lands within the grace period.
@@ -654,7 +657,7 @@ class Session:
             raise SessionClosed(f"session {self.id} is closed")
         ended = False
         try:
-            async for event in self._execute_locked(code, timeout):
+            async for event in self._execute_locked(code, timeout, stdin):
                 ended = isinstance(event, End)
                 yield event
         finally:
@@ -698,7 +701,9 @@ class Session:
                 return
         await self._restart()
 
-    async def _execute_locked(self, code: str, timeout: float | None) -> AsyncIterator[Event]:
+    async def _execute_locked(
+        self, code: str, timeout: float | None, stdin: str | None
+    ) -> AsyncIterator[Event]:
         # From here on an interrupt is this execution's, even one that comes before the code
         # has started (see the resends below).
         self._interrupt_requested = False
@@ -746,6 +751,7 @@ class Session:
                         "id": execution_id,
                         "code": code,
                         "output_cap": process.output_cap,
+                        **({} if stdin is None else {"stdin": stdin}),
                     }
                 )
         except (TimeoutError, ConnectionError):
@@ -915,10 +921,12 @@ class Session:
             + " and was restarted; its state was lost",
         )
 
-    async def run(self, code: str, timeout: float | None = 60.0) -> Execution:
+    async def run(
+        self, code: str, timeout: float | None = 60.0, *, stdin: str | None = None
+    ) -> Execution:
         """Run `code` and return everything it produced."""
         execution = Execution()
-        async for event in self.execute(code, timeout):
+        async for event in self.execute(code, timeout, stdin=stdin):
             execution.add(event)
         return execution
 

@@ -53,16 +53,18 @@ async def execute(
     report_changes: ReportChanges | None = None,
     *,
     call_id: str | None = None,
+    stdin: str | None = None,
 ) -> AsyncGenerator[ExecutionEvent, None]:
     """Run `code` in the session; yield its events as they happen. Leaving the iteration early
     (a client that went away) interrupts the code. The execution is an `execute_tool` span
-    (`call_id`: the model's tool call, if a model asked for it)."""
+    (`call_id`: the model's tool call, if a model asked for it). `stdin`: the code's standard
+    input."""
     managed.busy += 1
     execution = Execution()
     results: list[dict[str, Any]] = []
     span = tracing.LeafSpan("execute_tool python", _span_start(managed, code, call_id))
     try:
-        async for event in managed.session.execute(code, timeout):
+        async for event in managed.session.execute(code, timeout, stdin=stdin):
             execution.add(event)
             if isinstance(event, Stdout):
                 yield "stdout", {"text": event.text}
@@ -205,13 +207,16 @@ async def run(
     report_changes: ReportChanges | None = None,
     *,
     call_id: str | None = None,
+    stdin: str | None = None,
 ) -> dict[str, Any]:
     """`execute` gathered: the `end` event's body."""
     # Run the events to their natural end (just after `end`): the session's lock and `busy` are
     # released now, and leaving early would interrupt the session for nothing. aclosing still
     # covers a failure part way.
     result: dict[str, Any] | None = None
-    events = execute(managed, code, timeout, save_image, report_changes, call_id=call_id)
+    events = execute(
+        managed, code, timeout, save_image, report_changes, call_id=call_id, stdin=stdin
+    )
     async with contextlib.aclosing(events):
         async for name, data in events:
             if name == "end":
