@@ -10,6 +10,13 @@
                 on_stdout=print)            # streamed as the code prints
         png = box.download("outputs/image-1.png")
 
+One-shot tasks, each in a fresh session of its own (evaluation pipelines):
+
+    with Client("http://127.0.0.1:8000") as client:
+        client.run_task("print(input())", stdin="hi", expected_output="hi")["passed"]  # True
+        for result in client.map(["1+1", {"code": "print(2)"}], concurrency=8):
+            print(result["index"], result["status"])   # as each finishes
+
 `AsyncClient` is the same with `async with` and `await`. A container made by `container()` is
 deleted when the `with` block ends; `attach(id)` uses an existing one and leaves it alone.
 Errors from the server raise `APIError` with its status, code and message.
@@ -17,10 +24,11 @@ Errors from the server raise `APIError` with its status, code and message.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
-from collections.abc import Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -207,6 +215,28 @@ def _find_file(files: list[dict[str, Any]], name: str) -> dict[str, Any]:
     raise APIError(404, f"no file {wanted} in the container", "not_found")
 
 
+TaskLike = str | dict[str, Any]
+
+
+def _task_body(task: TaskLike, **fields: Any) -> dict[str, Any]:
+    """A one-shot task's JSON body from code or a dict of the body's fields; `files` may map
+    names to bytes (encoded here) as well as to base64 text."""
+    body: dict[str, Any] = {"code": task} if isinstance(task, str) else dict(task)
+    body.update({k: v for k, v in fields.items() if v is not None})
+    files = body.get("files")
+    if files:
+        body["files"] = {
+            name: base64.b64encode(data).decode() if isinstance(data, bytes) else data
+            for name, data in files.items()
+        }
+    return body
+
+
+def _batch_line(line: str) -> dict[str, Any] | None:
+    """One result of a batch stream (None for a heartbeat line)."""
+    return json.loads(line) if line.strip() else None
+
+
 # -- synchronous ---------------------------------------------------------------------------------
 
 
@@ -237,6 +267,30 @@ class Client:
         """An existing container; leaving its `with` block does not delete it."""
         info = _checked(self._http.get(f"/containers/{container_id}"))
         return Container(self._http, info, owned=False)
+
+    def run_task(self, task: TaskLike, **fields: Any) -> dict[str, Any]:
+        """Run one task in a fresh session of its own (POST /executions): code, or a dict with
+        code, files ({name: bytes}), file_ids, stdin, timeout, expected_output, output_match,
+        return_files, memory_limit. Returns the execution object."""
+        return dict(_checked(self._http.post("/executions", json=_task_body(task, **fields))))
+
+    def map(
+        self, tasks: Iterable[TaskLike], concurrency: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Run every task in a fresh session of its own, in one streamed batch; yields each
+        result as it finishes, with its `index` (or `{"index", "error"}` for one that could not
+        run)."""
+        body: dict[str, Any] = {"tasks": [_task_body(t) for t in tasks]}
+        if concurrency is not None:
+            body["concurrency"] = concurrency
+        with self._http.stream("POST", "/executions/batch", json=body) as response:
+            if not response.is_success:
+                response.read()
+                _checked(response)
+            for line in response.iter_lines():
+                result = _batch_line(line)
+                if result is not None:
+                    yield result
 
     def close(self) -> None:
         self._http.close()
@@ -376,6 +430,27 @@ class AsyncClient:
     async def attach(self, container_id: str) -> AsyncContainer:
         info = _checked(await self._http.get(f"/containers/{container_id}"))
         return AsyncContainer(self._http, info, owned=False)
+
+    async def run_task(self, task: TaskLike, **fields: Any) -> dict[str, Any]:
+        """As `Client.run_task`."""
+        body = _task_body(task, **fields)
+        return dict(_checked(await self._http.post("/executions", json=body)))
+
+    async def map(
+        self, tasks: Iterable[TaskLike], concurrency: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """As `Client.map`."""
+        body: dict[str, Any] = {"tasks": [_task_body(t) for t in tasks]}
+        if concurrency is not None:
+            body["concurrency"] = concurrency
+        async with self._http.stream("POST", "/executions/batch", json=body) as response:
+            if not response.is_success:
+                await response.aread()
+                _checked(response)
+            async for line in response.aiter_lines():
+                result = _batch_line(line)
+                if result is not None:
+                    yield result
 
     async def close(self) -> None:
         await self._http.aclose()

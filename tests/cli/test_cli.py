@@ -211,3 +211,57 @@ def test_exec_out_keeps_to_its_per_file_budget(tmp_path: Path, where: str, reque
     assert saved.returncode == 0, saved.stderr
     assert (tmp_path / "ok/wide.bin").stat().st_size == 3_000_000
     assert (tmp_path / "ok/small.txt").read_text() == "small"
+
+
+BATCH = [
+    {"code": "print(input()[::-1])", "stdin": "abc", "expected_output": "cba"},
+    {"code": "import time; time.sleep(1); print('late')", "expected_output": "late"},
+    {
+        "code": "open('o.txt', 'w').write(open('i.txt').read() + '!')",
+        "files": {"i.txt": "aGk="},
+        "return_files": True,
+    },
+    {"code": "print(6 * 7)", "expected_output": "41"},
+]
+
+
+def batch_results(stdout: str) -> dict[int, dict[str, Any]]:
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    return {line["index"]: line for line in lines}
+
+
+@pytest.mark.parametrize("where", ["local", "server"])
+def test_exec_batch_runs_every_task_and_reports_each(
+    tmp_path: Path, where: str, request: Any
+) -> None:
+    """--batch: one JSON line per task as it finishes (the slow one last), passed or not, files
+    returned; exit 1 because one task failed its expected output."""
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("\n".join(json.dumps(t) for t in BATCH) + "\n\n")
+    server = ["--server", request.getfixturevalue("remote")] if where == "server" else []
+    done = run_cli("exec", "--batch", str(tasks), "--concurrency", "2", *server, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    results = batch_results(done.stdout)
+    assert sorted(results) == [0, 1, 2, 3]
+    assert [json.loads(line)["index"] for line in done.stdout.splitlines()][-1] == 1
+    assert results[0]["passed"] is True and results[1]["passed"] is True
+    assert results[3]["status"] == "ok" and results[3]["passed"] is False
+    (written,) = results[2]["files"]
+    assert written["name"] == "o.txt" and written["content"] == "aGkh"  # "hi!"
+    assert done.stderr.strip().splitlines()[-1] == "4 tasks: 4 ok, 1 failed the expected output"
+    # all passing: exit 0
+    tasks.write_text(json.dumps(BATCH[0]) + "\n")
+    assert run_cli("exec", "--batch", str(tasks), *server, cwd=tmp_path).returncode == 0
+
+
+def test_exec_batch_refuses_a_bad_line_before_running_anything(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"code": "open(\'/mnt/data/x\', \'w\')"}\n{"code": "1", "timeout": "soon"}\n')
+    done = run_cli("exec", "--batch", str(tasks), cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and f"{tasks}:2: timeout" in done.stderr
+    done = run_cli("exec", "--batch", str(tasks), "print(1)", cwd=tmp_path)
+    assert done.returncode == 2 and "--batch" in done.stderr
+    tasks.write_text('{"code": "1", "file_ids": ["file-abc"]}\n')
+    done = run_cli("exec", "--batch", str(tasks), cwd=tmp_path)
+    assert done.returncode == 2 and "--server" in done.stderr

@@ -256,3 +256,22 @@ def test_a_full_server_answers_503_with_retry_after(
         busy.join()
         # and once the slot is free, the next task runs
         assert http.post("/executions", json={"code": "1"}).json()["status"] == "ok"
+
+
+async def test_the_python_client_runs_tasks_and_batches(server: ServerProcess) -> None:
+    from codeinterp import AsyncClient, Client
+
+    with Client(server.url) as client:
+        single = client.run_task("print(input())", stdin="hi", expected_output="hi")
+        assert single["passed"] is True
+    async with AsyncClient(server.url) as aclient:
+        made = await aclient.run_task(
+            {"code": "open('b.bin', 'wb').write(b'\\x00\\xff')"},
+            return_files=True,
+            files={"a.bin": b"\x01"},
+        )
+        assert base64.b64decode(made["files"][0]["content"]) == b"\x00\xff"
+        seen = [r async for r in aclient.map(["1/0", {"code": "print(1)"}], concurrency=2)]
+    assert sorted(r["index"] for r in seen) == [0, 1]
+    statuses = {r["index"]: r["status"] for r in seen}
+    assert statuses == {0: "error", 1: "ok"}

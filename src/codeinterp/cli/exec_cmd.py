@@ -61,6 +61,19 @@ def add_parser(commands: Any) -> None:
         metavar="PATH",
         help="copy a local file into /mnt/data first (repeatable)",
     )
+    parser.add_argument(
+        "--batch",
+        metavar="FILE",
+        help="run every task of a JSON-lines file ('-': stdin), each in a fresh session; "
+        "prints one JSON result per line as tasks finish",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="with --batch: tasks at once (default: two per core here; the server's own limit "
+        "with --server)",
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     parser.add_argument("--memory", choices=list(MEMORY_TIERS), default="1g", help="memory limit")
     parser.add_argument(
@@ -128,6 +141,14 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidRequest("--timeout must be positive")
     if args.max_file_bytes <= 0 or args.max_out_bytes <= 0:
         raise InvalidRequest("--max-file-bytes and --max-out-bytes must be positive")
+    if args.batch is not None:
+        if args.code or args.file or args.upload:
+            raise InvalidRequest("--batch reads its tasks from the file: no CODE, --file, --upload")
+        from .exec_batch import run_batch
+
+        return run_batch(args)
+    if args.concurrency is not None:
+        raise InvalidRequest("--concurrency goes with --batch")
     code = _read_code(args)
     uploads = _read_uploads(args.upload)
     if args.server:

@@ -83,35 +83,17 @@ class ExecutionsService:
     # -- internals ------------------------------------------------------------------------------
 
     async def _prepare(self, project: str, request: TaskRequest) -> tuple[Task, SandboxPolicy]:
-        """The engine's task from the wire form: files decoded and fetched, names checked."""
-        files: dict[str, bytes] = {}
-        for name, content in request.files.items():
-            clean_relative_path(name)
-            try:
-                files[name] = base64.b64decode(content, validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidRequest(
-                    f"files[{name!r}] is not valid base64", param=f"files.{name}"
-                ) from None
+        """The engine's task from the wire form, with the uploaded files it names."""
+        uploaded: dict[str, bytes] = {}
         for file_id in dict.fromkeys(request.file_ids):
             record = await self.store.get_file(project, file_id)
-            if record.filename in files:
+            if record.filename in uploaded:
                 raise InvalidRequest(
                     f"two files would be /mnt/data/{record.filename}: rename one",
                     param="file_ids",
                 )
-            files[record.filename] = await self.store.read_file(project, file_id)
-        task = Task(
-            code=request.code,
-            files=files,
-            stdin=request.stdin,
-            timeout=request.timeout or self.settings.execution_timeout,
-            expected_output=request.expected_output,
-            output_match=request.output_match,
-            return_files=request.return_files,
-        )
-        task.check()
-        return task, SandboxPolicy.for_memory_tier(request.memory_limit or "1g")
+            uploaded[record.filename] = await self.store.read_file(project, file_id)
+        return task_of(request, self.settings.execution_timeout, uploaded)
 
     async def _run(
         self, project: str, task: Task, policy: SandboxPolicy, wait: float | None
@@ -161,6 +143,37 @@ class ExecutionsService:
         closing = asyncio.get_running_loop().create_task(close())
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
+
+
+def task_of(
+    request: TaskRequest, default_timeout: float, uploaded: dict[str, bytes] | None = None
+) -> tuple[Task, SandboxPolicy]:
+    """The engine's task and policy from a task's wire form (an HTTP body, a line of a batch
+    file): its base64 files decoded and checked, plus `uploaded` (name -> bytes) files."""
+    files: dict[str, bytes] = {}
+    for name, content in request.files.items():
+        clean_relative_path(name)
+        try:
+            files[name] = base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest(
+                f"files[{name!r}] is not valid base64", param=f"files.{name}"
+            ) from None
+    for name, data in (uploaded or {}).items():
+        if name in files:
+            raise InvalidRequest(f"two files would be /mnt/data/{name}: rename one", param="files")
+        files[name] = data
+    task = Task(
+        code=request.code,
+        files=files,
+        stdin=request.stdin,
+        timeout=request.timeout or default_timeout,
+        expected_output=request.expected_output,
+        output_match=request.output_match,
+        return_files=request.return_files,
+    )
+    task.check()
+    return task, SandboxPolicy.for_memory_tier(request.memory_limit or "1g")
 
 
 def _execution_object(execution_id: str, created_at: int, result: TaskResult) -> dict[str, Any]:
