@@ -81,7 +81,17 @@ class Settings(BaseSettings):
     # One-shot executions (/v1/executions) running at once, each in a session of its own; more
     # wait their turn, for at most queue_wait_seconds (then a 503 with Retry-After)
     task_concurrency: int = Field(default_factory=default_task_concurrency, ge=1)
-    queue_wait_seconds: float = Field(default=30.0, gt=0)
+    # Sessions of threads and containers: at most this many live (None: no cap), server-wide
+    # and per project; past a cap a caller waits queue_wait_seconds for room, then gets a 429
+    max_sessions: int | None = Field(default=None, ge=1)
+    max_sessions_per_project: int | None = Field(default=None, ge=1)
+    # Sessions being made at once; more wait their turn (first come, first served)
+    create_concurrency: int = Field(default_factory=default_task_concurrency, ge=1)
+    queue_wait_seconds: float = Field(default=20.0, gt=0)
+    # No new session while the machine has less memory available than this (a 503)
+    min_free_memory_mib: int = Field(default=256, ge=0)
+    # On SIGTERM, requests still in flight after this long are cut off; the server then stops
+    shutdown_grace_seconds: int = Field(default=5, ge=0)
     unsafe_no_sandbox: bool = False
     # Seccomp profile of every session: "deny" (the deny-list) or "allow" (only the syscalls on
     # the derived allow-list; see docs/isolation.md)

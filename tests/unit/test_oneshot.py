@@ -10,7 +10,7 @@ import pytest
 
 from codeinterp.errors import InvalidRequest, Overloaded
 from codeinterp.sandbox.oneshot import Task, as_completed, output_matches
-from codeinterp.services.admission import Admission
+from codeinterp.sessions.admission import Admission
 
 
 @pytest.mark.parametrize(
@@ -106,3 +106,31 @@ async def test_admission_is_first_come_first_served_and_bounded_in_time() -> Non
     await asyncio.gather(*waiters)
     assert order == [0, 1, 2]
     assert admission.held == 0 and admission.waiting == 0
+
+
+async def test_closing_admission_sends_waiters_and_later_callers_away() -> None:
+    admission = Admission(limit=1, wait=30, what="tasks")
+    await admission.acquire()
+    waiter = asyncio.create_task(admission.acquire())
+    await asyncio.sleep(0.01)
+    started = time.monotonic()
+    admission.close("The server is shutting down.")
+    with pytest.raises(Overloaded, match="shutting down"):
+        await waiter
+    assert time.monotonic() - started < 0.5
+    with pytest.raises(Overloaded, match="shutting down"):
+        await admission.acquire()
+    admission.release()
+    assert admission.held == 0 and admission.waiting == 0
+
+
+async def test_a_cancelled_waiter_leaves_its_place_to_the_next() -> None:
+    admission = Admission(limit=1, wait=30, what="tasks")
+    await admission.acquire()
+    first = asyncio.create_task(admission.acquire())
+    second = asyncio.create_task(admission.acquire())
+    await asyncio.sleep(0.01)
+    first.cancel()
+    admission.release()
+    await asyncio.wait_for(second, 1)
+    assert admission.held == 1 and admission.waiting == 0

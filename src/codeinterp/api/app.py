@@ -29,7 +29,7 @@ from codeinterp.services.runs import RunsService
 from codeinterp.services.threads import ThreadsService
 from codeinterp.services.traces import TracesService
 from codeinterp.services.usage import UsageService
-from codeinterp.sessions import SessionManager
+from codeinterp.sessions import SessionLimits, SessionManager
 from codeinterp.store import Store
 from codeinterp.telemetry import metrics, tracing
 from codeinterp.telemetry.recorder import TraceRecorder
@@ -62,6 +62,7 @@ log = logging.getLogger("codeinterp.api")
 
 RESTART_MESSAGE = "The server restarted while this run was in progress."
 JSON_BODY_LIMIT = 32 * 1024 * 1024
+SHUTTING_DOWN = "The server is shutting down: try again when it is back."
 # arrays and objects in a request body nest at most this deep (deeper: 400 before any parsing)
 MAX_JSON_DEPTH = 128
 
@@ -100,7 +101,17 @@ def create_app(settings: Settings) -> FastAPI:
             settings.upstream_timeout,
         )
         sessions = SessionManager(
-            sandbox, store, settings.session_idle_minutes * 60, settings.session_price_usd
+            sandbox,
+            store,
+            settings.session_idle_minutes * 60,
+            settings.session_price_usd,
+            SessionLimits(
+                max_sessions=settings.max_sessions,
+                max_sessions_per_project=settings.max_sessions_per_project,
+                create_concurrency=settings.create_concurrency,
+                queue_wait_seconds=settings.queue_wait_seconds,
+                min_free_memory_bytes=settings.min_free_memory_mib * 2**20,
+            ),
         )
         sessions.start()
         stop_watching = metrics.watch_sessions(
@@ -122,6 +133,12 @@ def create_app(settings: Settings) -> FastAPI:
         container_service = ContainersService(store, sessions, settings)
         execution_service = ExecutionsService(sandbox, store, settings)
         app.state.sandbox = sandbox
+
+        def drain() -> None:
+            sessions.drain(SHUTTING_DOWN)
+            execution_service.drain(SHUTTING_DOWN)
+
+        app.state.drain = drain
         app.state.bus = bus
         app.state.key_projects = settings.key_projects()
         app.state.services = Services(

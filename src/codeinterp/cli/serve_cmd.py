@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import ipaddress
 import socket
 import sys
@@ -104,8 +106,22 @@ def run(args: argparse.Namespace) -> int:
     )
     if settings.trace_store:
         print(f"codeinterp: traces at http://{settings.host}:{settings.port}/ui", file=sys.stderr)
+    app = create_app(settings)
+
+    class DrainingServer(uvicorn.Server):
+        """On SIGTERM or SIGINT, besides uvicorn's own stop (no new connections, then waiting
+        for the requests in flight): requests still queued for a session are answered at once
+        with a 503, so only work already running is waited for."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            drain = getattr(app.state, "drain", None)  # set once the server has started
+            if drain is not None:
+                with contextlib.suppress(RuntimeError):  # no loop running: nothing queued
+                    asyncio.get_running_loop().call_soon_threadsafe(drain)
+
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
@@ -114,8 +130,10 @@ def run(args: argparse.Namespace) -> int:
         lifespan="on",
         loop="uvloop",  # faster than asyncio's loop and h11 (dependencies of this package)
         http="httptools",
+        # Bounded: a request still running then (a long execution, a stream) is cut off.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
-    uvicorn.Server(config).run(sockets=[listening_socket(settings.host, settings.port)])
+    DrainingServer(config).run(sockets=[listening_socket(settings.host, settings.port)])
     return 0
 
 

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from codeinterp.errors import InvalidRequest, IsolationUnavailable, SandboxError
+from codeinterp.errors import InvalidRequest, IsolationUnavailable, LimitReached, SandboxError
 
 from . import doctor, leftovers, oneshot
 from .cgroups import CgroupManager
@@ -248,7 +248,10 @@ class Sandbox:
     async def _new_session(self, policy: SandboxPolicy) -> Session:
         policy = self.config.effective(policy)
         if not self._free_uids:
-            raise SandboxError("no free session uids: close idle sessions")
+            raise LimitReached(
+                f"all {UID_BLOCK} session uids of this sandbox are in use: close idle sessions",
+                retry_after=5.0,
+            )
         uid = self._free_uids.popleft()
         session_id = secrets.token_hex(8)
         workspace = Workspace(

@@ -29,9 +29,8 @@ from codeinterp.sandbox import Sandbox, SandboxPolicy, Session, Task
 from codeinterp.sandbox.oneshot import TaskResult, as_completed, run_in
 from codeinterp.sandbox.workspace import clean_relative_path
 from codeinterp.sessions import ManagedSession, execution
+from codeinterp.sessions.admission import Admission
 from codeinterp.store import Store
-
-from .admission import Admission
 
 log = logging.getLogger("codeinterp.executions")
 
@@ -74,6 +73,10 @@ class ExecutionsService:
                 yield {"index": index, "error": outcome}
             else:
                 yield {"index": index, **outcome}
+
+    def drain(self, reason: str) -> None:
+        """The server is stopping: tasks waiting for a slot, and later ones, get `reason`."""
+        self.admission.close(reason)
 
     async def stop(self) -> None:
         """Wait (bounded) for the sessions still being torn down."""

@@ -1,5 +1,5 @@
 """Sandbox sessions as the server sees them: one per thread (later: per container)."""
 
-from .manager import ManagedSession, SessionManager
+from .manager import ManagedSession, SessionLimits, SessionManager
 
-__all__ = ["ManagedSession", "SessionManager"]
+__all__ = ["ManagedSession", "SessionLimits", "SessionManager"]

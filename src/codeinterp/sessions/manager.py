@@ -12,15 +12,44 @@ import contextlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from codeinterp.errors import LimitReached, Overloaded
 from codeinterp.ids import new_id
 from codeinterp.sandbox import Sandbox, SandboxPolicy, Session
 from codeinterp.store import FileRecord, Store
 from codeinterp.telemetry import metrics
 
+from .admission import Admission
+
 log = logging.getLogger("codeinterp.sessions")
+
+ROOM_POLL_SECONDS = 0.05  # how often a caller waiting for room under a cap looks again
+
+
+def _check_memory(reserve: int) -> None:
+    """Overloaded if the machine has less memory available than `reserve` bytes."""
+    available = available_memory()
+    if available is not None and available < reserve:
+        raise Overloaded(
+            f"The machine has {available // 2**20} MiB of memory available, under the "
+            f"{reserve // 2**20} MiB kept in reserve: no new session now.",
+            retry_after=5.0,
+        )
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo, in bytes (None where there is no such file)."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 @dataclass
@@ -48,14 +77,36 @@ class ManagedSession:
         return self.busy == 0 and time.monotonic() - self.last_used > self.idle_for(default)
 
 
+@dataclass(frozen=True)
+class SessionLimits:
+    """How many sessions, and how fast: what a caller past a limit waits for, and gets."""
+
+    max_sessions: int | None = None  # live sessions of threads and containers, server-wide
+    max_sessions_per_project: int | None = None
+    create_concurrency: int = 4  # sessions being made at once; more wait their turn
+    queue_wait_seconds: float = 20.0  # the longest a caller waits (for its turn, or for room)
+    min_free_memory_bytes: int = 256 * 1024 * 1024  # no new session below this MemAvailable
+
+
 class SessionManager:
     def __init__(
-        self, sandbox: Sandbox, store: Store, idle_seconds: float, price_usd: float
+        self,
+        sandbox: Sandbox,
+        store: Store,
+        idle_seconds: float,
+        price_usd: float,
+        limits: SessionLimits | None = None,
     ) -> None:
         self.sandbox = sandbox
         self.store = store
         self.idle_seconds = idle_seconds
         self.price_usd = price_usd
+        self.limits = limits or SessionLimits()
+        self._creating = Admission(
+            self.limits.create_concurrency, self.limits.queue_wait_seconds, "new sessions"
+        )
+        self._live_by_project: Counter[str] = Counter()  # live and being made, by project
+        self._draining = ""  # why no session is made any more (the server is stopping)
         self._sessions: dict[tuple[str, str, str], ManagedSession] = {}
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -84,8 +135,10 @@ class SessionManager:
         async with lock:
             managed = self._sessions.get(key)
             if managed is None or managed.session.closed:
+                if managed is not None:  # its session died: the new one takes its place
+                    self._forget(managed)
                 policy = SandboxPolicy.for_memory_tier(memory_limit)
-                session = await self.sandbox.create_session(policy)
+                session = await self._create(project, policy)
                 managed = ManagedSession(
                     new_id("session"),
                     project,
@@ -96,7 +149,7 @@ class SessionManager:
                     on_expire=on_expire,
                     cost_usd=self.price_usd,
                 )
-                self._sessions[key] = managed
+                self._sessions[key] = managed  # counted in _live_by_project by _create
                 metrics.SESSIONS_CREATED.inc()
                 metrics.SESSION_COST.inc(self.price_usd)
                 if idle_seconds is not None:
@@ -112,6 +165,66 @@ class SessionManager:
                 )
             managed.touch()
             return managed
+
+    async def _create(self, project: str, policy: SandboxPolicy) -> Session:
+        """A new session for `project`, within the limits: room under the caps (waiting for
+        sessions to end, at most queue_wait_seconds: then LimitReached, a 429), memory to spare
+        (else Overloaded, a 503), and a turn among the sessions being made (first come, first
+        served; past queue_wait_seconds, Overloaded). The session is counted from the moment
+        its room is reserved; the caller keeps it in _sessions, or it is uncounted here."""
+        deadline = time.monotonic() + self.limits.queue_wait_seconds
+        await self._wait_for_room(project, deadline)
+        self._live_by_project[project] += 1  # reserved: no await since the check
+        try:
+            await self._creating.acquire(max(0.0, deadline - time.monotonic()))
+            try:
+                _check_memory(self.limits.min_free_memory_bytes)
+                return await self.sandbox.create_session(policy)
+            finally:
+                self._creating.release()
+        except BaseException:
+            self._uncount(project)
+            raise
+
+    def drain(self, reason: str) -> None:
+        """The server is stopping: callers waiting for a session, and later ones, get `reason`
+        (a 503) at once instead of holding up the shutdown."""
+        self._draining = reason
+        self._creating.close(reason)
+
+    async def _wait_for_room(self, project: str, deadline: float) -> None:
+        while (full := self._full(project)) is not None:
+            if self._draining:
+                raise Overloaded(self._draining, retry_after=5.0)
+            if time.monotonic() >= deadline:
+                raise LimitReached(
+                    f"{full}: close or delete some (or let them expire) and try again.",
+                    retry_after=5.0,
+                )
+            await asyncio.sleep(ROOM_POLL_SECONDS)
+
+    def _full(self, project: str) -> str | None:
+        """Which cap a new session of `project` would pass, said for the caller; None: room."""
+        limits = self.limits
+        total = sum(self._live_by_project.values())
+        if limits.max_sessions is not None and total >= limits.max_sessions:
+            return f"The server holds its maximum of {limits.max_sessions} live sessions"
+        cap = limits.max_sessions_per_project
+        if cap is not None and self._live_by_project[project] >= cap:
+            return f"This project holds its maximum of {cap} live sessions"
+        return None
+
+    def _uncount(self, project: str) -> None:
+        self._live_by_project[project] -= 1
+        if self._live_by_project[project] <= 0:
+            del self._live_by_project[project]
+
+    def _forget(self, managed: ManagedSession) -> None:
+        """`managed` no longer counts against its project's limits."""
+        key = (managed.project, managed.owner_kind, managed.owner_id)
+        if self._sessions.get(key) is managed:
+            self._sessions.pop(key)
+            self._uncount(managed.project)
 
     def counts(self) -> dict[str, int]:
         """Sessions by state, for /metrics: running code (busy) or waiting (idle)."""
@@ -147,9 +260,10 @@ class SessionManager:
         return dict(managed.files)
 
     async def close(self, project: str, owner_kind: str, owner_id: str) -> None:
-        managed = self._sessions.pop((project, owner_kind, owner_id), None)
+        managed = self._sessions.get((project, owner_kind, owner_id))
         self._locks.pop((project, owner_kind, owner_id), None)
         if managed is not None:
+            self._forget(managed)
             await self._end(managed)
 
     async def _end(self, managed: ManagedSession) -> None:
@@ -163,7 +277,7 @@ class SessionManager:
         if self._sessions.get(key) is not managed:
             return  # already ended
         log.info("session %s of %s %s expired", managed.id, key[1], key[2])
-        self._sessions.pop(key, None)
+        self._forget(managed)
         self._locks.pop(key, None)
         if managed.on_expire is not None:
             try:
@@ -191,6 +305,15 @@ class SessionManager:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        for managed in list(self._sessions.values()):
-            await self._end(managed)
-        self._sessions.clear()
+        # At shutdown: every session at once, and their ends recorded in one write (one write
+        # per session took seconds with hundreds alive, and SIGTERM must stop the server soon).
+        live = list(self._sessions.values())
+        for managed in live:
+            self._forget(managed)
+
+        async def close(managed: ManagedSession) -> None:
+            with contextlib.suppress(Exception):
+                await managed.session.close()
+
+        await asyncio.gather(*(close(m) for m in live))
+        await self.store.end_open_sessions(int(time.time()))

@@ -309,7 +309,8 @@ class Store:
         return await self._db.read(lambda c: usage.list_sessions(c, project, start_time, end_time))
 
     async def end_open_sessions(self, ended_at: int) -> int:
-        """At start-up, end every session still open: sessions do not survive a restart."""
+        """End every session still open: at start-up (sessions do not survive a restart) and
+        at shutdown."""
         return await self._db.write(lambda c: usage.end_open_sessions(c, ended_at))
 
     # Traces (the trace viewer's)
