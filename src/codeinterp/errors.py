@@ -7,7 +7,9 @@ CodeInterpError
 ├── QuotaExceeded           a size limit (workspace quota, upload cap) would be passed
 ├── ContainerExpired        the container was idle too long; its files and state are gone
 ├── Overloaded              no capacity now: try again after `retry_after` seconds
-│   └── LimitReached          a configured maximum (of the server or the project) is reached
+│   ├── LimitReached          a configured maximum (of the server or the project) is reached
+│   └── StorageBusy           another process holds the database's write lock
+├── StorageFull             the data directory's disk is full: nothing more can be stored
 ├── LoopLimitExceeded       the model-and-tool loop passed a limit
 │   ├── ToolBudgetExceeded    too many tool calls
 │   └── TimeLimitExceeded     too long
@@ -63,6 +65,21 @@ class Overloaded(CodeInterpError):
 
 class LimitReached(Overloaded):
     """A configured maximum (live sessions of the server or of a project) is reached."""
+
+
+class StorageBusy(Overloaded):
+    """The database stayed locked (by another process) for longer than the store waits."""
+
+
+class StorageFull(CodeInterpError):
+    """The disk holding the data directory (database, files) is full."""
+
+    def __init__(
+        self,
+        message: str = "The server's data directory is full: nothing more can be stored until "
+        "space is freed (delete files, or give the data directory more room).",
+    ) -> None:
+        super().__init__(message)
 
 
 class LoopLimitExceeded(CodeInterpError):

@@ -26,6 +26,8 @@ from codeinterp.errors import (
     Overloaded,
     QuotaExceeded,
     SandboxError,
+    StorageBusy,
+    StorageFull,
     Unauthorized,
     UpstreamError,
 )
@@ -47,8 +49,10 @@ ERROR_TABLE: list[tuple[type[CodeInterpError], int, str, str | None]] = [
     (LoopLimitExceeded, 400, "invalid_request_error", "loop_limit_exceeded"),
     # Both say when to come back (Retry-After), which the openai SDK honours when it retries.
     (LimitReached, 429, "rate_limit_exceeded", "limit_reached"),
+    (StorageBusy, 503, "server_error", "storage_busy"),
     (Overloaded, 503, "server_error", "server_overloaded"),
     (UpstreamError, 502, "server_error", "upstream_error"),
+    (StorageFull, 507, "server_error", "storage_full"),
     (SandboxError, 500, "server_error", "sandbox_error"),
 ]
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import secrets
 import time
 from collections.abc import AsyncIterable, Collection
 from typing import BinaryIO
 
-from codeinterp.errors import QuotaExceeded
+from codeinterp.errors import QuotaExceeded, StorageFull
 
 TEMP_PREFIX = ".tmp-"
 _WRITE_SIZE = 1 << 20  # gather small chunks into writes of about this size
@@ -81,12 +82,19 @@ class BlobDir:
             raise too_large(max_bytes)
         name = secrets.token_hex(16)
         temp = self.path_of(TEMP_PREFIX + name)
-        file = await asyncio.to_thread(_create, temp)
+        try:
+            file = await asyncio.to_thread(_create, temp)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull() from exc
+            raise
         try:
             size = await _copy(data, file, max_bytes)
             await asyncio.to_thread(_publish, file, temp, self.path_of(name), self.path)
-        except BaseException:
+        except BaseException as exc:
             await asyncio.to_thread(_discard, file, temp)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull() from exc
             raise
         return name, size
 
