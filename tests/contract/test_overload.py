@@ -144,3 +144,17 @@ def test_a_project_past_its_cap_waits_then_gets_a_429(
         assert made.status_code == 200, made.text
         assert time.monotonic() - started < 1.0
         assert alpha.get(f"/containers/{second['id']}").status_code == 200
+
+
+def test_no_session_is_made_when_memory_is_short(
+    upstream: ScriptedUpstream, tmp_path: Path
+) -> None:
+    """A reserve larger than the machine: every create is refused at once with the reason."""
+    env = server_env(upstream, min_free_memory_mib=1 << 30, queue_wait_seconds=1.0)
+    with ServerProcess(env, data_dir=tmp_path) as server, raw_client(server) as http:
+        refused = http.post("/containers", json={"name": "big"})
+        error = assert_envelope(refused, 503, type_="server_error")
+        assert error["code"] == "server_overloaded"
+        assert "MiB of memory available" in error["message"], error
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert http.get("/containers").json()["data"] == []  # nothing half made is listed

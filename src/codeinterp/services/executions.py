@@ -15,10 +15,9 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from codeinterp.config import Settings
@@ -31,8 +30,6 @@ from codeinterp.sandbox.workspace import clean_relative_path
 from codeinterp.sessions import ManagedSession, execution
 from codeinterp.sessions.admission import Admission
 from codeinterp.store import Store
-
-log = logging.getLogger("codeinterp.executions")
 
 CLOSE_WAIT_SECONDS = 10.0  # at shutdown, for the sessions still being torn down
 
@@ -124,7 +121,9 @@ class ExecutionsService:
                 self.admission.release()
         return _execution_object(execution_id, created_at, result)
 
-    def _executor(self, project: str, execution_id: str) -> Any:
+    def _executor(
+        self, project: str, execution_id: str
+    ) -> Callable[[Session, Task], Awaitable[dict[str, Any]]]:
         async def execute(session: Session, task: Task) -> dict[str, Any]:
             managed = ManagedSession(new_id("session"), project, "execution", execution_id, session)
             return await execution.run(
