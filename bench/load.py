@@ -57,7 +57,8 @@ no_leaks
     the 5 minutes). `leak_checks` says which held.
 
 `--quick`: 20 users for 30 s, warm-up 10 s, after 15 s (about a minute and a half in all).
-Locust's exit status and its last output are kept in `locust` when it fails to run.
+The exit status is 1 when a task failed or a leak check did not hold, 0 otherwise; if Locust
+itself fails to run, the bench stops with its exit status and its last output.
 """
 
 from __future__ import annotations
@@ -422,7 +423,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def print_report(report: dict[str, Any]) -> None:
+def print_report(report: dict[str, Any]) -> bool:
     print(f"\n{report['users']} users, {report['duration_s']} s, think time {report['wait_s']} s")
     heads = ("tasks", 7), ("errors", 6), ("tasks/s", 8), ("p50 ms", 8), ("p99 ms", 8)
     print(f"{'kind':10s} " + " ".join(f"{name:>{width}s}" for name, width in heads))
@@ -456,6 +457,7 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"upstream errors: {report['upstream_errors'][:5]}")
     verdict = report["errors"] == 0 and report["no_leaks"]
     print(f"\nzero errors and no leaks: {'yes' if verdict else 'NO'}")
+    return verdict
 
 
 def main() -> None:
@@ -477,7 +479,7 @@ def main() -> None:
         args.users, args.duration, args.warmup, args.after = 20, 30, 10, 15
     report = measure(args)
     Path(args.json).write_text(json.dumps(report, indent=2))
-    print_report(report)
+    sys.exit(0 if print_report(report) else 1)
 
 
 if __name__ == "__main__":
