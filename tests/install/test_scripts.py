@@ -1,5 +1,6 @@
 """The install scripts on small copies of the project: the lock check, the README reader, and
-setup's messages and its refusal to trust an unfinished venv. Seconds each, no root."""
+setup's messages and its refusal to trust an unfinished venv, setup-bench's stop. Seconds each,
+no root."""
 
 from __future__ import annotations
 
@@ -126,6 +127,21 @@ def test_setup_names_a_missing_python_and_the_fix(tmp_path: Path) -> None:
         "(Debian 12: apt-get install python3) or set PYTHON=/path/to/python3.11"
     ]
     assert not (project / ".venv").exists()
+
+
+def test_setup_bench_stops_at_a_failed_setup_with_its_cause_and_one_line(tmp_path: Path) -> None:
+    project = copy_project(
+        tmp_path, "scripts/setup", "scripts/setup-bench", "pyproject.toml", "requirements"
+    )
+
+    done = run([str(project / "scripts/setup-bench")], cwd=project, PYTHON="/nonexistent/python3")
+
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert "setup: FAILED: no '/nonexistent/python3' on PATH" in lines[-2]
+    assert lines[-1] == (
+        "setup-bench: FAILED: scripts/setup --dev failed; fix: read its last lines above"
+    )
 
 
 def test_setup_without_the_index_fails_with_the_cause_and_never_trusts_that_venv(
