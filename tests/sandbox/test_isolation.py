@@ -317,6 +317,47 @@ async def test_runtime_dir_is_not_visible(sandbox: Sandbox, session: Session) ->
     assert out == dict.fromkeys(paths, False)
 
 
+MOUNTINFO = """
+import json
+with open("/proc/self/mountinfo") as f:
+    print(json.dumps([line.split()[2:5] for line in f]))
+"""
+
+
+def device_of(path: str) -> str:
+    st = os.stat(path)
+    return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+
+
+def mount_points(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/mountinfo") as f:
+        return [line.split()[4] for line in f]
+
+
+async def test_workspace_mounts_stay_out_of_the_zygote_and_the_jails(
+    sandbox: Sandbox, session: Session
+) -> None:
+    """The zygote and each session's init live in mount namespaces without any workspace; a
+    session's namespace holds its own workspace at /mnt/data and no other session's."""
+    async with await sandbox.create_session() as other:
+        assert await other.run("1") is not None
+        own, theirs = device_of(session.workspace.path), device_of(other.workspace.path)
+        assert own != theirs
+        host_points = mount_points(os.getpid())
+        assert session.workspace.path in host_points and other.workspace.path in host_points
+        assert session.process is not None
+        for pid in (sandbox.zygote.pid, session.process.init_pid):
+            seen = [
+                p for p in mount_points(pid) if p.startswith(os.path.dirname(sandbox.runtime_dir))
+            ]
+            assert seen == [], f"process {pid} sees {seen}"
+        out = await probe(session, MOUNTINFO)
+        devices = {device: point for device, _root, point in out}
+        assert devices.get(own) == "/mnt/data"
+        assert theirs not in devices
+        assert [p for _d, _r, p in out if p.startswith("/mnt")] == ["/mnt/data"]
+
+
 # --- 3. links planted in the workspace --------------------------------------------------------
 
 

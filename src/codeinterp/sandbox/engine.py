@@ -23,7 +23,7 @@ from typing import Any
 
 from codeinterp.errors import InvalidRequest, IsolationUnavailable, SandboxError
 
-from . import doctor, leftovers
+from . import doctor, leftovers, linux
 from .cgroups import CgroupManager
 from .policy import SECCOMP_PROFILES, SandboxPolicy
 from .session import KernelProcess, Session
@@ -260,7 +260,21 @@ class Sandbox:
         return session
 
     def _new_zygote(self) -> ZygoteClient:
-        return ZygoteClient(self.config.python, self.config.cache_dir or default_cache_dir())
+        # With a sandbox the zygote keeps its own mount namespace, where the workspaces mounted
+        # here never show: each session's jail copies that namespace, and copying (and tearing
+        # down) every live session's workspace made each new session slower than the last.
+        # A zygote started again detaches the ones already there.
+        return ZygoteClient(
+            self.config.python,
+            self.config.cache_dir or default_cache_dir(),
+            private_mounts=not self.unsafe,
+            hidden_mounts=(
+                # Under the default root, other sandboxes' workspaces too.
+                os.path.dirname(self.runtime_dir)
+                if self.config.runtime_dir is None
+                else os.path.join(self.runtime_dir, "sessions"),
+            ),
+        )
 
     async def _live_zygote(self) -> ZygoteClient:
         """The zygote, started again if it died (its sessions died with it and restart)."""
@@ -276,18 +290,26 @@ class Sandbox:
 
     async def _spawn(self, session: Session) -> KernelProcess:
         zygote = await self._live_zygote()
-        spawned = await zygote.spawn(
-            {
-                "op": "spawn",
-                "policy": session.policy.to_dict(),
-                "uid": session.uid,
-                "gid": session.uid,
-                "cgroup_procs": session.cgroup.join_paths if session.cgroup else [],
-                "workspace": session.workspace.path,
-                "new_root": os.path.join(self.runtime_dir, "root"),
-                "unsafe": self.unsafe,
-            }
-        )
+        # The zygote cannot see the workspace's mount (see _new_zygote): a detached copy of it
+        # goes along with the request, and the jail attaches that at /mnt/data.
+        mount_fd = linux.clone_mount(session.workspace.path) if session.workspace.mounted else -1
+        try:
+            spawned = await zygote.spawn(
+                {
+                    "op": "spawn",
+                    "policy": session.policy.to_dict(),
+                    "uid": session.uid,
+                    "gid": session.uid,
+                    "cgroup_procs": session.cgroup.join_paths if session.cgroup else [],
+                    "workspace": session.workspace.path,
+                    "new_root": os.path.join(self.runtime_dir, "root"),
+                    "unsafe": self.unsafe,
+                },
+                (mount_fd,) if mount_fd >= 0 else (),
+            )
+        finally:
+            if mount_fd >= 0:
+                os.close(mount_fd)
         limits = session.policy.limits
         process = KernelProcess(spawned, limits.output, limits.results)
         zygote.on_exit(spawned.pid, process.on_exit)

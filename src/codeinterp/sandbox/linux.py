@@ -64,8 +64,20 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "capset": 126, "mount_setattr": 442},
-    "aarch64": {"pivot_root": 41, "capset": 91, "mount_setattr": 442},
+    "x86_64": {
+        "pivot_root": 155,
+        "capset": 126,
+        "open_tree": 428,
+        "move_mount": 429,
+        "mount_setattr": 442,
+    },
+    "aarch64": {
+        "pivot_root": 41,
+        "capset": 91,
+        "open_tree": 428,
+        "move_mount": 429,
+        "mount_setattr": 442,
+    },
 }
 
 
@@ -147,6 +159,44 @@ def make_tree_readonly(target: str) -> None:
     for point in points:
         if point == target or point.startswith(target.rstrip("/") + "/"):
             mount(None, point, None, flags)
+
+
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+
+
+def clone_mount(path: str) -> int:
+    """A descriptor of a detached copy of the mount at `path` (open_tree, Linux 5.2+).
+
+    The copy belongs to no mount namespace until `attach_mount` places it, in whichever
+    namespace the caller of that is in; the files are the original mount's (same superblock).
+    The copy goes away with the last descriptor if it was never attached.
+    """
+    return _check(
+        _libc.syscall(
+            _syscall_number("open_tree"),
+            _AT_FDCWD,
+            path.encode(),
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC,
+        ),
+        f"open_tree {path}",
+    )
+
+
+def attach_mount(fd: int, target: str) -> None:
+    """Attach the detached mount `fd` (from `clone_mount`) at `target` (move_mount)."""
+    _check(
+        _libc.syscall(
+            _syscall_number("move_mount"),
+            fd,
+            b"",
+            _AT_FDCWD,
+            target.encode(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ),
+        f"move_mount {target}",
+    )
 
 
 def umount2(target: str, flags: int = 0) -> None:

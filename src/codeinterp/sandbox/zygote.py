@@ -6,7 +6,8 @@ environment it started with), so it must never hold secrets.
 
 Control protocol (SOCK_SEQPACKET, one JSON object per packet):
   host -> zygote  {"op": "spawn", "id", "policy", "uid", "gid", "cgroup_procs", "workspace",
-                   "unsafe"}
+                   "unsafe"}, with a detached copy of the workspace's mount attached
+                   (SCM_RIGHTS; none without a sandbox)
   zygote -> host  {"ev": "hello", "pid", "python", "environment_binds", "preload_ms", "seccomp",
                    "seccomp_profiles", "file_locks" (whether record locks are counted)}
                   {"ev": "spawned", "id", "pid", "init_pid"} (the REPL and its namespace's init)
@@ -14,6 +15,13 @@ Control protocol (SOCK_SEQPACKET, one JSON object per packet):
                     (SCM_RIGHTS); or {"ev": "spawn_failed", "id", "error"}
                   {"ev": "exited", "pid", "status"} when a session's REPL has died (its wait
                     status); the zygote has then killed the init, ending the namespace
+
+With a sandbox, the zygote lives in a mount namespace of its own, made private at start-up
+(`--private-mounts`): the workspaces the host mounts later never appear in it. Every session's
+jail (and init) copies the zygote's namespace when it unshares its own and tears the copy down
+at pivot_root, so a host namespace holding every live session's workspace made each new session
+cost O(live sessions) in mount copies. The workspace reaches the jail as a descriptor instead
+(`linux.clone_mount` on the host, `linux.attach_mount` in the jail).
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ PRELOAD = (
 )
 
 MAX_PACKET = 1 << 20
+MAX_FDS = 4  # descriptors accepted with one request (a spawn sends one)
 
 
 def _preload() -> Any:
@@ -223,12 +232,16 @@ class Zygote:
                     self._drain_wakeups()
                     self._reap()
                 elif fd == self.control.fileno():
-                    data = self.control.recv(MAX_PACKET)
+                    data, fds, _, _ = socket.recv_fds(self.control, MAX_PACKET, MAX_FDS)
                     if not data:
                         return  # the host is gone
-                    message = json.loads(data)
-                    if message.get("op") == "spawn":
-                        self.spawn(message)
+                    try:
+                        message = json.loads(data)
+                        if message.get("op") == "spawn":
+                            self.spawn(message, fds[0] if fds else -1)
+                    finally:
+                        for received in fds:
+                            os.close(received)
                 elif fd in self.handoffs:
                     self._take_listener(fd)
                 elif fd in self.locks.sessions:
@@ -273,7 +286,9 @@ class Zygote:
                     os.kill(init_pid, signal.SIGKILL)
             self.send({"ev": "exited", "pid": pid, "status": status})
 
-    def spawn(self, request: dict[str, Any]) -> None:
+    def spawn(self, request: dict[str, Any], workspace_fd: int = -1) -> None:
+        """Fork one session. `workspace_fd`: a detached mount of its workspace (from the host),
+        which the jail attaches at /mnt/data; the caller closes it afterwards."""
         from .jail import JAIL_STEPS, UNSAFE_STEPS, JailContext
         from .policy import SandboxPolicy
 
@@ -299,6 +314,7 @@ class Zygote:
                 gid=int(request["gid"]),
                 cgroup_procs=list(request["cgroup_procs"]),
                 workspace=str(request["workspace"]),
+                workspace_fd=workspace_fd,
                 new_root=str(request["new_root"]),
                 environment_binds=self.binds,
                 seccomp_program=seccomp_program,
@@ -412,14 +428,51 @@ def _reseed() -> None:
         numpy.random.seed()
 
 
+def _unescape_mountinfo(field: str) -> str:
+    """/proc/self/mountinfo writes space, tab, newline and backslash as octal escapes."""
+    for code in ("\\040", "\\011", "\\012", "\\134"):
+        field = field.replace(code, chr(int(code[1:], 8)))
+    return field
+
+
+def private_mount_namespace(hidden: list[str]) -> None:
+    """Move this process into a mount namespace of its own, copied from the current one, that
+    receives nothing the host mounts afterwards; detach the mounts already below `hidden`
+    (the workspaces of live sessions when a zygote is started again)."""
+    linux.unshare(linux.CLONE_NEWNS)
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    prefixes = [d.rstrip("/") + "/" for d in hidden]
+    with open("/proc/self/mountinfo") as f:
+        points = [_unescape_mountinfo(line.split()[4]) for line in f]
+    # Deepest first; a detached parent takes its children with it, hence the suppress.
+    for point in sorted((p for p in points if p.startswith(tuple(prefixes))), reverse=True):
+        with contextlib.suppress(OSError):
+            linux.umount2(point, linux.MNT_DETACH)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="codeinterp-zygote")
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument(
+        "--private-mounts",
+        action="store_true",
+        help="live in a private mount namespace (the sessions' workspaces come as descriptors)",
+    )
+    parser.add_argument(
+        "--hide-mounts",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --private-mounts: detach the mounts below DIR in that namespace",
+    )
     args = parser.parse_args(argv)
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the host
     if os.getppid() != args.parent_pid:
         sys.exit(1)  # the host died before the line above took effect
+    if args.private_mounts:
+        # Before the init factory forks: it and every init share this namespace's copy.
+        private_mount_namespace(args.hide_mounts)
     control = socket.socket(fileno=args.control_fd)
     control.set_inheritable(False)
     # Before the heavy imports, so that the factory's forks stay cheap. The lifeline's write end
