@@ -181,7 +181,10 @@ class Zygote:
                 self.locks_error = ""
         self.locks = LockSupervisor()
         self.handoffs: dict[int, tuple[socket.socket, str, int]] = {}
-        self.poller = select.poll()
+        # epoll, not poll: the zygote watches one listener per live session, and poll() walks
+        # all of them on every wake-up (every spawn request), a cost that grows with sessions.
+        self.poller = select.epoll()
+        self.locks.on_forget = self._unwatch
         self.pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         self.pid = os.getpid()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -224,7 +227,7 @@ class Zygote:
         while True:
             timeout = self.locks.timeout()
             try:
-                ready = self.poller.poll(None if timeout is None else timeout * 1000 + 1)
+                ready = self.poller.poll(-1 if timeout is None else timeout + 0.001)
             except InterruptedError:
                 continue
             for fd, events in ready:
@@ -246,9 +249,13 @@ class Zygote:
                     self._take_listener(fd)
                 elif fd in self.locks.sessions:
                     self.locks.on_event(fd, events)
-                    if fd not in self.locks.sessions:
-                        self.poller.unregister(fd)
             self.locks.run_due()
+
+    def _unwatch(self, fd: int) -> None:
+        """Stop watching `fd` before it is closed (epoll would keep reporting a descriptor
+        whose file a just-forked child still holds)."""
+        with contextlib.suppress(OSError, ValueError):
+            self.poller.unregister(fd)
 
     def _take_listener(self, fd: int) -> None:
         """A session's jail sent its lock filter's listener (or died before it could)."""
