@@ -86,7 +86,24 @@ def _preload() -> Any:
 
     shell = build_shell()
     _warm_up(shell)
+    _rehearse(shell)
     return shell
+
+
+def _rehearse(shell: Any) -> None:
+    """Run a few typical cells through the kernel's own path (see kernel.rehearse)."""
+    from .kernel import rehearse
+
+    cells = ["print(1 + 1)\n1 + 1"]
+    if "pandas" in sys.modules:
+        cells.append("import pandas as pd\npd.DataFrame({'x': [1, 2], 'y': [0.5, 1.0]}).head()")
+    if "matplotlib.pyplot" in sys.modules:
+        cells.append("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])")
+    cells.append("1 / 0")  # the traceback path
+    try:
+        rehearse(shell, cells)
+    except Exception as exc:  # a custom environment may break one; sessions still work
+        print(f"zygote: rehearsal failed: {exc}", file=sys.stderr)
 
 
 def _warm_up(shell: Any) -> None:
