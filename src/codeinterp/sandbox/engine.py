@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import resource
 import secrets
 import shutil
 import sys
@@ -37,6 +38,30 @@ log = logging.getLogger("codeinterp.sandbox")
 UID_FLOOR = 1 << 20
 UID_BLOCK = 1 << 16
 REFILL_QUIET = 0.1  # seconds without a hand-out before the pool is refilled (unless empty)
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit; the new soft limit.
+
+    The host holds three descriptors per live session (channel, stdout and stderr pipes) and the
+    zygote, which inherits the limit, one more: the usual soft limit of 1,024 stopped a server
+    at ~330 sessions. The event loop uses epoll, so descriptors past 1,024 are fine here.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                target = int(f.read())
+        except (OSError, ValueError):
+            target = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            log.warning("cannot raise the open files limit from %d to %d", soft, target)
+    return soft
 
 
 def default_seccomp_profile() -> str:
@@ -128,6 +153,7 @@ class Sandbox:
             self.cgroups = CgroupManager(self.instance)
         else:
             log.warning("sessions run WITHOUT a sandbox: code can read and change this machine")
+        raise_open_files_limit()  # before the zygote starts: it inherits the limit
         os.makedirs(os.path.join(self.runtime_dir, "sessions"), mode=0o700, exist_ok=True)
         os.chmod(self.runtime_dir, 0o700)
         os.makedirs(os.path.join(self.runtime_dir, "root"), mode=0o755, exist_ok=True)

@@ -33,7 +33,7 @@ def _close_all_but(keep: set[int]) -> None:
     for fd in sorted(keep):
         os.closerange(low, fd)
         low = fd + 1
-    os.closerange(low, 65536)
+    os.closerange(low, linux.FD_CEILING)
 
 
 def _isolate(cgroup_procs: list[str], new_root: str, lifeline: int) -> None:

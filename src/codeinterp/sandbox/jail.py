@@ -79,7 +79,7 @@ def close_inherited_fds(ctx: JailContext) -> None:
     os.dup2(ctx.stdout_fd, 1)
     os.dup2(ctx.stderr_fd, 2)
     keep = sorted({0, 1, 2, ctx.channel_fd, ctx.lock_listener_to, ctx.workspace_fd} - {-1})
-    for low, high in zip(keep, [*keep[1:], 65536], strict=True):
+    for low, high in zip(keep, [*keep[1:], linux.FD_CEILING], strict=True):
         os.closerange(low + 1, high)
     os.set_inheritable(ctx.channel_fd, False)
     ctx.stdout_fd, ctx.stderr_fd = 1, 2

@@ -35,6 +35,10 @@ _libc.prctl.argtypes = [
     ctypes.c_ulong,
 ]
 
+# Descriptors a session's processes close on start are those below this; the zygote keeps its
+# open files limit at or below it, so that it never holds one above.
+FD_CEILING = 65536
+
 # Namespace flags (linux/sched.h)
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000

@@ -33,6 +33,7 @@ import gc
 import importlib
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -494,6 +495,11 @@ def main(argv: list[str] | None = None) -> None:
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the host
     if os.getppid() != args.parent_pid:
         sys.exit(1)  # the host died before the line above took effect
+    # Sessions close every descriptor below linux.FD_CEILING they do not keep (jail, init): the
+    # zygote must never hold one above it, whatever limit it inherited.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = linux.FD_CEILING if hard == resource.RLIM_INFINITY else min(hard, linux.FD_CEILING)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
     if args.private_mounts:
         # Before the init factory forks: it and every init share this namespace's copy.
         private_mount_namespace(args.hide_mounts)
