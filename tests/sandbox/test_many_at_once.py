@@ -5,6 +5,7 @@ open files limit the server was started with allows for."""
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 
 import pytest
@@ -60,3 +61,23 @@ async def test_sessions_past_the_inherited_open_files_limit_all_start() -> None:
             await box.close()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_sessions_closed_all_at_once_leave_no_cgroup_behind() -> None:
+    """Hundreds of sessions closed together take seconds to exit, longer than one removal
+    waits: groups that are still busy are removed later, at the latest when the Sandbox closes.
+    Before, each was given up on (and left behind for good) after its first wait."""
+    box = await Sandbox.start(SandboxConfig(pool_size=0))
+    assert box.cgroups is not None
+    bases = box.cgroups.base_directories
+    try:
+        sessions = []
+        for _ in range(10):
+            sessions += await asyncio.gather(*(box.create_session() for _ in range(20)))
+        await asyncio.gather(*(s.run("1") for s in sessions))
+        await asyncio.gather(*(s.close() for s in sessions))
+    finally:
+        await box.close()
+    assert [b for b in bases if os.path.exists(b)] == []
+    with open("/proc/self/mountinfo") as f:
+        assert not [line for line in f if box.runtime_dir in line]

@@ -206,7 +206,7 @@ class Sandbox:
         self._pool.clear()
         await self.zygote.close()
         if self.cgroups is not None:
-            self.cgroups.close()
+            await asyncio.to_thread(self.cgroups.close)
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
     async def __aenter__(self) -> Sandbox:
@@ -279,7 +279,7 @@ class Sandbox:
             await session.start()
         except BaseException:
             if cgroup is not None:
-                cgroup.remove(time.monotonic() + 2)
+                cgroup.remove(2)
             workspace.destroy()
             self._free_uids.append(uid)
             raise
@@ -350,10 +350,14 @@ class Sandbox:
     async def _release(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
         try:
-            if session.cgroup is not None:
-                await asyncio.to_thread(session.cgroup.remove, time.monotonic() + 5)
-        except OSError:
-            log.exception("session %s: could not remove its cgroup", session.id)
+            if session.cgroup is not None and self.cgroups is not None:
+                try:
+                    await asyncio.to_thread(session.cgroup.remove, 5)
+                except OSError as exc:
+                    log.warning("session %s: cgroup not removed yet (%s)", session.id, exc)
+                    self.cgroups.defer_removal(session.cgroup)
+                if self.cgroups.has_deferred:
+                    await asyncio.to_thread(self.cgroups.retry_deferred)
         finally:
             session.workspace.destroy()
             self._free_uids.append(session.uid)
