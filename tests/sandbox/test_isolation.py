@@ -358,6 +358,31 @@ async def test_workspace_mounts_stay_out_of_the_zygote_and_the_jails(
         assert [p for _d, _r, p in out if p.startswith("/mnt")] == ["/mnt/data"]
 
 
+async def test_init_has_an_empty_read_only_root_no_privileges_and_the_sessions_cgroups(
+    sandbox: Sandbox, session: Session
+) -> None:
+    """The session's pid 1 (made by the init factory, whose empty root all inits share): one
+    mount, an empty read-only tmpfs; no capabilities, no_new_privs, seccomp; and it is in the
+    session's own groups, so the session's limits cover it."""
+    assert session.process is not None and session.cgroup is not None
+    pid = session.process.init_pid
+    with open(f"/proc/{pid}/mountinfo") as f:
+        mounts = [line.split() for line in f]
+    assert len(mounts) == 1
+    point, options, fstype = mounts[0][4], mounts[0][5], mounts[0][-3]
+    assert (point, fstype) == ("/", "tmpfs")
+    assert {"ro", "nosuid", "nodev", "noexec"} <= set(options.split(","))
+    assert os.listdir(f"/proc/{pid}/root") == []
+    with open(f"/proc/{pid}/status") as f:
+        status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    zero = "0" * 16
+    assert (status["CapEff"], status["CapPrm"], status["CapBnd"]) == (zero, zero, zero)
+    assert (status["NoNewPrivs"], status["Seccomp"]) == ("1", "2")
+    with open(f"/proc/{pid}/cgroup") as f:
+        groups = f.read()
+    assert groups.count(session.id) >= len(session.cgroup.join_paths)
+
+
 # --- 3. links planted in the workspace --------------------------------------------------------
 
 

@@ -294,6 +294,7 @@ class Sandbox:
             self.config.python,
             self.config.cache_dir or default_cache_dir(),
             private_mounts=not self.unsafe,
+            init_root=None if self.unsafe else os.path.join(self.runtime_dir, "root"),
             hidden_mounts=(
                 # Under the default root, other sandboxes' workspaces too.
                 os.path.dirname(self.runtime_dir)

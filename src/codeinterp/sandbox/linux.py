@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import fcntl
+import functools
 import os
 import platform
 import socket
@@ -243,7 +244,10 @@ def clear_capabilities() -> None:
     )
 
 
+@functools.cache
 def last_capability() -> int:
+    """The highest capability this kernel knows (cached: a process whose /proc is gone, such as
+    the init factory in its empty root, asks for it)."""
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             return int(f.read())

@@ -353,7 +353,7 @@ class Zygote:
                 raise RuntimeError("zygote is not single-threaded; refusing to fork")
             started = time.perf_counter()
             if not unsafe:
-                init_pid = self.inits.spawn_init(ctx.cgroup_procs, ctx.new_root)
+                init_pid = self.inits.spawn_init(ctx.cgroup_procs)
                 ctx.timings["zygote_init"] = (time.perf_counter() - started) * 1000
                 pidns = os.open(f"/proc/{init_pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
                 try:
@@ -491,6 +491,11 @@ def main(argv: list[str] | None = None) -> None:
         metavar="DIR",
         help="with --private-mounts: detach the mounts below DIR in that namespace",
     )
+    parser.add_argument(
+        "--init-root",
+        metavar="DIR",
+        help="an empty directory: the mount point of the empty root the sessions' inits share",
+    )
     args = parser.parse_args(argv)
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the host
     if os.getppid() != args.parent_pid:
@@ -508,7 +513,7 @@ def main(argv: list[str] | None = None) -> None:
     # Before the heavy imports, so that the factory's forks stay cheap. The lifeline's write end
     # stays here (every session closes its copy); its read end goes to every init.
     lifeline_r, _lifeline_w = os.pipe()
-    inits = InitFactory.start(lifeline_r)
+    inits = InitFactory.start(lifeline_r, args.init_root)
     os.close(lifeline_r)
     started = time.perf_counter()
     shell = _preload()

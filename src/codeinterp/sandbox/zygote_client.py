@@ -60,14 +60,17 @@ class ZygoteClient:
         *,
         private_mounts: bool = False,
         hidden_mounts: tuple[str, ...] = (),
+        init_root: str | None = None,
     ) -> None:
         """`private_mounts`: the zygote lives in a mount namespace of its own, and each spawn
         must bring its workspace as a detached mount; `hidden_mounts`: directories whose
-        mounts are detached in that namespace when the zygote starts."""
+        mounts are detached in that namespace when the zygote starts; `init_root`: an empty
+        directory where the sessions' inits get their empty root (see init.py)."""
         self.python = python
         self.cache_dir = cache_dir
         self.private_mounts = private_mounts
         self.hidden_mounts = hidden_mounts
+        self.init_root = init_root
         self.hello: dict[str, Any] = {}
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -97,6 +100,7 @@ class ZygoteClient:
                 str(os.getpid()),
                 *(["--private-mounts"] if self.private_mounts else []),
                 *(f"--hide-mounts={d}" for d in self.hidden_mounts),
+                *([f"--init-root={self.init_root}"] if self.init_root else []),
             ],
             pass_fds=[zygote_end.fileno()],
             env=zygote_environment(self.cache_dir),
