@@ -15,6 +15,12 @@ running at the same moment, waits for: with 500 sessions alive that made each ne
 slower. The session's cgroup files, which the factory cannot reach from there, come with each
 request as descriptors opened by the zygote.
 
+The factory keeps one init made ahead, waiting (with all its privileges, alone in its empty pid
+namespace, running nothing but ours) to be handed its session's cgroup files: a spawn request
+then costs the zygote a hand-over instead of a fork, which takes longer the more inits are
+alive (the kernel links each fork into reverse-map trees shared by all of them), and the next
+init is forked while the zygote forks the REPL. It exits with the zygote like every init.
+
 Every init also holds the read end of the zygote's lifeline pipe: when the zygote dies, for any
 reason, the init sees end of file and exits, which ends the session. (A parent-death signal alone
 is not enough: the kernel clears it whenever a process changes its credentials.)
@@ -103,13 +109,29 @@ def _reap_until_lifeline_ends(lifeline: int) -> None:
             os.read(wake_r, 4096)
 
 
-def run_init(
-    cgroup_fds: list[int], null: int, seccomp_program: bytes | None, lifeline: int
-) -> None:
-    """In the forked child, pid 1 of the new namespace. Never returns."""
+def _wait_for_session(conn: socket.socket, lifeline: int) -> list[int]:
+    """The session's cgroup join files, when the factory hands this init to one; exits if the
+    zygote goes away first."""
+    while True:
+        try:
+            ready, _, _ = select.select([conn.fileno(), lifeline], [], [])
+        except InterruptedError:
+            continue
+        if lifeline in ready:
+            os._exit(0)
+        data, fds, _, _ = socket.recv_fds(conn, 16, MAX_CGROUP_FDS)
+        if not data:
+            os._exit(0)
+        return fds
+
+
+def run_init(conn: socket.socket, null: int, seccomp_program: bytes | None, lifeline: int) -> None:
+    """In the forked child, pid 1 of the new namespace: wait for a session, then serve it.
+    Never returns."""
     try:
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
+        cgroup_fds = _wait_for_session(conn, lifeline)
         _isolate(cgroup_fds, null, lifeline)
         _drop_privileges(seccomp_program)
         _reap_until_lifeline_ends(lifeline)
@@ -176,13 +198,11 @@ def _serve(sock: socket.socket, lifeline: int, root: str | None) -> None:
         except OSError as exc:
             problem = f"cannot make the inits' empty root: {exc}"
     own_pid = os.getpid()
-    while True:
-        data, fds, _, _ = socket.recv_fds(sock, MAX_PACKET, MAX_CGROUP_FDS)
-        if not data:
-            return
+
+    def make_init() -> tuple[int, socket.socket]:
+        """A new init, pid 1 of a new pid namespace, waiting for its session."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            if problem:
-                raise OSError(0, problem)
             linux.unshare(linux.CLONE_NEWPID)
             try:
                 pid = os.fork()
@@ -191,7 +211,40 @@ def _serve(sock: socket.socket, lifeline: int, root: str | None) -> None:
                     linux.setns(own_pidns, linux.CLONE_NEWPID)
             if pid == 0:
                 sock.close()
-                run_init(fds, null, program, lifeline)
+                ours.close()
+                run_init(theirs, null, program, lifeline)
+        finally:
+            theirs.close()  # the parent's copy (the child never gets here)
+        return pid, ours
+
+    # The next session's init is made as soon as the last one is handed out (see the module
+    # docstring), so that a spawn request waits for a hand-over, not for a fork.
+    spare: tuple[int, socket.socket] | None = None
+    while True:
+        if spare is None and not problem:
+            with contextlib.suppress(Exception):
+                spare = make_init()
+        data, fds, _, _ = socket.recv_fds(sock, MAX_PACKET, MAX_CGROUP_FDS)
+        if not data:
+            return
+        try:
+            if problem:
+                raise OSError(0, problem)
+            for attempt in (1, 2):
+                if spare is None:
+                    spare = make_init()
+                pid, conn = spare
+                spare = None
+                try:
+                    socket.send_fds(conn, [b"go"], fds)
+                    break
+                except OSError:  # that init died while it waited: make another
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    if attempt == 2:
+                        raise
+                finally:
+                    conn.close()
             sock.send(json.dumps({"pid": pid}).encode())
         except Exception as exc:
             sock.send(json.dumps({"error": str(exc)}).encode())
