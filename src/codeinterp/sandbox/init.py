@@ -221,7 +221,7 @@ def _serve(sock: socket.socket, lifeline: int, root: str | None) -> None:
     # docstring), so that a spawn request waits for a hand-over, not for a fork.
     spare: tuple[int, socket.socket] | None = None
     while True:
-        if spare is None and not problem:
+        if spare is None and not problem and root is not None:  # none ahead without a sandbox
             with contextlib.suppress(Exception):
                 spare = make_init()
         data, fds, _, _ = socket.recv_fds(sock, MAX_PACKET, MAX_CGROUP_FDS)
