@@ -25,6 +25,20 @@ exec_1plus1_p50
     `await session.run("1+1")` on a warm session after some warm-up runs: the host API round
     trip (channel, IPython, workspace scan, result). `exec_ping_p50` is `session.ping()`, the bare
     channel round trip without IPython, for comparison.
+create_cold_p50_at_0, create_cold_p50_at_500, exec_1plus1_p50_at_500
+    Flat cost under load, on one Sandbox with `pool_size=0` of its own: `create_cold_p50_at_0` is
+    create_cold_p50 measured there with only one other session alive (the probe session below);
+    then 500 sessions (`loaded_live_sessions`; 100 with `--quick`) are created 20 at a time
+    (`asyncio.gather`), each runs `1+1` once and stays open and idle, and
+    `create_cold_p50_at_500` is the same measurement with them alive (each sampled session is
+    closed after its sample, not timed, so 500 stay alive throughout). `exec_1plus1_p50_at_500`
+    is exec_1plus1_p50 on the probe session (created first, warmed up as above) with the 500
+    alive; `exec_1plus1_p50_at_0` is the same session before they were made. Ratios, from the
+    same run: `create_cold_at_500_over_at_0` = create_cold_p50_at_500 / create_cold_p50_at_0
+    and `exec_at_500_over_single` = exec_1plus1_p50_at_500 / exec_1plus1_p50 (the single-session
+    figure above). `loaded_timings_p50` gives, at 0 and at 500, the p50 of each entry of the
+    sampled sessions' `start_timings` (the zygote's init and fork, each jail step), to show
+    which step grows.
 idle_uss_mb
     20 sessions, each having run `1+1` once, then idle: the mean over sessions of the USS of the
     session's init and REPL processes together, where a process's USS is Private_Clean +
@@ -45,7 +59,8 @@ samples, i.e. numpy's default and `statistics.quantiles(..., method="inclusive")
 even count is the mean of the two middle samples; p99 of 30 samples lies between the 29th and
 30th.
 
-`--quick` cuts the sample counts so the whole run takes well under a minute.
+`--quick` cuts the sample counts so the whole run takes well under a minute, and keeps 100
+live sessions instead of 500 for the *_at_500 figures (`loaded_live_sessions` says which).
 
     .venv/bin/python bench/sandbox.py --seccomp --json PATH [--quick]
 
@@ -123,6 +138,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "burst20_p95": ("<=", 100.0),
     "exec_1plus1_p50": ("<=", 1.0),
     "idle_uss_mb": ("<=", 15.0),
+    "create_cold_at_500_over_at_0": ("<=", 1.5),
+    "exec_at_500_over_single": ("<=", 1.5),
     "jupyter_over_cold": (">=", 50.0),
 }
 
@@ -140,6 +157,8 @@ class Counts:
     idle: int
     jupyter: int
     subprocess: int
+    loaded_live: int  # sessions kept alive for the *_at_500 figures
+    loaded_cold: int  # create samples at 0 and at the live count, each
 
 
 FULL = Counts(
@@ -152,10 +171,23 @@ FULL = Counts(
     idle=20,
     jupyter=5,
     subprocess=10,
+    loaded_live=500,
+    loaded_cold=50,
 )
 QUICK = Counts(
-    warm=10, cold=10, bursts=1, exec_warmup=5, exec=100, ping=50, idle=20, jupyter=3, subprocess=5
+    warm=10,
+    cold=10,
+    bursts=1,
+    exec_warmup=5,
+    exec=100,
+    ping=50,
+    idle=20,
+    jupyter=3,
+    subprocess=5,
+    loaded_live=100,
+    loaded_cold=10,
 )
+LOADED_BATCH = 20  # live sessions made at once for the *_at_500 figures
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -396,8 +428,81 @@ async def measure_idle_uss(sandbox: Sandbox, n: int) -> dict[str, Any]:
         await close_all(sessions)
 
 
+# -- under load: many live idle sessions ---------------------------------------------------------
+
+
+async def _cold_samples(sandbox: Sandbox, n: int) -> tuple[list[float], dict[str, list[float]]]:
+    samples: list[float] = []
+    timings: dict[str, list[float]] = {}
+    for _ in range(n):
+        start = time.perf_counter()
+        session = await sandbox.create_session()
+        samples.append(elapsed_ms(start))
+        if session.process is not None:
+            for name, ms in session.process.start_timings.items():
+                timings.setdefault(name, []).append(ms)
+        await session.close()
+    return samples, timings
+
+
+async def _exec_samples(session: Session, counts: Counts) -> list[float]:
+    for _ in range(counts.exec_warmup):
+        await run_ok(session, "1+1")
+    runs: list[float] = []
+    for _ in range(counts.exec):
+        start = time.perf_counter()
+        execution = await session.run("1+1")
+        runs.append(elapsed_ms(start))
+        if execution.status != "ok":
+            raise RuntimeError(f"1+1 ended {execution.status}")
+    return runs
+
+
+async def measure_loaded(counts: Counts) -> dict[str, Any]:
+    sandbox = await Sandbox.start(SandboxConfig(pool_size=0))
+    live: list[Session] = []
+    try:
+        await (await sandbox.create_session()).close()  # the first fork is slower: discarded
+        probe = await sandbox.create_session()
+        live.append(probe)
+        cold_0, timings_0 = await _cold_samples(sandbox, counts.loaded_cold)
+        exec_0 = await _exec_samples(probe, counts)
+
+        async def one() -> Session:
+            session = await sandbox.create_session()
+            live.append(session)
+            await run_ok(session, "1+1")
+            return session
+
+        fill_start = time.perf_counter()
+        while len(live) - 1 < counts.loaded_live:
+            batch = min(LOADED_BATCH, counts.loaded_live - (len(live) - 1))
+            await asyncio.gather(*(one() for _ in range(batch)))
+        fill_ms = elapsed_ms(fill_start)
+        await asyncio.sleep(0.5)  # let the last outputs settle
+        cold_n, timings_n = await _cold_samples(sandbox, counts.loaded_cold)
+        exec_n = await _exec_samples(probe, counts)
+        return {
+            "loaded_create_cold_at_0": cold_0,
+            "loaded_create_cold_at_n": cold_n,
+            "loaded_exec_at_0": exec_0,
+            "loaded_exec_at_n": exec_n,
+            "loaded_fill_ms": fill_ms,
+            "loaded_timings_p50": {
+                "at_0": {k: percentile(v, 50) for k, v in timings_0.items()},
+                f"at_{counts.loaded_live}": {k: percentile(v, 50) for k, v in timings_n.items()},
+            },
+        }
+    finally:
+        close_start = time.perf_counter()
+        await close_all(live)
+        await sandbox.close()
+        print(f"closed {len(live)} live sessions in {elapsed_ms(close_start):.0f} ms")
+
+
 async def measure_sandbox(counts: Counts) -> dict[str, Any]:
     cold = await measure_cold(counts)
+    loaded = await measure_loaded(counts)
     sandbox = await Sandbox.start(SandboxConfig(pool_size=BURST_POOL_SIZE))
     try:
         await sandbox.wait_pool_full()
@@ -410,6 +515,7 @@ async def measure_sandbox(counts: Counts) -> dict[str, Any]:
         await sandbox.close()
     return {
         **cold,
+        **loaded,
         "create_warm": warm,
         "exec_1plus1": runs,
         "exec_ping": pings,
@@ -1118,6 +1224,9 @@ def build_report(
     burst = summary(raw["burst20"])
     exec_runs = summary(raw["exec_1plus1"])
     jupyter_p50 = percentile(jupyter, 50)
+    cold_at_0 = percentile(raw["loaded_create_cold_at_0"], 50)
+    cold_at_n = percentile(raw["loaded_create_cold_at_n"], 50)
+    exec_at_n = percentile(raw["loaded_exec_at_n"], 50)
     metrics: dict[str, Any] = {
         "create_warm_p50": warm["p50"],
         "create_cold_p50": cold["p50"],
@@ -1127,6 +1236,13 @@ def build_report(
         "exec_1plus1_p50": exec_runs["p50"],
         "idle_uss_mb": raw["idle_uss_mb"],
         "uss_unit": USS_UNIT,
+        "create_cold_p50_at_0": cold_at_0,
+        "create_cold_p50_at_500": cold_at_n,
+        "exec_1plus1_p50_at_0": percentile(raw["loaded_exec_at_0"], 50),
+        "exec_1plus1_p50_at_500": exec_at_n,
+        "loaded_live_sessions": counts.loaded_live,
+        "create_cold_at_500_over_at_0": cold_at_n / cold_at_0,
+        "exec_at_500_over_single": exec_at_n / exec_runs["p50"],
         "jupyter_create_p50": jupyter_p50,
         "subprocess_pandas_p50": percentile(spawn, 50),
         "jupyter_over_cold": jupyter_p50 / cold["p50"],
@@ -1151,6 +1267,12 @@ def build_report(
         "jupyter_create": summary(jupyter),
         "subprocess_pandas": summary(spawn),
         "zygote_preload_ms": raw["zygote_preload_ms"],
+        "create_cold_at_0": summary(raw["loaded_create_cold_at_0"]),
+        "create_cold_at_500": summary(raw["loaded_create_cold_at_n"]),
+        "exec_1plus1_at_0": summary(raw["loaded_exec_at_0"]),
+        "exec_1plus1_at_500": summary(raw["loaded_exec_at_n"]),
+        "loaded_fill_ms": raw["loaded_fill_ms"],
+        "loaded_timings_p50": raw["loaded_timings_p50"],
     }
     samples = {**asdict(counts), "burst_size": BURST_SIZE, "burst_samples": len(raw["burst20"])}
     return {
@@ -1177,6 +1299,12 @@ def print_table(report: dict[str, Any]) -> None:
         "burst20_p95",
         "exec_1plus1_p50",
         "idle_uss_mb",
+        "create_cold_p50_at_0",
+        "create_cold_p50_at_500",
+        "create_cold_at_500_over_at_0",
+        "exec_1plus1_p50_at_0",
+        "exec_1plus1_p50_at_500",
+        "exec_at_500_over_single",
         "jupyter_create_p50",
         "subprocess_pandas_p50",
         "jupyter_over_cold",
@@ -1194,6 +1322,11 @@ def print_table(report: dict[str, Any]) -> None:
         stats = report["details"][name]
         rows.append((f"  {name} p50 / p99", f"{stats['p50']:.3f} / {stats['p99']:.3f} ms", "", ""))
     rows.append(("  create_cold_first", f"{report['details']['create_cold_first']:.3f} ms", "", ""))
+    rows.append(("  *_at_500: live sessions", str(report["loaded_live_sessions"]), "", ""))
+    at_0, at_n = report["details"]["loaded_timings_p50"].values()
+    for step, value in at_0.items():
+        grown = f"{value:.3f} -> {at_n.get(step, float('nan')):.3f} ms"
+        rows.append((f"  start step {step} (p50)", grown, "", ""))
     headers = ("metric", "value", "target", "met")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     line = "  ".join("{:<%d}" % w for w in widths)  # noqa: UP031

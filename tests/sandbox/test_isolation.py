@@ -317,6 +317,72 @@ async def test_runtime_dir_is_not_visible(sandbox: Sandbox, session: Session) ->
     assert out == dict.fromkeys(paths, False)
 
 
+MOUNTINFO = """
+import json
+with open("/proc/self/mountinfo") as f:
+    print(json.dumps([line.split()[2:5] for line in f]))
+"""
+
+
+def device_of(path: str) -> str:
+    st = os.stat(path)
+    return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+
+
+def mount_points(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/mountinfo") as f:
+        return [line.split()[4] for line in f]
+
+
+async def test_workspace_mounts_stay_out_of_the_zygote_and_the_jails(
+    sandbox: Sandbox, session: Session
+) -> None:
+    """The zygote and each session's init live in mount namespaces without any workspace; a
+    session's namespace holds its own workspace at /mnt/data and no other session's."""
+    async with await sandbox.create_session() as other:
+        assert await other.run("1") is not None
+        own, theirs = device_of(session.workspace.path), device_of(other.workspace.path)
+        assert own != theirs
+        host_points = mount_points(os.getpid())
+        assert session.workspace.path in host_points and other.workspace.path in host_points
+        assert session.process is not None
+        for pid in (sandbox.zygote.pid, session.process.init_pid):
+            seen = [
+                p for p in mount_points(pid) if p.startswith(os.path.dirname(sandbox.runtime_dir))
+            ]
+            assert seen == [], f"process {pid} sees {seen}"
+        out = await probe(session, MOUNTINFO)
+        devices = {device: point for device, _root, point in out}
+        assert devices.get(own) == "/mnt/data"
+        assert theirs not in devices
+        assert [p for _d, _r, p in out if p.startswith("/mnt")] == ["/mnt/data"]
+
+
+async def test_init_has_an_empty_read_only_root_no_privileges_and_the_sessions_cgroups(
+    sandbox: Sandbox, session: Session
+) -> None:
+    """The session's pid 1 (made by the init factory, whose empty root all inits share): one
+    mount, an empty read-only tmpfs; no capabilities, no_new_privs, seccomp; and it is in the
+    session's own groups, so the session's limits cover it."""
+    assert session.process is not None and session.cgroup is not None
+    pid = session.process.init_pid
+    with open(f"/proc/{pid}/mountinfo") as f:
+        mounts = [line.split() for line in f]
+    assert len(mounts) == 1
+    point, options, fstype = mounts[0][4], mounts[0][5], mounts[0][-3]
+    assert (point, fstype) == ("/", "tmpfs")
+    assert {"ro", "nosuid", "nodev", "noexec"} <= set(options.split(","))
+    assert os.listdir(f"/proc/{pid}/root") == []
+    with open(f"/proc/{pid}/status") as f:
+        status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    zero = "0" * 16
+    assert (status["CapEff"], status["CapPrm"], status["CapBnd"]) == (zero, zero, zero)
+    assert (status["NoNewPrivs"], status["Seccomp"]) == ("1", "2")
+    with open(f"/proc/{pid}/cgroup") as f:
+        groups = f.read()
+    assert groups.count(session.id) >= len(session.cgroup.join_paths)
+
+
 # --- 3. links planted in the workspace --------------------------------------------------------
 
 

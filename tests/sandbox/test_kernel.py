@@ -8,7 +8,7 @@ import base64
 import json
 import time
 
-from codeinterp.sandbox import End, Result, Sandbox, Session, Stdout
+from codeinterp.sandbox import End, Result, Sandbox, SandboxPolicy, Session, Stdout
 
 
 async def test_state_persists_between_executions(session: Session) -> None:
@@ -35,6 +35,23 @@ async def test_a_pooled_session_starts_with_a_fresh_shell(sandbox: Sandbox) -> N
         assert ast.literal_eval(first.text) == ("", "", "", "", "", "", ["", code], {}, names)
     finally:
         await session.close()
+
+
+async def test_a_forked_session_shows_no_trace_of_the_zygotes_rehearsal(sandbox: Sandbox) -> None:
+    """The zygote runs a few cells before it serves (kernel.rehearse); a session forked from it
+    (not from the pool: another policy) still starts at In[1] with an untouched namespace, no
+    open figure and no output history."""
+    async with await sandbox.create_session(SandboxPolicy(hostname="rehearsed")) as session:
+        code = "_i, _ii, _iii, _, __, ___, In, Out, sorted(k for k in dir() if k[0] != '_')"
+        first = await session.run(code)
+        assert first.status == "ok", first.error
+        assert first.execution_count == 1
+        names = ["In", "Out", "exit", "get_ipython", "open", "quit"]
+        assert ast.literal_eval(first.text) == ("", "", "", "", "", "", ["", code], {}, names)
+        left = await session.run(
+            "import sys, matplotlib.pyplot as plt\nplt.get_fignums(), hasattr(sys, 'last_value')"
+        )
+        assert left.text == "([], False)"
 
 
 async def test_the_shell_keeps_no_second_copy_of_each_cell(session: Session) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -143,8 +144,12 @@ class SessionCgroup:
         except (OSError, ValueError):
             return 0
 
-    def remove(self, deadline: float) -> None:
-        """Remove the groups once empty; kill stragglers until `deadline` (time.monotonic())."""
+    def remove(self, timeout: float) -> None:
+        """Remove the groups once empty, killing stragglers, for at most `timeout` seconds from
+        now (from when this runs: a removal queued behind others gets its full time); raise
+        the first error once every group was tried."""
+        deadline = time.monotonic() + timeout
+        first: OSError | None = None
         for directory in dict.fromkeys(self.dirs.values()):
             while True:
                 try:
@@ -154,9 +159,12 @@ class SessionCgroup:
                     break
                 except OSError as exc:
                     if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                        raise
+                        first = first or exc
+                        break
                     _kill_members(directory)
                     time.sleep(0.002)
+        if first is not None:
+            raise first
 
 
 def _kill_members(directory: str) -> None:
@@ -175,6 +183,8 @@ class CgroupManager:
     def __init__(self, instance: str) -> None:
         self.instance = instance
         self.version, self._bases = self._make_bases(f"codeinterp-{instance}")
+        self._deferred: list[SessionCgroup] = []
+        self._deferred_lock = threading.Lock()  # removals run in worker threads
 
     @staticmethod
     def probe() -> tuple[bool, str]:
@@ -226,7 +236,7 @@ class CgroupManager:
         try:
             self._apply_limits(group, limits)
         except OSError:
-            group.remove(time.monotonic() + 1)
+            group.remove(1)
             raise
         return group
 
@@ -255,7 +265,36 @@ class CgroupManager:
         _write(os.path.join(group.dirs["cpu"], "cpu.cfs_period_us"), "100000")
         _write(os.path.join(group.dirs["cpu"], "cpu.cfs_quota_us"), str(quota))
 
-    def close(self) -> None:
+    def defer_removal(self, group: SessionCgroup) -> None:
+        """A group that could not be removed yet (its processes were still exiting: many
+        sessions closed at once take seconds to exit). Tried again by `retry_deferred` and
+        `close`, so that none is left behind."""
+        with self._deferred_lock:
+            self._deferred.append(group)
+
+    @property
+    def has_deferred(self) -> bool:
+        return bool(self._deferred)
+
+    def retry_deferred(self, at_most: int = 16) -> None:
+        """One more try, without waiting, for the `at_most` oldest deferred groups (bounded:
+        when a thousand sessions close at once, each release must not try them all)."""
+        with self._deferred_lock:
+            pending, self._deferred = self._deferred[:at_most], self._deferred[at_most:]
+        for group in pending:
+            try:
+                group.remove(0)
+            except OSError:
+                self.defer_removal(group)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Remove the deferred groups (for at most `timeout` seconds), then the bases."""
+        deadline = time.monotonic() + timeout
+        with self._deferred_lock:
+            pending, self._deferred = self._deferred, []
+        for group in pending:
+            with contextlib.suppress(OSError):
+                group.remove(max(0.0, deadline - time.monotonic()))
         for base in dict.fromkeys(self._bases.values()):
             with contextlib.suppress(OSError):
                 os.rmdir(base)

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import resource
 import secrets
 import shutil
 import sys
@@ -24,7 +25,7 @@ from typing import Any
 
 from codeinterp.errors import InvalidRequest, IsolationUnavailable, LimitReached, SandboxError
 
-from . import doctor, leftovers, oneshot
+from . import doctor, leftovers, linux, oneshot
 from .cgroups import CgroupManager
 from .oneshot import Task, TaskResult
 from .policy import SECCOMP_PROFILES, SandboxPolicy
@@ -39,6 +40,30 @@ log = logging.getLogger("codeinterp.sandbox")
 UID_FLOOR = 1 << 20
 UID_BLOCK = 1 << 16
 REFILL_QUIET = 0.1  # seconds without a hand-out before the pool is refilled (unless empty)
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit; the new soft limit.
+
+    The host holds three descriptors per live session (channel, stdout and stderr pipes) and the
+    zygote, which inherits the limit, one more: the usual soft limit of 1,024 stopped a server
+    at ~330 sessions. The event loop uses epoll, so descriptors past 1,024 are fine here.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                target = int(f.read())
+        except (OSError, ValueError):
+            target = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):
+            log.warning("cannot raise the open files limit from %d to %d", soft, target)
+    return soft
 
 
 def default_seccomp_profile() -> str:
@@ -130,6 +155,7 @@ class Sandbox:
             self.cgroups = CgroupManager(self.instance)
         else:
             log.warning("sessions run WITHOUT a sandbox: code can read and change this machine")
+        raise_open_files_limit()  # before the zygote starts: it inherits the limit
         os.makedirs(os.path.join(self.runtime_dir, "sessions"), mode=0o700, exist_ok=True)
         os.chmod(self.runtime_dir, 0o700)
         os.makedirs(os.path.join(self.runtime_dir, "root"), mode=0o755, exist_ok=True)
@@ -182,7 +208,7 @@ class Sandbox:
         self._pool.clear()
         await self.zygote.close()
         if self.cgroups is not None:
-            self.cgroups.close()
+            await asyncio.to_thread(self.cgroups.close)
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
     async def __aenter__(self) -> Sandbox:
@@ -278,14 +304,29 @@ class Sandbox:
             await session.start()
         except BaseException:
             if cgroup is not None:
-                cgroup.remove(time.monotonic() + 2)
+                cgroup.remove(2)
             workspace.destroy()
             self._free_uids.append(uid)
             raise
         return session
 
     def _new_zygote(self) -> ZygoteClient:
-        return ZygoteClient(self.config.python, self.config.cache_dir or default_cache_dir())
+        # With a sandbox the zygote keeps its own mount namespace, where the workspaces mounted
+        # here never show: each session's jail copies that namespace, and copying (and tearing
+        # down) every live session's workspace made each new session slower than the last.
+        # A zygote started again detaches the ones already there.
+        return ZygoteClient(
+            self.config.python,
+            self.config.cache_dir or default_cache_dir(),
+            private_mounts=not self.unsafe,
+            init_root=None if self.unsafe else os.path.join(self.runtime_dir, "root"),
+            hidden_mounts=(
+                # Under the default root, other sandboxes' workspaces too.
+                os.path.dirname(self.runtime_dir)
+                if self.config.runtime_dir is None
+                else os.path.join(self.runtime_dir, "sessions"),
+            ),
+        )
 
     async def _live_zygote(self) -> ZygoteClient:
         """The zygote, started again if it died (its sessions died with it and restart)."""
@@ -301,18 +342,26 @@ class Sandbox:
 
     async def _spawn(self, session: Session) -> KernelProcess:
         zygote = await self._live_zygote()
-        spawned = await zygote.spawn(
-            {
-                "op": "spawn",
-                "policy": session.policy.to_dict(),
-                "uid": session.uid,
-                "gid": session.uid,
-                "cgroup_procs": session.cgroup.join_paths if session.cgroup else [],
-                "workspace": session.workspace.path,
-                "new_root": os.path.join(self.runtime_dir, "root"),
-                "unsafe": self.unsafe,
-            }
-        )
+        # The zygote cannot see the workspace's mount (see _new_zygote): a detached copy of it
+        # goes along with the request, and the jail attaches that at /mnt/data.
+        mount_fd = linux.clone_mount(session.workspace.path) if session.workspace.mounted else -1
+        try:
+            spawned = await zygote.spawn(
+                {
+                    "op": "spawn",
+                    "policy": session.policy.to_dict(),
+                    "uid": session.uid,
+                    "gid": session.uid,
+                    "cgroup_procs": session.cgroup.join_paths if session.cgroup else [],
+                    "workspace": session.workspace.path,
+                    "new_root": os.path.join(self.runtime_dir, "root"),
+                    "unsafe": self.unsafe,
+                },
+                (mount_fd,) if mount_fd >= 0 else (),
+            )
+        finally:
+            if mount_fd >= 0:
+                os.close(mount_fd)
         limits = session.policy.limits
         process = KernelProcess(spawned, limits.output, limits.results)
         zygote.on_exit(spawned.pid, process.on_exit)
@@ -327,10 +376,14 @@ class Sandbox:
     async def _release(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
         try:
-            if session.cgroup is not None:
-                await asyncio.to_thread(session.cgroup.remove, time.monotonic() + 5)
-        except OSError:
-            log.exception("session %s: could not remove its cgroup", session.id)
+            if session.cgroup is not None and self.cgroups is not None:
+                try:
+                    await asyncio.to_thread(session.cgroup.remove, 5)
+                except OSError as exc:
+                    log.warning("session %s: cgroup not removed yet (%s)", session.id, exc)
+                    self.cgroups.defer_removal(session.cgroup)
+                if self.cgroups.has_deferred:
+                    await asyncio.to_thread(self.cgroups.retry_deferred)
         finally:
             session.workspace.destroy()
             self._free_uids.append(session.uid)

@@ -106,6 +106,7 @@ class LockSupervisor:
         self._next_census = 0.0  # the census duty cycle: none before this time
         self._paced: list[tuple[float, int, int]] = []  # (due, order, listener) heap
         self._order = itertools.count()
+        self.on_forget: Callable[[int], None] | None = None  # called before a listener closes
 
     def watch(self, listener: int, procs_path: str, budget: int) -> None:
         """Serve ``listener`` (this object now owns the fd) for the session whose processes
@@ -123,6 +124,8 @@ class LockSupervisor:
     def forget(self, listener: int) -> None:
         """The session's processes are gone (the listener hung up): drop it."""
         if self.sessions.pop(listener, None) is not None:
+            if self.on_forget is not None:
+                self.on_forget(listener)
             os.close(listener)
 
     def on_event(self, listener: int, events: int) -> None:

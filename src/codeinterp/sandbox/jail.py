@@ -44,7 +44,10 @@ class JailContext:
     uid: int
     gid: int
     cgroup_procs: list[str]
-    workspace: str  # host directory mounted at /mnt/data
+    workspace: str  # host directory mounted at /mnt/data (without a sandbox: used as is)
+    # A detached copy of the workspace's mount (linux.clone_mount), attached at /mnt/data; -1:
+    # bind `workspace` by path instead (visible only if the zygote shares the host's mounts).
+    workspace_fd: int
     new_root: str  # empty host directory used as the mount point of the new root
     environment_binds: list[str]  # the Python environment, bound read-only at its own path
     seccomp_program: bytes | None
@@ -75,8 +78,8 @@ def close_inherited_fds(ctx: JailContext) -> None:
     os.dup2(null, 0)
     os.dup2(ctx.stdout_fd, 1)
     os.dup2(ctx.stderr_fd, 2)
-    keep = sorted({0, 1, 2, ctx.channel_fd, ctx.lock_listener_to} - {-1})
-    for low, high in zip(keep, [*keep[1:], 65536], strict=True):
+    keep = sorted({0, 1, 2, ctx.channel_fd, ctx.lock_listener_to, ctx.workspace_fd} - {-1})
+    for low, high in zip(keep, [*keep[1:], linux.FD_CEILING], strict=True):
         os.closerange(low + 1, high)
     os.set_inheritable(ctx.channel_fd, False)
     ctx.stdout_fd, ctx.stderr_fd = 1, 2
@@ -195,6 +198,17 @@ def _fresh_proc(root: str) -> None:
             _bind(f"{proc}/{name}", f"{proc}/{name}", readonly=True)
 
 
+def _attach_workspace(ctx: JailContext, target: str) -> None:
+    if ctx.workspace_fd < 0:
+        _bind(ctx.workspace, target, readonly=False)
+        return
+    linux.attach_mount(ctx.workspace_fd, target)
+    os.close(ctx.workspace_fd)
+    ctx.workspace_fd = -1
+    flags = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_NOSUID | linux.MS_NODEV
+    linux.mount(None, target, None, flags)
+
+
 def build_root(ctx: JailContext) -> None:
     """A tmpfs root holding only what the policy names, plus the session's writable areas."""
     lim = ctx.policy.limits
@@ -220,7 +234,7 @@ def build_root(ctx: JailContext) -> None:
         if os.path.exists(path):
             _bind(path, f"{root}{path}", readonly=True)
     _identity_files(ctx, f"{root}/etc")
-    _bind(ctx.workspace, f"{root}{WORKSPACE}", readonly=False)
+    _attach_workspace(ctx, f"{root}{WORKSPACE}")
     _minimal_dev(root)
     _fresh_proc(root)
 

@@ -30,6 +30,7 @@ they belong to, so the host can drop stale ones. Which files changed is the host
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import io
 import json
@@ -257,6 +258,33 @@ def build_shell() -> SandboxShell:
     shell.register_magic_function(_pip_magic, "line", "pip")  # type: ignore[arg-type]
     shell.enable_matplotlib("inline")
     return shell
+
+
+def rehearse(shell: SandboxShell, cells: Iterable[str]) -> None:
+    """Run `cells` through the whole execution path once, in the zygote, unseen; then put the
+    shell back as it was (count, history, namespace, SIGINT).
+
+    What the first execution builds lazily (caches, compiled patterns, formatter state) is then
+    built once and shared by every session, instead of being built again in each one: measured
+    here, a session after a first pandas cell holds ~2.7 MB less private memory.
+    """
+    kernel = Kernel(shell, _Discard())  # type: ignore[arg-type]
+    saved = _ShellState(shell)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            for number, code in enumerate(cells, 1):
+                kernel.execute({"id": number, "code": code})
+    finally:
+        saved.restore()
+        signal.signal(signal.SIGINT, sigint)
+        Kernel.current = None
+        for name in ("last_type", "last_value", "last_traceback", "last_exc"):
+            if hasattr(sys, name):
+                delattr(sys, name)  # the error cell's, which IPython keeps there
 
 
 class _ShellState:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import fcntl
+import functools
 import os
 import platform
 import socket
@@ -34,6 +35,10 @@ _libc.prctl.argtypes = [
     ctypes.c_ulong,
     ctypes.c_ulong,
 ]
+
+# Descriptors a session's processes close on start are those below this; the zygote keeps its
+# open files limit at or below it, so that it never holds one above.
+FD_CEILING = 65536
 
 # Namespace flags (linux/sched.h)
 CLONE_NEWNS = 0x00020000
@@ -64,8 +69,20 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "capset": 126, "mount_setattr": 442},
-    "aarch64": {"pivot_root": 41, "capset": 91, "mount_setattr": 442},
+    "x86_64": {
+        "pivot_root": 155,
+        "capset": 126,
+        "open_tree": 428,
+        "move_mount": 429,
+        "mount_setattr": 442,
+    },
+    "aarch64": {
+        "pivot_root": 41,
+        "capset": 91,
+        "open_tree": 428,
+        "move_mount": 429,
+        "mount_setattr": 442,
+    },
 }
 
 
@@ -149,6 +166,44 @@ def make_tree_readonly(target: str) -> None:
             mount(None, point, None, flags)
 
 
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+
+
+def clone_mount(path: str) -> int:
+    """A descriptor of a detached copy of the mount at `path` (open_tree, Linux 5.2+).
+
+    The copy belongs to no mount namespace until `attach_mount` places it, in whichever
+    namespace the caller of that is in; the files are the original mount's (same superblock).
+    The copy goes away with the last descriptor if it was never attached.
+    """
+    return _check(
+        _libc.syscall(
+            _syscall_number("open_tree"),
+            _AT_FDCWD,
+            path.encode(),
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC,
+        ),
+        f"open_tree {path}",
+    )
+
+
+def attach_mount(fd: int, target: str) -> None:
+    """Attach the detached mount `fd` (from `clone_mount`) at `target` (move_mount)."""
+    _check(
+        _libc.syscall(
+            _syscall_number("move_mount"),
+            fd,
+            b"",
+            _AT_FDCWD,
+            target.encode(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ),
+        f"move_mount {target}",
+    )
+
+
 def umount2(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(target.encode(), flags), f"umount {target}")
 
@@ -189,7 +244,10 @@ def clear_capabilities() -> None:
     )
 
 
+@functools.cache
 def last_capability() -> int:
+    """The highest capability this kernel knows (cached: a process whose /proc is gone, such as
+    the init factory in its empty root, asks for it)."""
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             return int(f.read())

@@ -6,7 +6,8 @@ environment it started with), so it must never hold secrets.
 
 Control protocol (SOCK_SEQPACKET, one JSON object per packet):
   host -> zygote  {"op": "spawn", "id", "policy", "uid", "gid", "cgroup_procs", "workspace",
-                   "unsafe"}
+                   "unsafe"}, with a detached copy of the workspace's mount attached
+                   (SCM_RIGHTS; none without a sandbox)
   zygote -> host  {"ev": "hello", "pid", "python", "environment_binds", "preload_ms", "seccomp",
                    "seccomp_profiles", "file_locks" (whether record locks are counted)}
                   {"ev": "spawned", "id", "pid", "init_pid"} (the REPL and its namespace's init)
@@ -14,6 +15,13 @@ Control protocol (SOCK_SEQPACKET, one JSON object per packet):
                     (SCM_RIGHTS); or {"ev": "spawn_failed", "id", "error"}
                   {"ev": "exited", "pid", "status"} when a session's REPL has died (its wait
                     status); the zygote has then killed the init, ending the namespace
+
+With a sandbox, the zygote lives in a mount namespace of its own, made private at start-up
+(`--private-mounts`): the workspaces the host mounts later never appear in it. Every session's
+jail (and init) copies the zygote's namespace when it unshares its own and tears the copy down
+at pivot_root, so a host namespace holding every live session's workspace made each new session
+cost O(live sessions) in mount copies. The workspace reaches the jail as a descriptor instead
+(`linux.clone_mount` on the host, `linux.attach_mount` in the jail).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import gc
 import importlib
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -65,6 +74,7 @@ PRELOAD = (
 )
 
 MAX_PACKET = 1 << 20
+MAX_FDS = 4  # descriptors accepted with one request (a spawn sends one)
 
 
 def _preload() -> Any:
@@ -77,7 +87,24 @@ def _preload() -> Any:
 
     shell = build_shell()
     _warm_up(shell)
+    _rehearse(shell)
     return shell
+
+
+def _rehearse(shell: Any) -> None:
+    """Run a few typical cells through the kernel's own path (see kernel.rehearse)."""
+    from .kernel import rehearse
+
+    cells = ["print(1 + 1)\n1 + 1"]
+    if "pandas" in sys.modules:
+        cells.append("import pandas as pd\npd.DataFrame({'x': [1, 2], 'y': [0.5, 1.0]}).head()")
+    if "matplotlib.pyplot" in sys.modules:
+        cells.append("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])")
+    cells.append("1 / 0")  # the traceback path
+    try:
+        rehearse(shell, cells)
+    except Exception as exc:  # a custom environment may break one; sessions still work
+        print(f"zygote: rehearsal failed: {exc}", file=sys.stderr)
 
 
 def _warm_up(shell: Any) -> None:
@@ -172,7 +199,10 @@ class Zygote:
                 self.locks_error = ""
         self.locks = LockSupervisor()
         self.handoffs: dict[int, tuple[socket.socket, str, int]] = {}
-        self.poller = select.poll()
+        # epoll, not poll: the zygote watches one listener per live session, and poll() walks
+        # all of them on every wake-up (every spawn request), a cost that grows with sessions.
+        self.poller = select.epoll()
+        self.locks.on_forget = self._unwatch
         self.pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         self.pid = os.getpid()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -215,7 +245,7 @@ class Zygote:
         while True:
             timeout = self.locks.timeout()
             try:
-                ready = self.poller.poll(None if timeout is None else timeout * 1000 + 1)
+                ready = self.poller.poll(-1 if timeout is None else timeout + 0.001)
             except InterruptedError:
                 continue
             for fd, events in ready:
@@ -223,19 +253,27 @@ class Zygote:
                     self._drain_wakeups()
                     self._reap()
                 elif fd == self.control.fileno():
-                    data = self.control.recv(MAX_PACKET)
+                    data, fds, _, _ = socket.recv_fds(self.control, MAX_PACKET, MAX_FDS)
                     if not data:
                         return  # the host is gone
-                    message = json.loads(data)
-                    if message.get("op") == "spawn":
-                        self.spawn(message)
+                    try:
+                        message = json.loads(data)
+                        if message.get("op") == "spawn":
+                            self.spawn(message, fds[0] if fds else -1)
+                    finally:
+                        for received in fds:
+                            os.close(received)
                 elif fd in self.handoffs:
                     self._take_listener(fd)
                 elif fd in self.locks.sessions:
                     self.locks.on_event(fd, events)
-                    if fd not in self.locks.sessions:
-                        self.poller.unregister(fd)
             self.locks.run_due()
+
+    def _unwatch(self, fd: int) -> None:
+        """Stop watching `fd` before it is closed (epoll would keep reporting a descriptor
+        whose file a just-forked child still holds)."""
+        with contextlib.suppress(OSError, ValueError):
+            self.poller.unregister(fd)
 
     def _take_listener(self, fd: int) -> None:
         """A session's jail sent its lock filter's listener (or died before it could)."""
@@ -273,7 +311,9 @@ class Zygote:
                     os.kill(init_pid, signal.SIGKILL)
             self.send({"ev": "exited", "pid": pid, "status": status})
 
-    def spawn(self, request: dict[str, Any]) -> None:
+    def spawn(self, request: dict[str, Any], workspace_fd: int = -1) -> None:
+        """Fork one session. `workspace_fd`: a detached mount of its workspace (from the host),
+        which the jail attaches at /mnt/data; the caller closes it afterwards."""
         from .jail import JAIL_STEPS, UNSAFE_STEPS, JailContext
         from .policy import SandboxPolicy
 
@@ -299,6 +339,7 @@ class Zygote:
                 gid=int(request["gid"]),
                 cgroup_procs=list(request["cgroup_procs"]),
                 workspace=str(request["workspace"]),
+                workspace_fd=workspace_fd,
                 new_root=str(request["new_root"]),
                 environment_binds=self.binds,
                 seccomp_program=seccomp_program,
@@ -312,7 +353,7 @@ class Zygote:
                 raise RuntimeError("zygote is not single-threaded; refusing to fork")
             started = time.perf_counter()
             if not unsafe:
-                init_pid = self.inits.spawn_init(ctx.cgroup_procs, ctx.new_root)
+                init_pid = self.inits.spawn_init(ctx.cgroup_procs)
                 ctx.timings["zygote_init"] = (time.perf_counter() - started) * 1000
                 pidns = os.open(f"/proc/{init_pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
                 try:
@@ -412,20 +453,67 @@ def _reseed() -> None:
         numpy.random.seed()
 
 
+def _unescape_mountinfo(field: str) -> str:
+    """/proc/self/mountinfo writes space, tab, newline and backslash as octal escapes."""
+    for code in ("\\040", "\\011", "\\012", "\\134"):
+        field = field.replace(code, chr(int(code[1:], 8)))
+    return field
+
+
+def private_mount_namespace(hidden: list[str]) -> None:
+    """Move this process into a mount namespace of its own, copied from the current one, that
+    receives nothing the host mounts afterwards; detach the mounts already below `hidden`
+    (the workspaces of live sessions when a zygote is started again)."""
+    linux.unshare(linux.CLONE_NEWNS)
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    prefixes = [d.rstrip("/") + "/" for d in hidden]
+    with open("/proc/self/mountinfo") as f:
+        points = [_unescape_mountinfo(line.split()[4]) for line in f]
+    # Deepest first; a detached parent takes its children with it, hence the suppress.
+    for point in sorted((p for p in points if p.startswith(tuple(prefixes))), reverse=True):
+        with contextlib.suppress(OSError):
+            linux.umount2(point, linux.MNT_DETACH)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="codeinterp-zygote")
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument(
+        "--private-mounts",
+        action="store_true",
+        help="live in a private mount namespace (the sessions' workspaces come as descriptors)",
+    )
+    parser.add_argument(
+        "--hide-mounts",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with --private-mounts: detach the mounts below DIR in that namespace",
+    )
+    parser.add_argument(
+        "--init-root",
+        metavar="DIR",
+        help="an empty directory: the mount point of the empty root the sessions' inits share",
+    )
     args = parser.parse_args(argv)
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the host
     if os.getppid() != args.parent_pid:
         sys.exit(1)  # the host died before the line above took effect
+    # Sessions close every descriptor below linux.FD_CEILING they do not keep (jail, init): the
+    # zygote must never hold one above it, whatever limit it inherited.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = linux.FD_CEILING if hard == resource.RLIM_INFINITY else min(hard, linux.FD_CEILING)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+    if args.private_mounts:
+        # Before the init factory forks: it and every init share this namespace's copy.
+        private_mount_namespace(args.hide_mounts)
     control = socket.socket(fileno=args.control_fd)
     control.set_inheritable(False)
     # Before the heavy imports, so that the factory's forks stay cheap. The lifeline's write end
     # stays here (every session closes its copy); its read end goes to every init.
     lifeline_r, _lifeline_w = os.pipe()
-    inits = InitFactory.start(lifeline_r)
+    inits = InitFactory.start(lifeline_r, args.init_root)
     os.close(lifeline_r)
     started = time.perf_counter()
     shell = _preload()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import itertools
@@ -52,9 +53,24 @@ def zygote_environment(cache_dir: str, threads: int = 1) -> dict[str, str]:
 
 
 class ZygoteClient:
-    def __init__(self, python: str, cache_dir: str) -> None:
+    def __init__(
+        self,
+        python: str,
+        cache_dir: str,
+        *,
+        private_mounts: bool = False,
+        hidden_mounts: tuple[str, ...] = (),
+        init_root: str | None = None,
+    ) -> None:
+        """`private_mounts`: the zygote lives in a mount namespace of its own, and each spawn
+        must bring its workspace as a detached mount; `hidden_mounts`: directories whose
+        mounts are detached in that namespace when the zygote starts; `init_root`: an empty
+        directory where the sessions' inits get their empty root (see init.py)."""
         self.python = python
         self.cache_dir = cache_dir
+        self.private_mounts = private_mounts
+        self.hidden_mounts = hidden_mounts
+        self.init_root = init_root
         self.hello: dict[str, Any] = {}
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -82,6 +98,9 @@ class ZygoteClient:
                 str(zygote_end.fileno()),
                 "--parent-pid",
                 str(os.getpid()),
+                *(["--private-mounts"] if self.private_mounts else []),
+                *(f"--hide-mounts={d}" for d in self.hidden_mounts),
+                *([f"--init-root={self.init_root}"] if self.init_root else []),
             ],
             pass_fds=[zygote_end.fileno()],
             env=zygote_environment(self.cache_dir),
@@ -113,7 +132,9 @@ class ZygoteClient:
         else:
             self._exit_listeners[pid] = listener
 
-    async def spawn(self, request: dict[str, Any]) -> SpawnedProcess:
+    async def spawn(self, request: dict[str, Any], fds: tuple[int, ...] = ()) -> SpawnedProcess:
+        """Ask for a session; `fds` go along with the request (the workspace's mount). The
+        caller keeps its own copies of them and may close them once this returns."""
         if not self.alive or self._sock is None:
             raise SandboxError("the zygote is not running")
         loop = asyncio.get_running_loop()
@@ -122,12 +143,34 @@ class ZygoteClient:
         self._pending[request_id] = future
         try:
             async with self._sending:
-                await loop.sock_sendall(
-                    self._sock, json.dumps({**request, "id": request_id}).encode()
-                )
+                await self._send(json.dumps({**request, "id": request_id}).encode(), fds)
             return await future
         finally:
             self._pending.pop(request_id, None)
+
+    async def _send(self, data: bytes, fds: tuple[int, ...]) -> None:
+        """One packet, with `fds` attached, waiting while the socket is full."""
+        assert self._sock is not None
+        sock = self._sock
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock.sendmsg([data], ancillary)
+                return
+            except BlockingIOError:
+                pass
+            writable: asyncio.Future[None] = loop.create_future()
+
+            def wake(future: asyncio.Future[None] = writable) -> None:
+                if not future.done():
+                    future.set_result(None)
+
+            loop.add_writer(sock.fileno(), wake)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(sock.fileno())
 
     def _on_readable(self) -> None:
         assert self._sock is not None
