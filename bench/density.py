@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from codeinterp.sandbox import Sandbox, SandboxConfig, Session
+from stats import percentile
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -116,15 +117,6 @@ def session_pss(session: Session) -> int:
             total += _kib_fields(f"/proc/{pid}/smaps_rollup", ("Pss",))
             total += _kib_fields(f"/proc/{pid}/status", ("VmPTE",))
     return total
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """The q-th percentile (0..100), linear between closest ranks (numpy's default)."""
-    ordered = sorted(samples)
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 @dataclass

@@ -85,6 +85,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.server import ServerProcess
 from tests.support.upstream import Request, ScriptedUpstream, Text, ToolCalls, python_call
 
+from stats import percentile
+
 BENCH = Path(__file__).resolve().parent
 LOCUSTFILE = BENCH / "load_locustfile.py"
 MB = 1_000_000
@@ -92,17 +94,6 @@ KINDS = ("execute", "run", "file")
 RSS_TOLERANCE = 0.10
 PSS_TOLERANCE = 0.10
 FDS_TOLERANCE = 10
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not samples:
-        return float("nan")
-    ordered = sorted(samples)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def script(request: Request) -> Text | ToolCalls:

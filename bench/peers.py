@@ -84,6 +84,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.server import ServerProcess, free_port
 
+from stats import percentile
+
 PYTHON = sys.executable
 TRIVIAL = "print(1+1)"
 TRIVIAL_OUT = "2"
@@ -114,15 +116,6 @@ QUICK = Counts(live=50, fresh=10, fresh_slow=3, tasks=40, tasks_slow=6)
 
 class WrongAnswer(RuntimeError):
     pass
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(samples)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def expect(got: str, wanted: str, what: str) -> None:

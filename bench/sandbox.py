@@ -105,7 +105,6 @@ import asyncio
 import contextlib
 import inspect
 import json
-import math
 import os
 import platform
 import subprocess
@@ -121,6 +120,7 @@ from unittest import mock
 from codeinterp.sandbox import Sandbox, SandboxConfig, Session
 from codeinterp.sandbox.session import KernelProcess
 from codeinterp.sandbox.workspace import Workspace
+from stats import percentile
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -191,17 +191,6 @@ LOADED_BATCH = 20  # live sessions made at once for the *_at_500 figures
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """The q-th percentile (0..100), linear between closest ranks (see the module docstring)."""
-    if not samples:
-        raise ValueError("no samples")
-    ordered = sorted(samples)
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def elapsed_ms(start: float) -> float:

@@ -59,14 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.server import ServerProcess
 from tests.support.upstream import Request, ScriptedUpstream, Text, ToolCalls, python_call
 
-
-def percentile(samples: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(samples)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+from stats import percentile
 
 
 def script(request: Request) -> Text | ToolCalls:

@@ -37,17 +37,9 @@ import aiosqlite
 
 from codeinterp.store import Store
 from codeinterp.store.database import DATABASE_FILE
+from stats import percentile
 
 TARGETS = {"update_object": 0.3, "get_object": 0.2, "create_object": 0.3, "list_objects_20": 1.0}
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(samples)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def run_body(run_id: str, thread_id: str, status: str, step: int = 0) -> dict[str, Any]:
