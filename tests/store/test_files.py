@@ -161,3 +161,23 @@ async def test_orphans_are_swept_at_open(tmp_path: Path) -> None:
         os.utime(path, (0, 0))  # as if written long ago
     await (await Store.open(data_dir)).close()
     assert blob_names(tmp_path) == sorted(["2" * 32, kept.name])
+
+
+async def test_orphans_are_swept_while_open(tmp_path: Path) -> None:
+    """A crash of an upload leaves a temp file; the running server's sweep removes it once old,
+    and leaves what is young or has a row."""
+    store = await Store.open(str(tmp_path / "data"))
+    try:
+        record = await store.create_file("p1", "a", "f", b"a", 9)
+        kept = Path(await store.file_path("p1", record.id))
+        blobs = tmp_path / "data" / "blobs"
+        old_temp, young_temp = blobs / (".tmp-" + "1" * 32), blobs / (".tmp-" + "3" * 32)
+        for path in (old_temp, young_temp):
+            path.write_bytes(b"part of an upload")
+        os.utime(old_temp, (0, 0))
+        os.utime(kept, (0, 0))
+        await store.sweep_blobs()
+        assert blob_names(tmp_path) == sorted([young_temp.name, kept.name])
+        assert await store.read_file("p1", record.id) == b"a"
+    finally:
+        await store.close()

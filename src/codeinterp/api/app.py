@@ -3,6 +3,7 @@ and closes them in reverse order."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ from codeinterp.services.traces import TracesService
 from codeinterp.services.usage import UsageService
 from codeinterp.sessions import SessionLimits, SessionManager
 from codeinterp.store import Store
+from codeinterp.store.store import ORPHAN_GRACE_SECONDS
 from codeinterp.telemetry import metrics, tracing
 from codeinterp.telemetry.recorder import TraceRecorder
 
@@ -65,6 +67,15 @@ JSON_BODY_LIMIT = 32 * 1024 * 1024
 SHUTTING_DOWN = "The server is shutting down: try again when it is back."
 # arrays and objects in a request body nest at most this deep (deeper: 400 before any parsing)
 MAX_JSON_DEPTH = 128
+
+
+async def _sweep_blobs_periodically(store: Store) -> None:
+    while True:
+        await asyncio.sleep(ORPHAN_GRACE_SECONDS)
+        try:
+            await store.sweep_blobs()
+        except Exception:
+            log.exception("could not sweep orphan blobs")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -117,6 +128,7 @@ def create_app(settings: Settings) -> FastAPI:
         stop_watching = metrics.watch_sessions(
             lambda: {**sessions.counts(), "warm": sandbox.warm_sessions}
         )
+        blob_sweeper = asyncio.create_task(_sweep_blobs_periodically(store))
         traces = None
         if recorder is not None:
             traces = TracesService(store, recorder, settings.trace_retention_hours)
@@ -161,6 +173,7 @@ def create_app(settings: Settings) -> FastAPI:
             async with mcp.session_manager.run():
                 yield
         finally:
+            blob_sweeper.cancel()
             await run_manager.shutdown()
             await execution_service.stop()
             await sessions.close_all()

@@ -79,7 +79,7 @@ class Store:
         database = await open_database(url, sqlite_inline=sqlite_inline)
         try:
             store = cls(database, BlobDir(blob_dir))
-            await store._sweep_blobs()
+            await store.sweep_blobs()
         except BaseException:
             await database.close()
             raise
@@ -88,7 +88,11 @@ class Store:
     async def close(self) -> None:
         await self._db.close()
 
-    async def _sweep_blobs(self) -> None:
+    async def sweep_blobs(self) -> None:
+        """Remove blobs no row names and temporary files, once ORPHAN_GRACE_SECONDS old: what a
+        crash leaves between writing a blob and inserting its row. Done at start-up and, by the
+        server, every ORPHAN_GRACE_SECONDS while it runs (a crash of another server sharing the
+        data directory leaves them too)."""
         keep = await self._db.read(files.all_blobs)
         removed = await self._blobs.sweep(keep, ORPHAN_GRACE_SECONDS)
         if removed:
