@@ -275,3 +275,21 @@ async def test_the_python_client_runs_tasks_and_batches(server: ServerProcess) -
     assert sorted(r["index"] for r in seen) == [0, 1]
     statuses = {r["index"]: r["status"] for r in seen}
     assert statuses == {0: "error", 1: "ok"}
+
+
+def test_a_client_leaving_a_batch_stops_its_tasks(server: ServerProcess) -> None:
+    """Four sleepers hold all four task slots; the client reads one line and leaves. Their
+    sessions are closed, so the next task gets a slot at once instead of queueing."""
+    tasks = [{"code": "print('quick')"}] + [{"code": "import time; time.sleep(60)"}] * 4
+    with raw_client(server) as http:
+        body = {"tasks": tasks, "concurrency": 4}
+        with http.stream("POST", "/executions/batch", json=body) as response:
+            for line in response.iter_lines():
+                if line.strip():
+                    assert json.loads(line)["stdout"] == "quick\n"
+                    break
+        time.sleep(0.5)  # the sleepers are running; the stream is closed
+        started = time.monotonic()
+        after = http.post("/executions", json={"code": "print('next')"}, timeout=30)
+        assert after.status_code == 200 and after.json()["stdout"] == "next\n", after.text
+        assert time.monotonic() - started < 10

@@ -74,6 +74,7 @@ async def _lines(results: AsyncIterator[dict[str, Any]], heartbeat: float) -> As
                 line = {"index": line["index"], **envelope}
             yield json.dumps(line, separators=(",", ":")).encode() + b"\n"
     finally:
-        if next_result is not None:
+        if next_result is not None:  # the client went away mid-wait: stop the batch
             next_result.cancel()
+            await asyncio.wait({next_result})  # done before the generator can be closed
         await iterator.aclose()  # type: ignore[attr-defined]
