@@ -357,15 +357,7 @@ async def measure_exec(sandbox: Sandbox, counts: Counts) -> tuple[list[float], l
         first = await session.run("1+1")
         if first.status != "ok" or first.text != "2":
             raise RuntimeError(f"1+1 gave {first.status} {first.text!r}")
-        for _ in range(counts.exec_warmup):
-            await run_ok(session, "1+1")
-        runs: list[float] = []
-        for _ in range(counts.exec):
-            start = time.perf_counter()
-            execution = await session.run("1+1")
-            runs.append(elapsed_ms(start))
-            if execution.status != "ok":
-                raise RuntimeError(f"1+1 ended {execution.status}")
+        runs = await _exec_samples(session, counts)
         pings: list[float] = []
         for _ in range(counts.ping):
             start = time.perf_counter()

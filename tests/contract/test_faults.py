@@ -16,6 +16,7 @@ server leaves on the machine afterwards (`tests/support/leaks.py`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -124,7 +125,7 @@ def test_server_killed_during_an_upload_and_a_streamed_execute(
 
     def stream_forever() -> None:
         with (
-            contextlib_suppress_http(),
+            contextlib.suppress(httpx2.HTTPError, OSError),
             raw_client(server) as own,
             own.stream(
                 "POST",
@@ -145,7 +146,7 @@ def test_server_killed_during_an_upload_and_a_streamed_execute(
                 yield b"x" * 100_000
                 time.sleep(0.1)
 
-        with contextlib_suppress_http(), raw_client(server) as own:
+        with contextlib.suppress(httpx2.HTTPError, OSError), raw_client(server) as own:
             own.post(
                 "/files",
                 content=_multipart(body()),
@@ -189,16 +190,6 @@ def _multipart(chunks: Iterator[bytes]) -> Iterator[bytes]:
     ).encode()
     yield from chunks
     yield f"\r\n--{BOUNDARY}--\r\n".encode()
-
-
-class contextlib_suppress_http:
-    """Suppress what a client sees when the server dies under it."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
-        return kind is not None and issubclass(kind, httpx2.HTTPError | OSError)
 
 
 # -- sandbox processes killed --------------------------------------------------------------------

@@ -11,6 +11,17 @@ import time
 from codeinterp.sandbox import End, Result, Sandbox, SandboxPolicy, Session, Stdout
 
 
+async def assert_untouched_first_cell(session: Session) -> None:
+    """The session's first cell is In[1] of an untouched IPython namespace: no count, history,
+    output or name left behind by anything run before it."""
+    code = "_i, _ii, _iii, _, __, ___, In, Out, sorted(k for k in dir() if k[0] != '_')"
+    first = await session.run(code)
+    assert first.status == "ok", first.error
+    assert first.execution_count == 1
+    names = ["In", "Out", "exit", "get_ipython", "open", "quit"]
+    assert ast.literal_eval(first.text) == ("", "", "", "", "", "", ["", code], {}, names)
+
+
 async def test_state_persists_between_executions(session: Session) -> None:
     """A variable, an import and a function defined in one execution are there in the next."""
     first = await session.run("import math\nx = 41\ndef inc(v): return v + 1")
@@ -27,12 +38,7 @@ async def test_a_pooled_session_starts_with_a_fresh_shell(sandbox: Sandbox) -> N
     await sandbox.wait_pool_full()
     session = await sandbox.create_session()
     try:
-        code = "_i, _ii, _iii, _, __, ___, In, Out, sorted(k for k in dir() if k[0] != '_')"
-        first = await session.run(code)
-        assert first.status == "ok", first.error
-        assert first.execution_count == 1
-        names = ["In", "Out", "exit", "get_ipython", "open", "quit"]
-        assert ast.literal_eval(first.text) == ("", "", "", "", "", "", ["", code], {}, names)
+        await assert_untouched_first_cell(session)
     finally:
         await session.close()
 
@@ -42,12 +48,7 @@ async def test_a_forked_session_shows_no_trace_of_the_zygotes_rehearsal(sandbox:
     (not from the pool: another policy) still starts at In[1] with an untouched namespace, no
     open figure and no output history."""
     async with await sandbox.create_session(SandboxPolicy(hostname="rehearsed")) as session:
-        code = "_i, _ii, _iii, _, __, ___, In, Out, sorted(k for k in dir() if k[0] != '_')"
-        first = await session.run(code)
-        assert first.status == "ok", first.error
-        assert first.execution_count == 1
-        names = ["In", "Out", "exit", "get_ipython", "open", "quit"]
-        assert ast.literal_eval(first.text) == ("", "", "", "", "", "", ["", code], {}, names)
+        await assert_untouched_first_cell(session)
         left = await session.run(
             "import sys, matplotlib.pyplot as plt\nplt.get_fignums(), hasattr(sys, 'last_value')"
         )

@@ -73,10 +73,10 @@ Failure = Callable[[Exception, int], Any]
 def error_envelope(exc: Exception, sent: int = 0) -> dict[str, Any]:
     """OpenAI's error envelope, {"error": {...}}: how a Chat Completions stream or a container
     execution's stream reports its failure (the SDK raises APIError); `sent` is not in it."""
-    from .errors import error_response
+    from .errors import error_body
 
     if isinstance(exc, CodeInterpError):
-        return dict(json.loads(bytes(error_response(exc).body)))
+        return error_body(exc)[1]
     return {"error": {"message": "internal server error", "type": "server_error"}}
 
 
@@ -108,50 +108,59 @@ def execution_stream(
     *,
     failure: Failure = error_envelope,
 ) -> StreamingResponse:
-    """Relay an execution's events as they happen, with a heartbeat while the code is quiet.
+    """Relay an execution's events as server-sent events as they happen (see `relay`)."""
+    return StreamingResponse(
+        relay(source, heartbeat, framer, failure),
+        media_type="text/event-stream",
+        headers={**HEADERS, **(headers or {})},
+    )
+
+
+async def relay(
+    source: AsyncGenerator[tuple[str, Any], None],
+    heartbeat: float,
+    framer: Callable[[str, Any], bytes],
+    failure: Failure,
+    keep_alive: bytes = KEEP_ALIVE,
+) -> AsyncIterator[bytes]:
+    """`source`'s (event, data) items framed as they come, with `keep_alive` while it is quiet.
 
     A failure after the stream began ends it with an `error` event whose data `failure` makes.
     The events are pulled by a task of their own, so a heartbeat never interrupts the source.
     When the client goes away, Starlette cancels this stream, which cancels that task inside
-    the execution: the sandbox interrupts the code (see Session.execute).
+    the source: an execution is interrupted (see Session.execute), a batch stops its tasks.
     """
+    queue: asyncio.Queue[Any] = asyncio.Queue()
 
-    async def events() -> AsyncIterator[bytes]:
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        async def pull() -> None:
-            try:
-                async with contextlib.aclosing(source) as items:
-                    async for item in items:
-                        queue.put_nowait(item)
-                queue.put_nowait(_DONE)
-            except Exception as exc:  # the stream has begun: the failure becomes its last event
-                log.exception("execution stream failed")
-                queue.put_nowait(exc)
-
-        puller = asyncio.create_task(pull(), name="execution stream")
-        sent = 0
+    async def pull() -> None:
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(heartbeat):
-                        item = await queue.get()
-                except TimeoutError:
-                    yield KEEP_ALIVE
-                    continue
-                if item is _DONE:
-                    return
-                if isinstance(item, Exception):
-                    yield framer("error", failure(item, sent))
-                    return
-                yield framer(*item)
-                sent += 1
-        finally:
-            if not puller.done():
-                puller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await puller
+            async with contextlib.aclosing(source) as items:
+                async for item in items:
+                    queue.put_nowait(item)
+            queue.put_nowait(_DONE)
+        except Exception as exc:  # the stream has begun: the failure becomes its last event
+            log.exception("stream failed")
+            queue.put_nowait(exc)
 
-    return StreamingResponse(
-        events(), media_type="text/event-stream", headers={**HEADERS, **(headers or {})}
-    )
+    puller = asyncio.create_task(pull(), name="stream source")
+    sent = 0
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(heartbeat):
+                    item = await queue.get()
+            except TimeoutError:
+                yield keep_alive
+                continue
+            if item is _DONE:
+                return
+            if isinstance(item, Exception):
+                yield framer("error", failure(item, sent))
+                return
+            yield framer(*item)
+            sent += 1
+    finally:
+        if not puller.done():
+            puller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await puller

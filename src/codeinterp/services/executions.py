@@ -17,7 +17,7 @@ import binascii
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from codeinterp.config import Settings
@@ -54,7 +54,9 @@ class ExecutionsService:
         task, policy = await self._prepare(project, request)
         return await self._run(project, task, policy, wait=None)
 
-    async def batch(self, project: str, body: TaskBatchRequest) -> AsyncIterator[dict[str, Any]]:
+    async def batch(
+        self, project: str, body: TaskBatchRequest
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Every task of the batch, at most `concurrency` at once (and never more than the
         server's slots); yields each result as it finishes, with its `index` in the batch, or
         `{"index", "error"}` for a task that could not run. Tasks of a batch wait for slots as
@@ -84,15 +86,11 @@ class ExecutionsService:
 
     async def _prepare(self, project: str, request: TaskRequest) -> tuple[Task, SandboxPolicy]:
         """The engine's task from the wire form, with the uploaded files it names."""
-        uploaded: dict[str, bytes] = {}
-        for file_id in dict.fromkeys(request.file_ids):
-            record = await self.store.get_file(project, file_id)
-            if record.filename in uploaded:
-                raise InvalidRequest(
-                    f"two files would be /mnt/data/{record.filename}: rename one",
-                    param="file_ids",
-                )
-            uploaded[record.filename] = await self.store.read_file(project, file_id)
+        uploaded = [
+            ((await self.store.get_file(project, file_id)).filename,
+             await self.store.read_file(project, file_id))
+            for file_id in dict.fromkeys(request.file_ids)
+        ]  # fmt: skip
         return task_of(request, self.settings.execution_timeout, uploaded)
 
     async def _run(
@@ -148,10 +146,13 @@ class ExecutionsService:
 
 
 def task_of(
-    request: TaskRequest, default_timeout: float, uploaded: dict[str, bytes] | None = None
+    request: TaskRequest,
+    default_timeout: float,
+    uploaded: list[tuple[str, bytes]] | None = None,
 ) -> tuple[Task, SandboxPolicy]:
     """The engine's task and policy from a task's wire form (an HTTP body, a line of a batch
-    file): its base64 files decoded and checked, plus `uploaded` (name -> bytes) files."""
+    file): its base64 files decoded and checked, plus the `uploaded` (name, bytes) files; two
+    files of one name are refused."""
     files: dict[str, bytes] = {}
     for name, content in request.files.items():
         clean_relative_path(name)
@@ -161,9 +162,11 @@ def task_of(
             raise InvalidRequest(
                 f"files[{name!r}] is not valid base64", param=f"files.{name}"
             ) from None
-    for name, data in (uploaded or {}).items():
+    for name, data in uploaded or ():
         if name in files:
-            raise InvalidRequest(f"two files would be /mnt/data/{name}: rename one", param="files")
+            raise InvalidRequest(
+                f"two files would be /mnt/data/{name}: rename one", param="file_ids"
+            )
         files[name] = data
     task = Task(
         code=request.code,

@@ -8,10 +8,10 @@ POST /v1/executions/batch    many; the results stream back as NDJSON, one line p
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from fastapi import APIRouter
@@ -22,6 +22,7 @@ from codeinterp.protocol.executions import TaskBatchRequest, TaskRequest
 
 from ..deps import Project, ServicesDep
 from ..errors import error_body
+from ..sse import error_envelope, relay
 
 log = logging.getLogger("codeinterp.api")
 router = APIRouter(prefix="/v1/executions", tags=["executions"])
@@ -39,42 +40,33 @@ async def create_execution(
 async def run_batch(
     body: TaskBatchRequest, services: ServicesDep, project: Project
 ) -> StreamingResponse:
-    results = services.executions.batch(project, body)
-    heartbeat = services.settings.sse_heartbeat_seconds
-    return StreamingResponse(
-        _lines(results, heartbeat), media_type=NDJSON, headers={"Cache-Control": "no-cache"}
+    """Empty lines after `sse_heartbeat_seconds` of quiet tell proxies and clients that the
+    batch is alive (NDJSON readers skip them). A client that goes away stops the batch: its
+    running tasks are interrupted and their sessions closed."""
+    lines = relay(
+        _results(services.executions.batch(project, body)),
+        services.settings.sse_heartbeat_seconds,
+        _ndjson_line,
+        error_envelope,
+        keep_alive=b"\n",
     )
+    return StreamingResponse(lines, media_type=NDJSON, headers={"Cache-Control": "no-cache"})
 
 
-async def _lines(results: AsyncIterator[dict[str, Any]], heartbeat: float) -> AsyncIterator[bytes]:
-    """One JSON line per result; an empty line after `heartbeat` quiet seconds, so that proxies
-    and clients know the batch is alive (NDJSON readers skip empty lines). A client that goes
-    away stops the batch: its running tasks are interrupted and their sessions closed."""
-    iterator = aiter(results)
-    next_result: asyncio.Task[dict[str, Any]] | None = None
-    try:
-        while True:
-            if next_result is None:
-                next_result = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait({next_result}, timeout=heartbeat)
-            if not done:
-                yield b"\n"
-                continue
-            try:
-                line = next_result.result()
-            except StopAsyncIteration:
-                return
-            finally:
-                next_result = None
-            error = line.get("error")
-            if isinstance(error, Exception):
-                if not isinstance(error, CodeInterpError):
-                    log.error("batch task %s failed", line["index"], exc_info=error)
-                _, envelope = error_body(error)
-                line = {"index": line["index"], **envelope}
-            yield json.dumps(line, separators=(",", ":")).encode() + b"\n"
-    finally:
-        if next_result is not None:  # the client went away mid-wait: stop the batch
-            next_result.cancel()
-            await asyncio.wait({next_result})  # done before the generator can be closed
-        await iterator.aclose()  # type: ignore[attr-defined]
+async def _results(
+    results: AsyncGenerator[dict[str, Any], None],
+) -> AsyncGenerator[tuple[str, Any], None]:
+    async with contextlib.aclosing(results):
+        async for result in results:
+            yield "result", result
+
+
+def _ndjson_line(event: str, data: dict[str, Any]) -> bytes:
+    """A result, a task's failure (in its place: `{"index", "error"}`), or the batch's own
+    failure (`{"error"}`, the last line), as one JSON line."""
+    error = data.get("error")
+    if event == "result" and isinstance(error, Exception):
+        if not isinstance(error, CodeInterpError):
+            log.error("batch task %s failed", data["index"], exc_info=error)
+        data = {"index": data["index"], **error_body(error)[1]}
+    return json.dumps(data, separators=(",", ":")).encode() + b"\n"
