@@ -118,6 +118,13 @@ class SessionCgroup:
         except (OSError, ValueError):
             return 0
 
+    def reset_peak_memory(self) -> None:
+        """Start `peak_memory` again from the current use (a task jail's next task); best
+        effort: cgroup v2 kernels before 6.12 cannot reset it."""
+        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
+        with contextlib.suppress(OSError):
+            _write(self._file("memory", name), "0")
+
     def current_memory(self) -> int:
         name = "memory.current" if self.version == 2 else "memory.usage_in_bytes"
         try:

@@ -30,6 +30,7 @@ from .cgroups import CgroupManager
 from .oneshot import Task, TaskResult
 from .policy import SECCOMP_PROFILES, SandboxPolicy
 from .session import KernelProcess, Session
+from .task_jails import TaskJail, TaskJails
 from .workspace import Workspace
 from .zygote_client import ZygoteClient
 
@@ -120,6 +121,10 @@ class Sandbox:
         self.unsafe = config.unsafe_no_sandbox
         self.zygote = self._new_zygote()
         self._zygote_lock = asyncio.Lock()
+        # One-shot tasks without heavy imports fork from a zygote without the library set, in
+        # task jails (see task_jails.py); both are made on the first such task.
+        self.task_zygote: ZygoteClient | None = None
+        self.task_jails: TaskJails | None = None
         self.cgroups: CgroupManager | None = None
         self.sessions: dict[str, Session] = {}
         self._uid_base = UID_FLOOR + secrets.randbelow((1 << 30) // UID_BLOCK) * UID_BLOCK
@@ -153,6 +158,7 @@ class Sandbox:
                     "(CLI: --unsafe-no-sandbox) to run code with no isolation at all."
                 )
             self.cgroups = CgroupManager(self.instance)
+            self.task_jails = TaskJails(self.cgroups, os.path.join(self.runtime_dir, "root"))
         else:
             log.warning("sessions run WITHOUT a sandbox: code can read and change this machine")
         raise_open_files_limit()  # before the zygote starts: it inherits the limit
@@ -206,6 +212,10 @@ class Sandbox:
             with contextlib.suppress(Exception):
                 await session.close()
         self._pool.clear()
+        if self.task_jails is not None:
+            await self.task_jails.close()
+        if self.task_zygote is not None:
+            await self.task_zygote.close()
         await self.zygote.close()
         if self.cgroups is not None:
             await asyncio.to_thread(self.cgroups.close)
@@ -255,7 +265,7 @@ class Sandbox:
         """Run one task in a fresh session of its own, closed before this returns."""
         task = Task(task) if isinstance(task, str) else task
         task.check()
-        session = await self.create_session(policy)
+        session = await self.create_task_session(task.code, policy)
         try:
             return await oneshot.run_in(session, task)
         finally:
@@ -271,24 +281,84 @@ class Sandbox:
         (index, result) as each finishes (an exception for a task that could not run)."""
         return oneshot.as_completed(tasks, concurrency, lambda task: self.run_task(task, policy))
 
-    async def _new_session(self, policy: SandboxPolicy) -> Session:
-        policy = self.config.effective(policy)
+    async def create_task_session(self, code: str, policy: SandboxPolicy | None = None) -> Session:
+        """A fresh session for one task that runs `code`, in a task jail (see task_jails.py):
+        same limits and isolation as any session, made for a fraction of the cost. Forked from
+        the full zygote if `code` imports its library set, else from the light one. Close it
+        after the task; it is not meant for more."""
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
+        if self.unsafe or self.task_jails is None:
+            return await self.create_session(policy)
+        policy = self.config.effective(policy or self.config.policy)
+        zygote = (
+            await self._live_zygote()
+            if oneshot.uses_preloaded_libraries(code)
+            else await self._live_task_zygote()
+        )
+        jails = self.task_jails
+        jail = await jails.acquire(zygote, policy)
+        uid, workspace = self._claim_identity(policy)
+
+        async def spawn(session: Session) -> KernelProcess:
+            await jails.wait_empty(jail)  # a restart: the last process must be gone
+            return await self._spawn(session, zygote, jail)
+
+        async def release(session: Session) -> None:
+            self.sessions.pop(session.id, None)
+            try:
+                await jails.release(jail)  # once the task's processes are gone
+            finally:
+                self._release_identity(session)
+
+        try:
+            session = Session(
+                secrets.token_hex(8),
+                policy,
+                workspace,
+                jail.cgroup,
+                uid,
+                spawner=spawn,
+                releaser=release,
+                interrupt_grace=self.config.interrupt_grace,
+            )
+            await session.start()
+        except BaseException:
+            workspace.destroy()
+            self._free_uids.append(uid)
+            await jails.release(jail)
+            raise
+        self.sessions[session.id] = session
+        session.last_used = time.monotonic()
+        return session
+
+    def _claim_identity(self, policy: SandboxPolicy) -> tuple[int, Workspace]:
+        """A free uid, and a new workspace owned by it (mounted)."""
         if not self._free_uids:
             raise LimitReached(
                 f"all {UID_BLOCK} session uids of this sandbox are in use: close idle sessions",
                 retry_after=5.0,
             )
         uid = self._free_uids.popleft()
-        session_id = secrets.token_hex(8)
         workspace = Workspace(
-            os.path.join(self.runtime_dir, "sessions", session_id),
+            os.path.join(self.runtime_dir, "sessions", secrets.token_hex(8)),
             policy.limits.workspace,
             uid,
             uid,
         )
-        cgroup = None
         try:
             workspace.create(mount_tmpfs=not self.unsafe)
+        except BaseException:
+            self._free_uids.append(uid)
+            raise
+        return uid, workspace
+
+    async def _new_session(self, policy: SandboxPolicy) -> Session:
+        policy = self.config.effective(policy)
+        uid, workspace = self._claim_identity(policy)
+        session_id = os.path.basename(workspace.path)
+        cgroup = None
+        try:
             if self.cgroups is not None:
                 cgroup = self.cgroups.create(session_id, policy.limits)
             session = Session(
@@ -310,7 +380,7 @@ class Sandbox:
             raise
         return session
 
-    def _new_zygote(self) -> ZygoteClient:
+    def _new_zygote(self, *, light: bool = False) -> ZygoteClient:
         # With a sandbox the zygote keeps its own mount namespace, where the workspaces mounted
         # here never show: each session's jail copies that namespace, and copying (and tearing
         # down) every live session's workspace made each new session slower than the last.
@@ -326,6 +396,7 @@ class Sandbox:
                 if self.config.runtime_dir is None
                 else os.path.join(self.runtime_dir, "sessions"),
             ),
+            light=light,
         )
 
     async def _live_zygote(self) -> ZygoteClient:
@@ -340,8 +411,26 @@ class Sandbox:
                 await self.zygote.start()
         return self.zygote
 
-    async def _spawn(self, session: Session) -> KernelProcess:
-        zygote = await self._live_zygote()
+    async def _live_task_zygote(self) -> ZygoteClient:
+        """The light zygote of one-shot tasks, started on first use and again if it died."""
+        if self.task_zygote is not None and self.task_zygote.alive:
+            return self.task_zygote
+        async with self._zygote_lock:
+            if self._closed:
+                raise SandboxError("the sandbox is closed")
+            if self.task_zygote is None or not self.task_zygote.alive:
+                if self.task_zygote is not None:
+                    log.warning("the task zygote exited; starting a new one")
+                    await self.task_zygote.close()
+                self.task_zygote = self._new_zygote(light=True)
+                await self.task_zygote.start()
+        return self.task_zygote
+
+    async def _spawn(
+        self, session: Session, zygote: ZygoteClient | None = None, jail: TaskJail | None = None
+    ) -> KernelProcess:
+        """Fork `session`'s kernel: by the main zygote, or by `zygote` into a task `jail`."""
+        zygote = zygote or await self._live_zygote()
         # The zygote cannot see the workspace's mount (see _new_zygote): a detached copy of it
         # goes along with the request, and the jail attaches that at /mnt/data.
         mount_fd = linux.clone_mount(session.workspace.path) if session.workspace.mounted else -1
@@ -356,6 +445,7 @@ class Sandbox:
                     "workspace": session.workspace.path,
                     "new_root": os.path.join(self.runtime_dir, "root"),
                     "unsafe": self.unsafe,
+                    **({"jail": str(jail.number)} if jail is not None else {}),
                 },
                 (mount_fd,) if mount_fd >= 0 else (),
             )
@@ -385,8 +475,12 @@ class Sandbox:
                 if self.cgroups.has_deferred:
                     await asyncio.to_thread(self.cgroups.retry_deferred)
         finally:
-            session.workspace.destroy()
-            self._free_uids.append(session.uid)
+            self._release_identity(session)
+
+    def _release_identity(self, session: Session) -> None:
+        """The workspace and uid go once no process of the session can still use them."""
+        session.workspace.destroy()
+        self._free_uids.append(session.uid)
 
     # -- warm pool ------------------------------------------------------------------------------
 
@@ -436,4 +530,5 @@ class Sandbox:
             "zygote": self.zygote.hello,
             "sessions": len(self.sessions),
             "pool_ready": len(self._pool),
+            "task_jails": self.task_jails.count if self.task_jails else 0,
         }

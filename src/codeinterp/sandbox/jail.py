@@ -8,6 +8,14 @@ root and single-threaded. Order matters and is fixed:
     → switch_root → set_up_network → set_rlimits → drop_privileges
     → install_seccomp (last: it also blocks what came before) → enter_session_environment
 
+A one-shot task runs in a *task jail* instead, made once and used by one task after another
+(see task_jails.py): `JAIL_BUILD_STEPS` make its namespaces (mount with the shared read-only
+root, network, uts, cgroup), which the zygote then holds open; each task's process joins them
+(`enter_task_jail`) and gets private copies of everything a task can write or see: a mount
+namespace with fresh /tmp, home, /dev/shm, identity files, workspace and /proc, an IPC namespace,
+and (from its init) a pid namespace. Only read-only files, the loopback interface and the cgroup
+are shared between one task and the next, never at the same time.
+
 A failing step raises JailError naming itself; the zygote's child reports it to the host.
 """
 
@@ -56,6 +64,8 @@ class JailContext:
     channel_fd: int
     stdout_fd: int
     stderr_fd: int
+    # A task jail's namespaces (CLONE_NEW* type -> descriptor), joined by enter_task_jail.
+    jail_fds: dict[int, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # step -> milliseconds
 
 
@@ -78,7 +88,10 @@ def close_inherited_fds(ctx: JailContext) -> None:
     os.dup2(null, 0)
     os.dup2(ctx.stdout_fd, 1)
     os.dup2(ctx.stderr_fd, 2)
-    keep = sorted({0, 1, 2, ctx.channel_fd, ctx.lock_listener_to, ctx.workspace_fd} - {-1})
+    keep = sorted(
+        {0, 1, 2, ctx.channel_fd, ctx.lock_listener_to, ctx.workspace_fd, *ctx.jail_fds.values()}
+        - {-1}
+    )
     for low, high in zip(keep, [*keep[1:], linux.FD_CEILING], strict=True):
         os.closerange(low + 1, high)
     os.set_inheritable(ctx.channel_fd, False)
@@ -124,14 +137,17 @@ def _write_file(path: str, text: str, mode: int = 0o644) -> None:
         f.write(text)
 
 
-def _identity_files(ctx: JailContext, etc: str) -> None:
-    """Our own passwd, group, hosts and hostname: nothing of the host's user list shows."""
+def _user_files(ctx: JailContext, etc: str) -> None:
+    """passwd and group naming the session's own uid: nothing of the host's user list shows."""
     _write_file(
         f"{etc}/passwd",
         "root:x:0:0:root:/root:/usr/sbin/nologin\n"
         f"sandbox:x:{ctx.uid}:{ctx.gid}:sandbox:{HOME}:/bin/bash\n",
     )
     _write_file(f"{etc}/group", f"root:x:0:\nsandbox:x:{ctx.gid}:\n")
+
+
+def _host_files(ctx: JailContext, etc: str) -> None:
     _write_file(
         f"{etc}/hosts",
         f"127.0.0.1\tlocalhost {ctx.policy.hostname}\n::1\tlocalhost ip6-localhost\n",
@@ -139,16 +155,19 @@ def _identity_files(ctx: JailContext, etc: str) -> None:
     _write_file(f"{etc}/hostname", ctx.policy.hostname + "\n")
 
 
-def _minimal_dev(root: str) -> None:
+def _shared_memory(target: str) -> None:
+    linux.mount("tmpfs", target, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=64m,mode=1777")
+
+
+def _minimal_dev(root: str, *, shm: bool = True) -> None:
     dev = f"{root}/dev"
     linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "size=64k,mode=755")
     for name in ("null", "zero", "full", "random", "urandom"):
         os.close(os.open(f"{dev}/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
         linux.mount(f"/dev/{name}", f"{dev}/{name}", None, linux.MS_BIND)
     os.mkdir(f"{dev}/shm", 0o1777)
-    linux.mount(
-        "tmpfs", f"{dev}/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=64m,mode=1777"
-    )
+    if shm:
+        _shared_memory(f"{dev}/shm")
     for name, target in (
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -209,12 +228,8 @@ def _attach_workspace(ctx: JailContext, target: str) -> None:
     linux.mount(None, target, None, flags)
 
 
-def build_root(ctx: JailContext) -> None:
-    """A tmpfs root holding only what the policy names, plus the session's writable areas."""
-    lim = ctx.policy.limits
-    root = ctx.new_root
-    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)  # nothing propagates back
-    linux.mount("tmpfs", root, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=4m,mode=755")
+def _system_tree(ctx: JailContext, root: str) -> None:
+    """The root's directories and the system's symbolic links."""
     for name in ("etc", "tmp", "mnt/data", "dev", "proc", "home/sandbox", "root"):
         os.makedirs(f"{root}/{name}", mode=0o755, exist_ok=True)
     for link in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
@@ -223,20 +238,105 @@ def build_root(ctx: JailContext) -> None:
             os.symlink(os.readlink(target), f"{root}/{link}")
         elif os.path.isdir(target) and target not in ctx.policy.readonly_binds:
             _bind(target, f"{root}/{link}", readonly=True)
-    # The writable tmpfs mounts come before the binds: a Python environment that lives under
-    # /tmp on the host (a CI checkout, say) must stay visible, not be covered by the new /tmp.
+
+
+def _readonly_binds(ctx: JailContext, root: str) -> None:
+    for path in (*ctx.policy.readonly_binds, *ctx.environment_binds):
+        if os.path.exists(path):
+            _bind(path, f"{root}{path}", readonly=True)
+
+
+def _scratch_areas(ctx: JailContext, root: str) -> None:
+    """The writable /tmp and home, each a tmpfs of the policy's size."""
+    lim = ctx.policy.limits
     ids = f"uid={ctx.uid},gid={ctx.gid}"
     flags = linux.MS_NOSUID | linux.MS_NODEV
     inodes = f"nr_inodes={TMPFS_INODES}"
     linux.mount("tmpfs", f"{root}/tmp", "tmpfs", flags, f"size={lim.tmp},mode=1777,{inodes}")
     linux.mount("tmpfs", f"{root}{HOME}", "tmpfs", flags, f"size={lim.tmp},mode=700,{ids},{inodes}")
-    for path in (*ctx.policy.readonly_binds, *ctx.environment_binds):
-        if os.path.exists(path):
-            _bind(path, f"{root}{path}", readonly=True)
-    _identity_files(ctx, f"{root}/etc")
+
+
+def build_root(ctx: JailContext) -> None:
+    """A tmpfs root holding only what the policy names, plus the session's writable areas."""
+    root = ctx.new_root
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)  # nothing propagates back
+    linux.mount("tmpfs", root, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=4m,mode=755")
+    _system_tree(ctx, root)
+    # The writable tmpfs mounts come before the binds: a Python environment that lives under
+    # /tmp on the host (a CI checkout, say) must stay visible, not be covered by the new /tmp.
+    _scratch_areas(ctx, root)
+    _readonly_binds(ctx, root)
+    _user_files(ctx, f"{root}/etc")
+    _host_files(ctx, f"{root}/etc")
     _attach_workspace(ctx, f"{root}{WORKSPACE}")
     _minimal_dev(root)
     _fresh_proc(root)
+
+
+def build_shared_root(ctx: JailContext) -> None:
+    """A task jail's root: `build_root` without anything a task could write or that names one
+    task (each task's own come with `enter_task_jail`). passwd and group are empty files here,
+    mount points for each task's own."""
+    root = ctx.new_root
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    linux.mount("tmpfs", root, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=4m,mode=755")
+    _system_tree(ctx, root)
+    _readonly_binds(ctx, root)
+    _host_files(ctx, f"{root}/etc")
+    for name in ("passwd", "group"):
+        _write_file(f"{root}/etc/{name}", "")
+    _minimal_dev(root, shm=False)
+
+
+def _keep_visible(paths: list[str], under: str) -> list[tuple[str, int]]:
+    """Detached copies of the mounts of `paths` below `under`, which a new mount over `under`
+    would cover (a Python environment under /tmp on the host): attach them again after it."""
+    return [
+        (path, linux.clone_mount(path, recursive=True))
+        for path in paths
+        if path.startswith(under.rstrip("/") + "/") and os.path.exists(path)
+    ]
+
+
+def _task_user_files(ctx: JailContext) -> None:
+    """This task's passwd and group, written in a tmpfs of their own (mounted for a moment at
+    /mnt/data, before the workspace) and bound read-only over the shared root's empty files."""
+    linux.mount("tmpfs", WORKSPACE, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=16k,mode=755")
+    _user_files(ctx, WORKSPACE)
+    for name in ("passwd", "group"):
+        linux.mount(f"{WORKSPACE}/{name}", f"/etc/{name}", None, linux.MS_BIND)
+        flags = (
+            linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
+        )
+        linux.mount(None, f"/etc/{name}", None, flags)
+    linux.umount2(WORKSPACE, linux.MNT_DETACH)  # the binds keep the files
+
+
+def enter_task_jail(ctx: JailContext) -> None:
+    """Join a task jail's namespaces (root, network, hostname, cgroup), then take private
+    copies of the mount and IPC namespaces and mount this task's own writable areas, identity
+    files, workspace and /proc (the init's pid namespace, which we are in, is new per task)."""
+    for nstype in (
+        linux.CLONE_NEWCGROUP,
+        linux.CLONE_NEWNET,
+        linux.CLONE_NEWUTS,
+        linux.CLONE_NEWNS,
+    ):
+        fd = ctx.jail_fds.pop(nstype)
+        linux.setns(fd, nstype)  # the mount namespace last: it moves us into the jail's root
+        os.close(fd)
+    os.chdir("/")
+    linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWIPC)
+    covered = _keep_visible(ctx.environment_binds, "/tmp")
+    _scratch_areas(ctx, "")
+    for path, fd in covered:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        linux.attach_mount(fd, path)
+        os.close(fd)
+    _shared_memory("/dev/shm")
+    _task_user_files(ctx)
+    _attach_workspace(ctx, WORKSPACE)
+    _fresh_proc("")
 
 
 def switch_root(ctx: JailContext) -> None:
@@ -330,6 +430,30 @@ JAIL_STEPS: tuple[Step, ...] = (
     build_root,
     switch_root,
     set_up_network,
+    set_rlimits,
+    drop_privileges,
+    install_seccomp,
+    enter_session_environment,
+)
+
+
+# A task jail is made once by a short-lived process (the zygote then holds its namespaces)...
+JAIL_BUILD_STEPS: tuple[Step, ...] = (
+    reset_signals,
+    close_inherited_fds,
+    join_cgroups,
+    unshare_namespaces,
+    build_shared_root,
+    switch_root,
+    set_up_network,
+)
+
+# ...and each task's process enters it; the rest is a session's jail.
+TASK_STEPS: tuple[Step, ...] = (
+    reset_signals,
+    close_inherited_fds,
+    join_cgroups,
+    enter_task_jail,
     set_rlimits,
     drop_privileges,
     install_seccomp,

@@ -243,8 +243,11 @@ def _pip_magic(line: str) -> None:
     subprocess.call([sys.executable, "-m", "pip", *words])
 
 
-def build_shell() -> SandboxShell:
-    """Create the shell once, in the zygote, before any session exists."""
+def build_shell(matplotlib: bool = True) -> SandboxShell:
+    """Create the shell once, in the zygote, before any session exists. `matplotlib`: set up
+    its inline backend now (it imports matplotlib); otherwise a session that imports pyplot
+    gets the backend from MPLBACKEND, and its figures are shown all the same (see
+    `_flush_open_figures`)."""
     config = Config()
     config.HistoryManager.enabled = False  # its SQLite writer is a thread; forks need none
     config.InteractiveShell.colors = "nocolor"  # tracebacks are read by models and people
@@ -256,7 +259,8 @@ def build_shell() -> SandboxShell:
     config.InteractiveShell.cache_size = 100
     shell: SandboxShell = SandboxShell.instance(config=config)
     shell.register_magic_function(_pip_magic, "line", "pip")  # type: ignore[arg-type]
-    shell.enable_matplotlib("inline")
+    if matplotlib:
+        shell.enable_matplotlib("inline")
     return shell
 
 

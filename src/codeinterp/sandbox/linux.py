@@ -171,8 +171,9 @@ OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 
 
-def clone_mount(path: str) -> int:
-    """A descriptor of a detached copy of the mount at `path` (open_tree, Linux 5.2+).
+def clone_mount(path: str, *, recursive: bool = False) -> int:
+    """A descriptor of a detached copy of the mount at `path` (open_tree, Linux 5.2+), with
+    the mounts beneath it if `recursive`.
 
     The copy belongs to no mount namespace until `attach_mount` places it, in whichever
     namespace the caller of that is in; the files are the original mount's (same superblock).
@@ -183,7 +184,7 @@ def clone_mount(path: str) -> int:
             _syscall_number("open_tree"),
             _AT_FDCWD,
             path.encode(),
-            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC,
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (_AT_RECURSIVE if recursive else 0),
         ),
         f"open_tree {path}",
     )

@@ -61,24 +61,28 @@ class ZygoteClient:
         private_mounts: bool = False,
         hidden_mounts: tuple[str, ...] = (),
         init_root: str | None = None,
+        light: bool = False,
     ) -> None:
         """`private_mounts`: the zygote lives in a mount namespace of its own, and each spawn
         must bring its workspace as a detached mount; `hidden_mounts`: directories whose
         mounts are detached in that namespace when the zygote starts; `init_root`: an empty
-        directory where the sessions' inits get their empty root (see init.py)."""
+        directory where the sessions' inits get their empty root (see init.py); `light`: no
+        library set preloaded (the zygote of one-shot tasks)."""
         self.python = python
         self.cache_dir = cache_dir
         self.private_mounts = private_mounts
         self.hidden_mounts = hidden_mounts
         self.init_root = init_root
+        self.light = light
         self.hello: dict[str, Any] = {}
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._pending: dict[int, asyncio.Future[SpawnedProcess]] = {}
+        self._pending: dict[int, asyncio.Future[Any]] = {}  # spawns and jails asked for
         self._ids = itertools.count(1)
         self._hello: asyncio.Future[dict[str, Any]] | None = None
         self._exit_listeners: dict[int, Callable[[int], None]] = {}
         self._early_exits: dict[int, int] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.alive = False
         # One sender at a time: the event loop keeps one writer per socket, so a second
         # sock_sendall waiting on a full socket replaced the first's, which then never finished
@@ -101,6 +105,7 @@ class ZygoteClient:
                 *(["--private-mounts"] if self.private_mounts else []),
                 *(f"--hide-mounts={d}" for d in self.hidden_mounts),
                 *([f"--init-root={self.init_root}"] if self.init_root else []),
+                *(["--light"] if self.light else []),
             ],
             pass_fds=[zygote_end.fileno()],
             env=zygote_environment(self.cache_dir),
@@ -135,11 +140,29 @@ class ZygoteClient:
     async def spawn(self, request: dict[str, Any], fds: tuple[int, ...] = ()) -> SpawnedProcess:
         """Ask for a session; `fds` go along with the request (the workspace's mount). The
         caller keeps its own copies of them and may close them once this returns."""
+        spawned: SpawnedProcess = await self._request(request, fds)
+        return spawned
+
+    async def make_jail(
+        self, policy: dict[str, Any], cgroup_procs: list[str], new_root: str
+    ) -> int:
+        """Make a task jail (see jail.JAIL_BUILD_STEPS); its number, for "spawn" and
+        `drop_jail`."""
+        request = {"op": "jail", "policy": policy, "cgroup_procs": cgroup_procs}
+        jail_id: int = await self._request({**request, "new_root": new_root}, ())
+        return jail_id
+
+    async def drop_jail(self, jail_id: int) -> None:
+        if self.alive and self._sock is not None:
+            async with self._sending:
+                await self._send(json.dumps({"op": "drop_jail", "jail": str(jail_id)}).encode(), ())
+
+    async def _request(self, request: dict[str, Any], fds: tuple[int, ...]) -> Any:
         if not self.alive or self._sock is None:
             raise SandboxError("the zygote is not running")
         loop = asyncio.get_running_loop()
         request_id = next(self._ids)
-        future: asyncio.Future[SpawnedProcess] = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
         self._pending[request_id] = future
         try:
             async with self._sending:
@@ -224,6 +247,18 @@ class ZygoteClient:
                 for fd in fds:
                     os.close(fd)
                 future.set_exception(SandboxError(f"zygote could not fork: {message.get('error')}"))
+        elif event in ("jail_made", "jail_failed"):
+            future = self._pending.get(message.get("id", -1))
+            if future is not None and not future.done():
+                if event == "jail_made":
+                    future.set_result(int(message["id"]))
+                else:
+                    error = message.get("error")
+                    future.set_exception(SandboxError(f"cannot make a task jail: {error}"))
+            elif event == "jail_made":  # the caller gave up: nobody owns this jail
+                dropping = asyncio.get_running_loop().create_task(self.drop_jail(message["id"]))
+                self._background.add(dropping)
+                dropping.add_done_callback(self._background.discard)
         elif event == "exited":
             pid, status = int(message["pid"]), int(message["status"])
             listener = self._exit_listeners.pop(pid, None)

@@ -101,7 +101,7 @@ class ExecutionsService:
         await self.admission.acquire(wait)
         handed_off = False
         try:
-            session = await self.sandbox.create_session(policy)
+            session = await self.sandbox.create_task_session(task.code, policy)
             try:
                 result = await run_in(
                     session,
