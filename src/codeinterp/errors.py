@@ -102,6 +102,10 @@ class SandboxError(CodeInterpError):
     """The sandbox failed to start, to answer or to clean up."""
 
 
+class SnapshotFailed(SandboxError):
+    """A session's state could not be saved; the session itself lives on."""
+
+
 class IsolationUnavailable(SandboxError):
     """A protection the policy requires is not available on this machine."""
 

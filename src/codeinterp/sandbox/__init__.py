@@ -16,7 +16,7 @@ from .engine import Sandbox, SandboxConfig
 from .events import End, Error, Event, Execution, FileChange, Result, Stderr, Stdout
 from .oneshot import Task, TaskResult
 from .policy import MEMORY_TIERS, Limits, SandboxPolicy
-from .session import Session, SessionStats
+from .session import Session, SessionStats, SnapshotInfo
 from .sync import SyncSandbox, SyncSession
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "SandboxPolicy",
     "Session",
     "SessionStats",
+    "SnapshotInfo",
     "Stderr",
     "Stdout",
     "SyncSandbox",

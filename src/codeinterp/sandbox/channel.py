@@ -7,7 +7,9 @@ to its socket: at most MAX_KERNEL_FRAME bytes each, and the body's first byte sa
 - `{`: a JSON object (ready, pong, result, error, done; see `frames.py`);
 - TAG_STDOUT / TAG_STDERR: raw UTF-8 output, decoded by the host (no JSON at all);
 - TAG_PART: one slice of a long string value of the next result or error frame: a byte with the
-  length of its key, the key (a MIME type, or `value` / `traceback`), then raw UTF-8.
+  length of its key, the key (a MIME type, or `value` / `traceback`), then raw UTF-8;
+- TAG_BLOB: raw bytes of a snapshot the host asked for (see snapshot.py), which it stores
+  without reading.
 
 So the host never decodes JSON larger than MAX_KERNEL_FRAME, and long values (a PNG, a page of
 HTML) arrive as slices it decodes one at a time. The kernel side (inside the jail) is blocking;
@@ -27,6 +29,7 @@ MAX_KERNEL_FRAME = 64 * 1024  # any frame from the kernel; longer values travel 
 TAG_STDOUT = 0x01
 TAG_STDERR = 0x02
 TAG_PART = 0x03
+TAG_BLOB = 0x04
 JSON_START = ord("{")
 _HEADER = struct.Struct(">I")
 
@@ -43,6 +46,11 @@ def encode(message: dict[str, Any]) -> bytes:
 def encode_output(tag: int, data: bytes) -> bytes:
     """One frame of raw output (TAG_STDOUT or TAG_STDERR); at most MAX_KERNEL_FRAME - 1 bytes."""
     return _HEADER.pack(len(data) + 1) + bytes((tag,)) + data
+
+
+def encode_blob(data: bytes) -> bytes:
+    """One frame of a snapshot's bytes; at most MAX_KERNEL_FRAME - 1 of them."""
+    return _HEADER.pack(len(data) + 1) + bytes((TAG_BLOB,)) + data
 
 
 def encode_part(key: bytes, data: bytes) -> bytes:

@@ -234,15 +234,19 @@ class Sandbox:
         """Sessions started ahead, waiting in the pool to be handed out."""
         return len(self._pool)
 
-    async def create_session(self, policy: SandboxPolicy | None = None) -> Session:
-        """A ready session: from the warm pool when the policy is the default, else forked now."""
+    async def create_session(
+        self, policy: SandboxPolicy | None = None, *, restore_from: str | None = None
+    ) -> Session:
+        """A ready session: from the warm pool when the policy is the default, else forked now.
+        `restore_from`: the path of a snapshot (`Session.snapshot`) to start from: its
+        variables, files, count and history; `session.restore_report` says what came back."""
         if self._closed:
             raise SandboxError("the sandbox is closed")
         if not self._started:
             raise SandboxError("the sandbox was not started: make it with `await Sandbox.start()`")
         policy = policy or self.config.policy
         session: Session | None = None
-        if policy == self.config.policy:
+        if policy == self.config.policy and restore_from is None:
             while self._pool and session is None:
                 candidate = self._pool.popleft()
                 if candidate.process is not None and not candidate.process.exit_status.done():
@@ -253,7 +257,7 @@ class Sandbox:
         if session is None:
             self._demand += 1
             try:
-                session = await self._new_session(policy)
+                session = await self._new_session(policy, restore_from)
             finally:
                 self._demand -= 1
                 self._pool_wakeup.set()
@@ -353,7 +357,7 @@ class Sandbox:
             raise
         return uid, workspace
 
-    async def _new_session(self, policy: SandboxPolicy) -> Session:
+    async def _new_session(self, policy: SandboxPolicy, restore_from: str | None = None) -> Session:
         policy = self.config.effective(policy)
         uid, workspace = self._claim_identity(policy)
         session_id = os.path.basename(workspace.path)
@@ -371,6 +375,7 @@ class Sandbox:
                 releaser=self._release,
                 interrupt_grace=self.config.interrupt_grace,
             )
+            session.restore_from = restore_from
             await session.start()
         except BaseException:
             if cgroup is not None:
@@ -434,6 +439,18 @@ class Sandbox:
         # The zygote cannot see the workspace's mount (see _new_zygote): a detached copy of it
         # goes along with the request, and the jail attaches that at /mnt/data.
         mount_fd = linux.clone_mount(session.workspace.path) if session.workspace.mounted else -1
+        # A session made from a snapshot restores it once, at its start: a restart after a
+        # crash starts empty, as any session's does.
+        restore_fd = -1
+        if session.restore_from is not None:
+            restore_from, session.restore_from = session.restore_from, None
+            try:
+                restore_fd = os.open(restore_from, os.O_RDONLY | os.O_CLOEXEC)
+            except BaseException:
+                if mount_fd >= 0:
+                    os.close(mount_fd)
+                raise
+        fds = {"workspace": mount_fd, "restore": restore_fd}
         try:
             spawned = await zygote.spawn(
                 {
@@ -446,12 +463,14 @@ class Sandbox:
                     "new_root": os.path.join(self.runtime_dir, "root"),
                     "unsafe": self.unsafe,
                     **({"jail": str(jail.number)} if jail is not None else {}),
+                    "fds": [name for name, fd in fds.items() if fd >= 0],
                 },
-                (mount_fd,) if mount_fd >= 0 else (),
+                tuple(fd for fd in fds.values() if fd >= 0),
             )
         finally:
-            if mount_fd >= 0:
-                os.close(mount_fd)
+            for fd in fds.values():
+                if fd >= 0:
+                    os.close(fd)
         limits = session.policy.limits
         process = KernelProcess(spawned, limits.output, limits.results)
         zygote.on_exit(spawned.pid, process.on_exit)

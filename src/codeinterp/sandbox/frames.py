@@ -29,6 +29,8 @@ _RESULT_KEYS = frozenset({"ev", "id", "type", "data", "metadata"})
 _ERROR_KEYS = frozenset({"ev", "id", "name"})
 _DONE_KEYS = frozenset({"ev", "id", "status", "execution_count", "unsent"})
 _PONG_KEYS = frozenset({"ev", "id"})
+_SAVED_KEYS = frozenset({"ev", "id", "status", "bytes", "saved", "skipped", "error"})
+MAX_SKIPPED = 50  # names a snapshot frame lists as not saved (the archive lists them all)
 
 
 class FrameError(Exception):
@@ -50,11 +52,23 @@ class Pong:
 
 
 @dataclass(frozen=True)
+class Saved:
+    """The end of a snapshot: the archive's size, how many variables it holds, and some of
+    what it left out, with why."""
+
+    status: Literal["ok", "error"]
+    bytes: int
+    saved: int
+    skipped: dict[str, str]
+    error: str
+
+
+@dataclass(frozen=True)
 class Reply:
     """A checked frame of one execution (or ping), as the host buffers it."""
 
     id: int
-    payload: Result | Error | Done | Pong
+    payload: Result | Error | Done | Pong | Saved
     parts: tuple[str, ...] = ()  # keys whose values came as part frames just before this one
 
 
@@ -162,7 +176,30 @@ def parse_pong(message: dict[str, Any]) -> Reply:
     return Reply(_count(message["id"], "id", MAX_ID), Pong())
 
 
-_PARSERS = {"result": parse_result, "error": parse_error, "done": parse_done, "pong": parse_pong}
+def parse_saved(message: dict[str, Any]) -> Reply:
+    _check_keys(message, _SAVED_KEYS, set())
+    status, skipped = message["status"], message["skipped"]
+    if status not in ("ok", "error"):
+        raise FrameError("unknown status")
+    if not isinstance(skipped, dict) or len(skipped) > MAX_SKIPPED:
+        raise FrameError(f"skipped is not a map of at most {MAX_SKIPPED} names")
+    saved = Saved(
+        status=status,
+        bytes=_count(message["bytes"], "bytes"),
+        saved=_count(message["saved"], "saved"),
+        skipped={_key(k, "a name"): _string(v, "a reason") for k, v in skipped.items()},
+        error=_string(message["error"], "error"),
+    )
+    return Reply(_count(message["id"], "id", MAX_ID), saved)
+
+
+_PARSERS = {
+    "result": parse_result,
+    "error": parse_error,
+    "done": parse_done,
+    "pong": parse_pong,
+    "saved": parse_saved,
+}
 
 
 def parse_message(message: dict[str, Any]) -> Reply:
@@ -171,6 +208,24 @@ def parse_message(message: dict[str, Any]) -> Reply:
     if parser is None:
         raise FrameError(f"unknown frame kind {str(message.get('ev'))[:40]!r}")
     return parser(message)
+
+
+def parse_restored(message: dict[str, Any]) -> dict[str, Any] | None:
+    """What a session started from a snapshot says it restored (in its ready message): how
+    many variables, some of those the snapshot had left out with why, and what went wrong;
+    bounded and checked. None if the session was not restored."""
+    raw = message.get("restored")
+    if not isinstance(raw, dict):
+        return None
+    count, skipped, errors = raw.get("variables"), raw.get("skipped"), raw.get("errors")
+    return {
+        "variables": count if isinstance(count, int) and not isinstance(count, bool) else 0,
+        "skipped": {
+            str(k)[:MAX_KEY_CHARS]: str(v)[:1000]
+            for k, v in list(skipped.items() if isinstance(skipped, dict) else ())[:MAX_SKIPPED]
+        },
+        "errors": [str(e)[:1000] for e in (errors if isinstance(errors, list) else [])[:20]],
+    }
 
 
 def parse_timings(message: dict[str, Any]) -> dict[str, float]:

@@ -66,6 +66,7 @@ class JailContext:
     stderr_fd: int
     # A task jail's namespaces (CLONE_NEW* type -> descriptor), joined by enter_task_jail.
     jail_fds: dict[int, int] = field(default_factory=dict)
+    restore_fd: int = -1  # a snapshot to restore before serving (see snapshot.py), or -1
     timings: dict[str, float] = field(default_factory=dict)  # step -> milliseconds
 
 
@@ -89,7 +90,16 @@ def close_inherited_fds(ctx: JailContext) -> None:
     os.dup2(ctx.stdout_fd, 1)
     os.dup2(ctx.stderr_fd, 2)
     keep = sorted(
-        {0, 1, 2, ctx.channel_fd, ctx.lock_listener_to, ctx.workspace_fd, *ctx.jail_fds.values()}
+        {
+            0,
+            1,
+            2,
+            ctx.channel_fd,
+            ctx.lock_listener_to,
+            ctx.workspace_fd,
+            ctx.restore_fd,
+            *ctx.jail_fds.values(),
+        }
         - {-1}
     )
     for low, high in zip(keep, [*keep[1:], linux.FD_CEILING], strict=True):

@@ -51,12 +51,13 @@ from .channel import (
     MAX_KERNEL_FRAME,
     TAG_STDERR,
     TAG_STDOUT,
+    encode_blob,
     encode_output,
     encode_part,
     part_room,
     recv_message,
 )
-from .frames import MAX_KEY_CHARS, MAX_PARTS, is_json_type
+from .frames import MAX_KEY_CHARS, MAX_PARTS, MAX_SKIPPED, is_json_type
 from .workspace import diff_workspace as diff_workspace  # the host's; kept importable here
 
 WORKSPACE = "/mnt/data"
@@ -327,6 +328,20 @@ class _ShellState:
         hook._, hook.__, hook.___ = self.output_names
 
 
+def _bounded_report(report: dict[str, Any]) -> dict[str, Any]:
+    """A restore or snapshot report small enough for one frame: the first MAX_SKIPPED names
+    left out (reasons clipped), the first errors."""
+    skipped = report.get("skipped") or {}
+    return {
+        **report,
+        "skipped": {
+            str(name)[:MAX_KEY_CHARS]: str(why)[:300]
+            for name, why in list(skipped.items())[:MAX_SKIPPED]
+        },
+        "errors": [str(e)[:300] for e in (report.get("errors") or [])[:20]],
+    }
+
+
 def _request_id(message: dict[str, Any]) -> int:
     value = message.get("id")
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
@@ -557,14 +572,20 @@ class Kernel:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def serve(self, timings: dict[str, float] | None = None) -> None:
+    def serve(
+        self, timings: dict[str, float] | None = None, restored: dict[str, Any] | None = None
+    ) -> None:
         # SIGINT interrupts user code only: it is ignored between executions, and while code
         # runs the C default handler raises KeyboardInterrupt with no frame of ours in the
         # traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        self.send({"ev": "ready", "timings": timings or {}})
+        ready: dict[str, Any] = {"ev": "ready", "timings": timings or {}}
+        if restored is not None:
+            ready["restored"] = _bounded_report(restored)
+        self.send(ready)
         handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "execute": self.execute,
+            "snapshot": self.snapshot,
             "ping": lambda message: self.send({"ev": "pong", "id": _request_id(message)}),
             "warm": self.warm,
         }
@@ -604,6 +625,39 @@ class Kernel:
             self._error = None
             self._execution_id = 0
         self.send({"ev": "pong", "id": _request_id(message)})
+
+    def snapshot(self, message: dict[str, Any]) -> None:
+        """Stream this session's snapshot (see snapshot.py) as blob frames, then say how it
+        went. Up to `max_bytes`: past it the snapshot stops, with an error."""
+        from .snapshot import BlobWriter, write_archive
+
+        self._execution_id = _request_id(message)
+        limit = message.get("max_bytes")
+        writer = BlobWriter(
+            lambda data: self._send_frames((encode_blob(data),)),
+            MAX_KERNEL_FRAME - 1,
+            limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
+        )
+        saved, skipped, error = 0, {}, ""
+        home = os.environ.get("HOME", "") if self.workspace == WORKSPACE else ""
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                summary = write_archive(self.shell, writer, self.workspace, home or "/nonexistent")
+            writer.flush()
+            saved, skipped = len(summary["saved"]), summary["skipped"]
+        except Exception as exc:
+            error = _clip(f"{type(exc).__name__}: {exc}")
+        self.send(
+            {
+                "ev": "saved",
+                "id": self._execution_id,
+                "status": "error" if error else "ok",
+                "bytes": writer.written,
+                "saved": saved,
+                "skipped": _bounded_report({"skipped": skipped})["skipped"],
+                "error": error[:2000],
+            }
+        )
 
     def execute(self, message: dict[str, Any]) -> None:
         code = str(message.get("code", ""))

@@ -32,13 +32,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from codeinterp.errors import Conflict, SessionClosed, SessionDied
+from codeinterp.errors import Conflict, SessionClosed, SessionDied, SnapshotFailed
 
 from . import frames
 from .cgroups import SessionCgroup
 from .channel import (
     JSON_START,
     MAX_KERNEL_FRAME,
+    TAG_BLOB,
     TAG_PART,
     TAG_STDERR,
     TAG_STDOUT,
@@ -50,7 +51,7 @@ from .channel import (
     split_part,
 )
 from .events import End, Error, Event, Execution, FileChange, Result, Status, Stderr, Stdout
-from .frames import Done, FrameError, Pong, Reply
+from .frames import Done, FrameError, Pong, Reply, Saved
 from .policy import SandboxPolicy
 from .workspace import FileReader, Snapshot, Workspace, WorkspaceFile, diff_workspace
 from .zygote_client import SpawnedProcess
@@ -140,7 +141,9 @@ class KernelProcess:
         self.execution_id = 0  # frames of any other execution are stale and dropped
         # What the channel may bring now: an execution's frames, a ping's answer, or nothing
         # (frames written while nothing runs are dropped unread, and counted).
-        self.expecting: Literal["execute", "ping"] | None = None
+        self.expecting: Literal["execute", "ping", "snapshot"] | None = None
+        # Where a snapshot's bytes go while one is taken (see Session.snapshot).
+        self.blob_sink: Callable[[memoryview], None] | None = None
         self.results_bytes = 0
         # Long values of the next result or error, arriving as part frames: key -> decoder and
         # the text so far (dropped, keys kept, once the results budget is spent).
@@ -178,6 +181,7 @@ class KernelProcess:
         self._pump: asyncio.Task[None] | None = None
         self.closed = False
         self.start_timings: dict[str, float] = {}  # jail step -> ms, as the kernel measured
+        self.restored: dict[str, Any] | None = None  # what a restore brought back (frames.py)
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -193,6 +197,7 @@ class KernelProcess:
             message = await read_message(self._reader)
         if message is not None:
             self.start_timings = {**self.spawn_timings, **frames.parse_timings(message)}
+            self.restored = frames.parse_restored(message)
         if message is None or message.get("ev") != "ready":
             detail = (
                 str(message.get("error"))[:4000] if message else "the session exited while starting"
@@ -211,7 +216,7 @@ class KernelProcess:
 
     # -- output buffering -----------------------------------------------------------------------
 
-    def start_execution(self, expecting: Literal["execute", "ping"] = "execute") -> int:
+    def start_execution(self, expecting: Literal["execute", "ping", "snapshot"] = "execute") -> int:
         """A new execution id, with fresh output counters and budgets."""
         self.expecting = expecting
         self.execution_id += 1
@@ -400,6 +405,12 @@ class KernelProcess:
             else:
                 self.idle_frames_dropped += 1
                 self.idle_bytes_dropped += len(body)
+        elif kind == TAG_BLOB:
+            if self.expecting == "snapshot" and self.blob_sink is not None:
+                self.blob_sink(memoryview(body)[1:])
+            else:
+                self.idle_frames_dropped += 1
+                self.idle_bytes_dropped += len(body)
         elif kind == TAG_PART:
             key, data = split_part(body)
             if self.expecting == "execute":
@@ -445,11 +456,14 @@ class KernelProcess:
 
     def _accept_reply(self, reply: Reply, size: int) -> None:
         payload = reply.payload
-        if self.expecting == "ping":
-            if isinstance(payload, Pong) and reply.id == self.execution_id:
+        if self.expecting in ("ping", "snapshot"):
+            wanted = Pong if self.expecting == "ping" else Saved
+            if isinstance(payload, wanted) and reply.id == self.execution_id:
                 self._stop_expecting()
                 self._push_reply(reply)
-            return  # nothing else belongs to a ping
+            return  # nothing else belongs to a ping or a snapshot
+        if isinstance(payload, Saved):
+            return
         if reply.id != self.execution_id or isinstance(payload, Pong):
             # Stale (a thread of an earlier execution), or forged without the current id:
             # dropped, and with it any parts that came before it.
@@ -588,6 +602,16 @@ def _describe_exit(status: int) -> tuple[int | None, int | None]:
 Spawner = Callable[["Session"], Awaitable[KernelProcess]]
 
 
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """A snapshot written by `Session.snapshot`: its size, how many variables it holds, and
+    (some of) the names it could not save, with why (the archive lists them all)."""
+
+    bytes: int
+    variables: int
+    skipped: dict[str, str]
+
+
 class Session:
     """A jailed, stateful Python session (use `Sandbox.create_session` to make one)."""
 
@@ -620,6 +644,8 @@ class Session:
         self._closed = False
         self._background: set[asyncio.Task[None]] = set()
         self._idle_frames_dropped = 0  # by the processes before this one
+        self.restore_from: str | None = None  # a snapshot its first process starts from
+        self.restore_report: dict[str, Any] | None = None  # what that restore brought back
 
     @property
     def closed(self) -> bool:
@@ -627,6 +653,7 @@ class Session:
 
     async def start(self) -> None:
         self.process = await self._spawner(self)
+        self.restore_report = self.process.restored
 
     async def _restart(self) -> None:
         if self.process is not None:
@@ -1012,6 +1039,63 @@ class Session:
                     output.append(item)
             finally:
                 process.put_back(output)
+
+    async def snapshot(
+        self, path: str, max_bytes: int | None = None, timeout: float = 300.0
+    ) -> SnapshotInfo:
+        """Write this session's state (variables, files, execution count, history; see
+        snapshot.py) to a new file at `path`, as an archive the kernel makes inside the jail
+        and this side stores unread. Waits for a running execution to end. SnapshotFailed if
+        the kernel could not make it (`max_bytes` passed, say): then no file is left."""
+        if self._closed:
+            raise SessionClosed(f"session {self.id} is closed")
+        async with self._lock:
+            process = self.process
+            if process is None or process.exit_status.done():
+                raise SessionDied("session is not running")
+            partial = f"{path}.partial"
+            written = 0
+            with open(partial, "xb") as out:
+
+                def sink(data: memoryview) -> None:
+                    nonlocal written
+                    written += len(data)
+                    if max_bytes is None or written <= max_bytes:
+                        out.write(data)
+
+                process.blob_sink = sink
+                snapshot_id = process.start_execution("snapshot")
+                output: list[Item] = []  # written meanwhile by threads: for the next execution
+                try:
+                    await process.send(
+                        {"op": "snapshot", "id": snapshot_id, "max_bytes": max_bytes}
+                    )
+                    deadline = time.monotonic() + timeout
+                    while True:
+                        item = await process.next_item(max(0.0, deadline - time.monotonic()))
+                        if item is None or isinstance(item, _Exited):
+                            process.kill()  # its state is unknown now; the next use restarts
+                            raise SessionDied("the session died or hung while saving its state")
+                        if isinstance(item, Reply) and isinstance(item.payload, Saved):
+                            saved = item.payload
+                            break
+                        output.append(item)
+                finally:
+                    process.blob_sink = None
+                    if process.expecting == "snapshot":
+                        process._stop_expecting()
+                    process.put_back(output)
+            over = max_bytes is not None and written > max_bytes
+            if saved.status != "ok" or over or written != saved.bytes:
+                os.unlink(partial)
+                why = saved.error or (
+                    f"the snapshot is over {max_bytes} bytes"
+                    if over
+                    else f"{written} bytes came, the kernel says it sent {saved.bytes}"
+                )
+                raise SnapshotFailed(f"could not save the session's state: {why}")
+            os.rename(partial, path)
+            return SnapshotInfo(written, saved.saved, dict(saved.skipped))
 
     async def close(self) -> None:
         if self._closed:

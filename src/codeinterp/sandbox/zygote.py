@@ -57,7 +57,7 @@ from .init import InitFactory
 from .preload import PRELOAD
 
 MAX_PACKET = 1 << 20
-MAX_FDS = 4  # descriptors accepted with one request (a spawn sends one)
+MAX_FDS = 4  # descriptors accepted with one request (a spawn sends up to two)
 
 
 def _preload(light: bool = False) -> Any:
@@ -246,7 +246,11 @@ class Zygote:
                         message = json.loads(data)
                         op = message.get("op")
                         if op == "spawn":
-                            self.spawn(message, fds[0] if fds else -1)
+                            # Descriptors come in the order the request names them.
+                            named = dict(zip(message.get("fds") or (), fds, strict=False))
+                            self.spawn(
+                                message, named.get("workspace", -1), named.get("restore", -1)
+                            )
                         elif op == "jail":
                             self.make_jail(message)
                         elif op == "drop_jail":
@@ -303,9 +307,10 @@ class Zygote:
                     os.kill(init_pid, signal.SIGKILL)
             self.send({"ev": "exited", "pid": pid, "status": status})
 
-    def spawn(self, request: dict[str, Any], workspace_fd: int = -1) -> None:
+    def spawn(self, request: dict[str, Any], workspace_fd: int = -1, restore_fd: int = -1) -> None:
         """Fork one session. `workspace_fd`: a detached mount of its workspace (from the host),
-        which the jail attaches at /mnt/data; the caller closes it afterwards."""
+        which the jail attaches at /mnt/data; `restore_fd`: a snapshot to restore before it
+        serves. The caller closes both afterwards."""
         from .jail import JAIL_STEPS, TASK_STEPS, UNSAFE_STEPS, JailContext
         from .policy import SandboxPolicy
 
@@ -343,6 +348,7 @@ class Zygote:
                 stdout_fd=out_w,
                 stderr_fd=err_w,
                 jail_fds=jail_fds,
+                restore_fd=restore_fd,
             )
             if not _single_threaded():
                 raise RuntimeError("zygote is not single-threaded; refusing to fork")
@@ -499,7 +505,12 @@ class Zygote:
             _reseed()
             ctx.timings["reseed"] = (time.perf_counter() - started) * 1000
             workspace = ctx.workspace if unsafe else "/mnt/data"
-            Kernel(self.shell, channel, workspace=workspace).serve(ctx.timings)
+            restored = None
+            if ctx.restore_fd >= 0:
+                started = time.perf_counter()
+                restored = _restore(self.shell, ctx.restore_fd, workspace)
+                ctx.timings["restore"] = (time.perf_counter() - started) * 1000
+            Kernel(self.shell, channel, workspace=workspace).serve(ctx.timings, restored)
         except JailError as exc:
             with contextlib.suppress(OSError):
                 send_message(channel, {"ev": "failed", "step": exc.step, "error": str(exc)})
@@ -512,6 +523,22 @@ class Zygote:
             code = 70
         finally:
             os._exit(code)
+
+
+def _restore(shell: Any, fd: int, workspace: str) -> dict[str, Any]:
+    """Restore a snapshot into this fresh session, inside its jail (see snapshot.py); what
+    it prints goes nowhere (the channel speaks only once the session is ready)."""
+    import io
+
+    from .snapshot import restore_archive
+
+    home = os.environ.get("HOME", "") if workspace == "/mnt/data" else ""
+    with (
+        os.fdopen(fd, "rb") as source,
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        return restore_archive(shell, source, workspace, home or "/nonexistent")
 
 
 def _reseed() -> None:
