@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from codeinterp.errors import SnapshotFailed
+from codeinterp.errors import SessionDied, SnapshotFailed
 from codeinterp.sandbox import Sandbox, SandboxConfig
 
 pytestmark = pytest.mark.root
@@ -224,3 +224,45 @@ async def test_a_corrupt_archive_gives_a_working_session_and_says_why(tmp_path: 
         assert session.restore_report is not None
         assert "not a readable snapshot" in session.restore_report["errors"][0]
         assert (await session.run("print(1 + 1)")).stdout == "2\n"
+
+
+LIAR = """
+import sys
+from codeinterp.sandbox import channel
+from codeinterp.sandbox.kernel import Kernel
+kernel = Kernel.current
+def liar(message):
+    frame = channel.encode_blob(bytes(65000))
+    for _ in range({frames}):
+        kernel.sock.sendall(frame)
+    kernel.send({{"ev": "saved", "id": message["id"], "status": "ok", "bytes": {claim},
+                 "saved": 0, "skipped": {{}}, "error": ""}})
+for frame in sys._current_frames().values():
+    while frame is not None:
+        if frame.f_code.co_name == "serve" and "handlers" in frame.f_locals:
+            frame.f_locals["handlers"]["snapshot"] = liar
+        frame = frame.f_back
+"""
+
+
+async def test_a_kernel_that_lies_about_its_snapshot_is_stopped(tmp_path: Path) -> None:
+    """Code that takes over its kernel's snapshot answer: more bytes than the host asked for
+    get the session killed as soon as they pass the limit (the host writes no more than the
+    limit, and keeps nothing); fewer than it claims are refused. Nothing is left on disk."""
+    archive = tmp_path / "lie.snapshot"
+    async with await Sandbox.start(SandboxConfig(pool_size=0)) as sandbox:
+        session = await sandbox.create_session()
+        flood = LIAR.format(frames=400, claim=400 * 65000)  # 26 MB against a 1 MB limit
+        assert (await session.run(flood)).status == "ok"
+        with pytest.raises(SessionDied, match="over 1000000 bytes"):
+            await session.snapshot(str(archive), max_bytes=1_000_000)
+        assert list(tmp_path.iterdir()) == []
+        after = await session.run("print('back')")
+        assert after.stdout == "back\n" and after.state_lost
+        assert "snapshot of over 1000000 bytes" in after.message
+
+        short = LIAR.format(frames=2, claim=10_000_000)
+        assert (await session.run(short)).status == "ok"
+        with pytest.raises(SnapshotFailed, match="130000 bytes came"):
+            await session.snapshot(str(archive))
+        assert list(tmp_path.iterdir()) == []

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from codeinterp.errors import Conflict, SessionClosed, SessionDied, SnapshotFailed
 
@@ -1063,43 +1063,61 @@ class Session:
             if process is None or process.exit_status.done():
                 raise SessionDied("session is not running")
             partial = f"{path}.partial"
-            written = 0
-            with open(partial, "xb") as out:
-
-                def sink(data: memoryview) -> None:
-                    nonlocal written
-                    written += len(data)
-                    if written <= limit:
-                        out.write(data)
-                    elif process.violation is None:  # the kernel stops at the limit itself
-                        process._violated(f"it sent a snapshot of over {limit} bytes")
-
-                process.blob_sink = sink
-                snapshot_id = process.start_execution("snapshot", bulk_bytes=limit)
-                output: list[Item] = []  # written meanwhile by threads: for the next execution
-                try:
-                    await process.send({"op": "snapshot", "id": snapshot_id, "max_bytes": limit})
-                    deadline = time.monotonic() + timeout
-                    while True:
-                        item = await process.next_item(max(0.0, deadline - time.monotonic()))
-                        if item is None or isinstance(item, _Exited):
-                            process.kill()  # its state is unknown now; the next use restarts
-                            raise SessionDied("the session died or hung while saving its state")
-                        if isinstance(item, Reply) and isinstance(item.payload, Saved):
-                            saved = item.payload
-                            break
-                        output.append(item)
-                finally:
-                    process.blob_sink = None
-                    if process.expecting == "snapshot":
-                        process._stop_expecting()
-                    process.put_back(output)
+            out = open(partial, "xb")  # noqa: SIM115 (closed below, on every path)
+            try:
+                with out:
+                    written, saved = await self._save(process, out, limit, timeout)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(partial)
+                raise
             if saved.status != "ok" or written != saved.bytes:
                 os.unlink(partial)
                 why = saved.error or f"{written} bytes came, the kernel says it sent {saved.bytes}"
                 raise SnapshotFailed(f"could not save the session's state: {why}")
             os.rename(partial, path)
             return SnapshotInfo(written, saved.saved, dict(saved.skipped))
+
+    @staticmethod
+    async def _save(
+        process: KernelProcess, out: BinaryIO, limit: int, timeout: float
+    ) -> tuple[int, Saved]:
+        """Ask `process` for its snapshot and write the bytes to `out` as they come; the byte
+        count and the kernel's last word. A kernel that sends more than `limit` bytes, dies or
+        hangs is killed (SessionDied): the next use of the session restarts it."""
+        written = 0
+
+        def sink(data: memoryview) -> None:
+            nonlocal written
+            written += len(data)
+            if written <= limit:
+                out.write(data)
+            elif process.violation is None:  # an honest kernel stops at the limit itself
+                process._violated(f"it sent a snapshot of over {limit} bytes")
+
+        process.blob_sink = sink
+        snapshot_id = process.start_execution("snapshot", bulk_bytes=limit)
+        output: list[Item] = []  # written meanwhile by threads: for the next execution
+        try:
+            await process.send({"op": "snapshot", "id": snapshot_id, "max_bytes": limit})
+            deadline = time.monotonic() + timeout
+            while True:
+                item = await process.next_item(max(0.0, deadline - time.monotonic()))
+                if isinstance(item, Reply) and isinstance(item.payload, Saved):
+                    return written, item.payload
+                if item is None or isinstance(item, _Exited):
+                    process.kill()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(5):
+                            await asyncio.shield(process.exit_status)
+                    why = process.violation or "it died or did not answer"
+                    raise SessionDied(f"the session's state could not be saved: {why}")
+                output.append(item)
+        finally:
+            process.blob_sink = None
+            if process.expecting == "snapshot":
+                process._stop_expecting()
+            process.put_back(output)
 
     async def close(self) -> None:
         if self._closed:
