@@ -302,7 +302,11 @@ class Sandbox:
         )
         jails = self.task_jails
         jail = await jails.acquire(zygote, policy)
-        uid, workspace = self._claim_identity(policy)
+        try:
+            uid, workspace = self._claim_identity(policy)
+        except BaseException:
+            await jails.release(jail)
+            raise
 
         async def spawn(session: Session) -> KernelProcess:
             await jails.wait_empty(jail)  # a restart: the last process must be gone
@@ -328,9 +332,11 @@ class Sandbox:
             )
             await session.start()
         except BaseException:
-            workspace.destroy()
-            self._free_uids.append(uid)
-            await jails.release(jail)
+            try:
+                await jails.release(jail)  # once a process that did start is gone
+            finally:
+                workspace.destroy()
+                self._free_uids.append(uid)
             raise
         self.sessions[session.id] = session
         session.last_used = time.monotonic()
