@@ -13,8 +13,8 @@ A one-shot task runs in a *task jail* instead, made once and used by one task af
 root, network, uts, cgroup), which the zygote then holds open; each task's process joins them
 (`enter_task_jail`) and gets private copies of everything a task can write or see: a mount
 namespace with fresh /tmp, home, /dev/shm, identity files, workspace and /proc, an IPC namespace,
-and (from its init) a pid namespace. Only read-only files, the loopback interface and the cgroup
-are shared between one task and the next, never at the same time.
+and a pid namespace (made by the zygote: the task's REPL is its pid 1). Only read-only files, the
+loopback interface and the cgroup are shared between one task and the next, never at once.
 
 A failing step raises JailError naming itself; the zygote's child reports it to the host.
 """
@@ -325,7 +325,7 @@ def _task_user_files(ctx: JailContext) -> None:
 def enter_task_jail(ctx: JailContext) -> None:
     """Join a task jail's namespaces (root, network, hostname, cgroup), then take private
     copies of the mount and IPC namespaces and mount this task's own writable areas, identity
-    files, workspace and /proc (the init's pid namespace, which we are in, is new per task)."""
+    files, workspace and /proc (of the pid namespace we are pid 1 of, new per task)."""
     for nstype in (
         linux.CLONE_NEWCGROUP,
         linux.CLONE_NEWNET,
