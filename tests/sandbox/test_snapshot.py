@@ -115,6 +115,10 @@ async def test_what_cannot_be_saved_is_named_with_the_reason(tmp_path: Path) -> 
         assert set(restored.restore_report["skipped"]) == set(info.skipped)
         execution = await restored.run("print(kept, 'handle' in globals())")
         assert execution.stdout == "[1, 2, 3] False\n"
+        # The first execution says what did not come back, and why; the next says nothing.
+        assert execution.message.startswith("This session was restored from a snapshot")
+        assert all(f"{name} (" in execution.message for name in info.skipped)
+        assert (await restored.run("1")).message == ""
 
 
 async def test_two_sessions_from_one_snapshot_are_independent(tmp_path: Path) -> None:

@@ -600,6 +600,20 @@ def _interrupt_thread(pid: int) -> None:
         raise OSError(err, os.strerror(err))  # ProcessLookupError for ESRCH
 
 
+def _restore_note(report: dict[str, Any] | None) -> str:
+    """What the first execution after a restore tells its reader (a model, say) was not
+    brought back, so that it can make those again; empty if everything was."""
+    if not report or not (report["skipped"] or report["errors"]):
+        return ""
+    parts = []
+    if report["skipped"]:
+        names = ", ".join(f"{name} ({why})" for name, why in report["skipped"].items())
+        parts.append(f"not saved, so not restored (make them again if needed): {names}")
+    if report["errors"]:
+        parts.append("could not be restored: " + "; ".join(report["errors"]))
+    return "This session was restored from a snapshot; " + ". ".join(parts) + "."
+
+
 def _describe_exit(status: int) -> tuple[int | None, int | None]:
     """(signal, exit_code) of the REPL, from its wait status."""
     if os.WIFSIGNALED(status):
@@ -654,6 +668,7 @@ class Session:
         self._idle_frames_dropped = 0  # by the processes before this one
         self.restore_from: str | None = None  # a snapshot its first process starts from
         self.restore_report: dict[str, Any] | None = None  # what that restore brought back
+        self._restore_note = ""  # what the first execution after a restore says was not restored
 
     @property
     def closed(self) -> bool:
@@ -662,6 +677,7 @@ class Session:
     async def start(self) -> None:
         self.process = await self._spawner(self)
         self.restore_report = self.process.restored
+        self._restore_note = _restore_note(self.restore_report)
 
     async def _restart(self) -> None:
         if self.process is not None:
@@ -853,11 +869,13 @@ class Session:
                 files = self._changes(before, await self._snapshot())
                 if len(files) > MAX_REPORTED_CHANGES:
                     process.dropped["files"] = len(files) - MAX_REPORTED_CHANGES
+                notes = (message, lost_while_idle, self._restore_note)
+                self._restore_note = ""
                 yield end(
                     status,
                     execution_count=done.execution_count,
                     files=files[:MAX_REPORTED_CHANGES],
-                    message=message or lost_while_idle,
+                    message=" ".join(note for note in notes if note),
                     state_lost=bool(lost_while_idle),
                 )
                 return
