@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from codeinterp.errors import SessionDied, SnapshotFailed
+from codeinterp.errors import QuotaExceeded, SessionDied, SnapshotFailed
 from codeinterp.sandbox import Sandbox, SandboxConfig
 
 pytestmark = pytest.mark.root
@@ -143,7 +143,7 @@ async def test_a_snapshot_over_its_limit_fails_and_leaves_nothing(tmp_path: Path
     async with await Sandbox.start(SandboxConfig(pool_size=0)) as sandbox:
         session = await sandbox.create_session()
         await session.run("blob = bytes(5_000_000)")
-        with pytest.raises(SnapshotFailed, match="over the limit"):
+        with pytest.raises(QuotaExceeded, match="over 1000000 bytes"):
             await session.snapshot(str(archive), max_bytes=1_000_000)
         assert list(tmp_path.iterdir()) == []
         execution = await session.run("print(len(blob))")  # the session lives on

@@ -38,6 +38,9 @@ class ContainerCreate(RequestModel):
     file_ids: list[str] = Field(default_factory=list, max_length=50)
     memory_limit: Literal["1g", "4g", "16g", "64g"] | None = None
     network_policy: NetworkPolicy | None = None
+    # An extension: a File of purpose "snapshot" (POST /v1/containers/{id}/snapshots, or an
+    # uploaded archive) whose variables and files the new container starts with.
+    snapshot_id: str | None = Field(default=None, max_length=256)
 
 
 class Container(WireModel):

@@ -6,7 +6,17 @@ from typing import Literal
 
 from .common import OrAbsent, WireModel
 
-UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+# OpenAI's, plus "snapshot" (an extension): a session snapshot, to start a container from
+SNAPSHOT_PURPOSE = "snapshot"
+UPLOAD_PURPOSES = (
+    "assistants",
+    "batch",
+    "fine-tune",
+    "vision",
+    "user_data",
+    "evals",
+    SNAPSHOT_PURPOSE,
+)
 
 
 class FileObject(WireModel):

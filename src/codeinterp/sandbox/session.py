@@ -32,7 +32,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Literal
 
-from codeinterp.errors import Conflict, SessionClosed, SessionDied, SnapshotFailed
+from codeinterp.errors import (
+    Conflict,
+    QuotaExceeded,
+    SessionClosed,
+    SessionDied,
+    SnapshotFailed,
+)
 
 from . import frames
 from .cgroups import SessionCgroup
@@ -1071,8 +1077,8 @@ class Session:
     ) -> SnapshotInfo:
         """Write this session's state (variables, files, execution count, history; see
         snapshot.py) to a new file at `path`, as an archive the kernel makes inside the jail
-        and this side stores unread. Waits for a running execution to end. SnapshotFailed if
-        the kernel could not make it (`max_bytes` passed, say): then no file is left."""
+        and this side stores unread. Waits for a running execution to end. QuotaExceeded past
+        `max_bytes`, SnapshotFailed if the kernel could not make it: then no file is left."""
         if self._closed:
             raise SessionClosed(f"session {self.id} is closed")
         limit = DEFAULT_SNAPSHOT_BYTES if max_bytes is None else max_bytes
@@ -1091,6 +1097,10 @@ class Session:
                 raise
             if saved.status != "ok" or written != saved.bytes:
                 os.unlink(partial)
+                if saved.error.startswith("TooLarge"):
+                    raise QuotaExceeded(
+                        f"could not save the session's state: it is over {limit} bytes"
+                    )
                 why = saved.error or f"{written} bytes came, the kernel says it sent {saved.bytes}"
                 raise SnapshotFailed(f"could not save the session's state: {why}")
             os.rename(partial, path)

@@ -11,9 +11,12 @@ through `execute` here, so they share sessions, limits, file tracking and usage 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
-from collections.abc import AsyncGenerator, Iterable
+import os
+import tempfile
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +29,7 @@ from codeinterp.protocol.containers import (
     ContainerCreate,
     ContainerFile,
 )
+from codeinterp.protocol.files import SNAPSHOT_PURPOSE
 from codeinterp.sandbox import FileChange
 from codeinterp.sandbox.workspace import FileReader, WorkspaceFile, clean_relative_path
 from codeinterp.sessions import ManagedSession, SessionManager, execution
@@ -33,7 +37,7 @@ from codeinterp.sessions.execution import ExecutionEvent, ReportChanges, SaveIma
 from codeinterp.store import Store
 
 from .common import check_limit, check_order, dict_envelope, now
-from .files import clean_filename
+from .files import clean_filename, file_to_wire
 
 log = logging.getLogger("codeinterp.containers")
 
@@ -71,6 +75,16 @@ class ContainersService:
 
     async def create(self, project: str, body: ContainerCreate) -> dict[str, Any]:
         records = [await self.store.get_file(project, f) for f in dict.fromkeys(body.file_ids)]
+        restore_from = None
+        if body.snapshot_id is not None:
+            snapshot = await self.store.get_file(project, body.snapshot_id)  # 404
+            if snapshot.purpose != SNAPSHOT_PURPOSE:
+                raise InvalidRequest(
+                    f"File '{snapshot.id}' is not a snapshot (its purpose is "
+                    f"{snapshot.purpose!r}, not {SNAPSHOT_PURPOSE!r}).",
+                    param="snapshot_id",
+                )
+            restore_from = await self.store.file_path(project, snapshot.id)
         stamp = now()
         minutes = body.expires_after.minutes if body.expires_after else DEFAULT_EXPIRY_MINUTES
         container = Container(
@@ -92,6 +106,7 @@ class ContainersService:
                 memory_limit=container.memory_limit,
                 idle_seconds=self._idle_seconds(minutes),
                 on_expire=self._on_session_expired,
+                restore_from=restore_from,
             )
             live = LiveContainer(project, container, managed)
             self._live[container.id] = live
@@ -295,6 +310,34 @@ class ContainersService:
         running = await live.managed.session.interrupt()
         return {"id": container_id, "object": "container.interrupt", "interrupted": running}
 
+    async def snapshot(self, project: str, container_id: str) -> dict[str, Any]:
+        """Save the container's state (variables, files, count, history) as a File of purpose
+        "snapshot": a new container starts from it with `snapshot_id`, another server after
+        downloading and uploading it. The File object, plus the container's id and what could
+        not be saved (`skipped`: name -> why)."""
+        live = await self._use(project, container_id)
+        managed = live.managed
+        limit = self.settings.max_upload_bytes
+        managed.busy += 1  # not expired while it is being saved
+        try:
+            with tempfile.TemporaryDirectory(
+                dir=self.settings.data_dir, prefix=".snapshot-"
+            ) as directory:
+                path = os.path.join(directory, "snapshot")
+                info = await managed.session.snapshot(path, max_bytes=limit)
+                record = await self.store.create_file(
+                    project,
+                    f"{container_id}.snapshot",
+                    SNAPSHOT_PURPOSE,
+                    _read_chunks(path),
+                    limit,
+                    body={"container_id": container_id},
+                )
+        finally:
+            managed.busy -= 1
+            managed.touch()
+        return {**file_to_wire(record), "container_id": container_id, "skipped": info.skipped}
+
     # -- internals ------------------------------------------------------------------------------
 
     def _idle_seconds(self, minutes: int) -> float:
@@ -414,6 +457,13 @@ class ContainersService:
 
 def _relative(path: str) -> str:
     return "/".join(clean_relative_path(path))
+
+
+async def _read_chunks(path: str, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    """A file's bytes in chunks, read in a worker thread."""
+    with open(path, "rb") as f:
+        while chunk := await asyncio.to_thread(f.read, size):
+            yield chunk
 
 
 def _expired_error(container_id: str, body: dict[str, Any]) -> ContainerExpired:

@@ -124,11 +124,13 @@ class SessionManager:
         memory_limit: str = "1g",
         idle_seconds: float | None = None,
         on_expire: Callable[[ManagedSession], Awaitable[None]] | None = None,
+        restore_from: str | None = None,
     ) -> ManagedSession:
         """The owner's session, created if it has none (or its last one expired).
 
-        A new session gets the memory tier's limit and, if given, its own idle time and a
-        callback for its expiry (containers); the defaults are a thread's.
+        A new session gets the memory tier's limit and, if given, its own idle time, a
+        callback for its expiry (containers) and a snapshot to start from (`restore_from`, a
+        path); the defaults are a thread's.
         """
         key = (project, owner_kind, owner_id)
         lock = self._locks.setdefault(key, asyncio.Lock())
@@ -138,7 +140,7 @@ class SessionManager:
                 if managed is not None:  # its session died: the new one takes its place
                     self._forget(managed)
                 policy = SandboxPolicy.for_memory_tier(memory_limit)
-                session = await self._create(project, policy)
+                session = await self._create(project, policy, restore_from)
                 managed = ManagedSession(
                     new_id("session"),
                     project,
@@ -166,7 +168,9 @@ class SessionManager:
             managed.touch()
             return managed
 
-    async def _create(self, project: str, policy: SandboxPolicy) -> Session:
+    async def _create(
+        self, project: str, policy: SandboxPolicy, restore_from: str | None = None
+    ) -> Session:
         """A new session for `project`, within the limits: room under the caps (waiting for
         sessions to end, at most queue_wait_seconds: then LimitReached, a 429), memory to spare
         (else Overloaded, a 503), and a turn among the sessions being made (first come, first
@@ -179,7 +183,7 @@ class SessionManager:
             await self._creating.acquire(max(0.0, deadline - time.monotonic()))
             try:
                 _check_memory(self.limits.min_free_memory_bytes)
-                return await self.sandbox.create_session(policy)
+                return await self.sandbox.create_session(policy, restore_from=restore_from)
             finally:
                 self._creating.release()
         except BaseException:

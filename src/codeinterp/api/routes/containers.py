@@ -129,6 +129,14 @@ async def delete_container_file(
     return await services.containers.delete_file(project, container_id, file_id)
 
 
+@router.post("/{container_id}/snapshots")
+async def create_snapshot(
+    container_id: str, services: ServicesDep, project: Project
+) -> dict[str, Any]:
+    """An extension: the container's state as a File of purpose "snapshot"."""
+    return await services.containers.snapshot(project, container_id)
+
+
 @router.post("/{container_id}/execute", response_model=None)
 async def execute(
     container_id: str, body: ExecuteRequest, services: ServicesDep, project: Project
