@@ -178,14 +178,26 @@ class _SSEParser:
 
 
 def _container_body(
-    name: str | None, memory: str, expires_minutes: int | None, file_ids: list[str] | None
+    name: str | None,
+    memory: str,
+    expires_minutes: int | None,
+    file_ids: list[str] | None,
+    snapshot_id: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name or "codeinterp-client", "memory_limit": memory}
     if expires_minutes is not None:
         body["expires_after"] = {"anchor": "last_active_at", "minutes": expires_minutes}
     if file_ids:
         body["file_ids"] = file_ids
+    if snapshot_id is not None:
+        body["snapshot_id"] = snapshot_id
     return body
+
+
+def _snapshot_upload(source: str | os.PathLike[str] | bytes) -> dict[str, Any]:
+    """The multipart parts of an upload of a snapshot archive (a path or its bytes)."""
+    filename, data = _upload_part(source, "state.snapshot")
+    return {"file": (filename, data), "purpose": (None, "snapshot")}
 
 
 def _upload_part(source: str | os.PathLike[str] | bytes, name: str | None) -> tuple[str, bytes]:
@@ -257,11 +269,33 @@ class Client:
         name: str | None = None,
         expires_minutes: int | None = None,
         file_ids: list[str] | None = None,
+        snapshot_id: str | None = None,
     ) -> Container:
-        """A new container, deleted when its `with` block ends (or by `delete()`)."""
-        body = _container_body(name, memory, expires_minutes, file_ids)
+        """A new container, deleted when its `with` block ends (or by `delete()`); with
+        `snapshot_id`, started from that snapshot (`Container.snapshot`, `upload_snapshot`)."""
+        body = _container_body(name, memory, expires_minutes, file_ids, snapshot_id)
         info = _checked(self._http.post("/containers", json=body))
         return Container(self._http, info, owned=True)
+
+    def upload_snapshot(self, source: str | os.PathLike[str] | bytes) -> dict[str, Any]:
+        """Upload a snapshot archive (one downloaded from a server, say): a File of purpose
+        "snapshot", whose id starts containers."""
+        return dict(_checked(self._http.post("/files", files=_snapshot_upload(source))))
+
+    def download_snapshot(self, snapshot_id: str, file: SupportsWrite) -> int:
+        """Stream a snapshot's archive into `file`; how many bytes were written."""
+        written = 0
+        with self._http.stream("GET", f"/files/{snapshot_id}/content") as response:
+            if not response.is_success:
+                response.read()
+                _checked(response)
+            for chunk in response.iter_bytes(CHUNK_BYTES):
+                written += len(chunk)
+                file.write(chunk)
+        return written
+
+    def delete_file(self, file_id: str) -> None:
+        _checked(self._http.delete(f"/files/{file_id}"))
 
     def attach(self, container_id: str) -> Container:
         """An existing container; leaving its `with` block does not delete it."""
@@ -337,6 +371,11 @@ class Container:
 
     def interrupt(self) -> bool:
         return bool(_checked(self._http.post(f"/containers/{self.id}/interrupt"))["interrupted"])
+
+    def snapshot(self) -> dict[str, Any]:
+        """Save the container's state: a File of purpose "snapshot" (its `id` starts new
+        containers), with `skipped`: the names that could not be saved, and why."""
+        return dict(_checked(self._http.post(f"/containers/{self.id}/snapshots")))
 
     def upload(
         self, source: str | os.PathLike[str] | bytes, name: str | None = None
@@ -421,11 +460,31 @@ class AsyncClient:
         name: str | None = None,
         expires_minutes: int | None = None,
         file_ids: list[str] | None = None,
+        snapshot_id: str | None = None,
     ) -> _NewAsyncContainer:
         """A new container: `async with client.container() as box` (deleted at the end), or
-        `box = await client.container()`."""
-        body = _container_body(name, memory, expires_minutes, file_ids)
+        `box = await client.container()`; as `Client.container`."""
+        body = _container_body(name, memory, expires_minutes, file_ids, snapshot_id)
         return _NewAsyncContainer(self._http, body)
+
+    async def upload_snapshot(self, source: str | os.PathLike[str] | bytes) -> dict[str, Any]:
+        """As `Client.upload_snapshot`."""
+        return dict(_checked(await self._http.post("/files", files=_snapshot_upload(source))))
+
+    async def download_snapshot(self, snapshot_id: str, file: SupportsWrite) -> int:
+        """As `Client.download_snapshot`."""
+        written = 0
+        async with self._http.stream("GET", f"/files/{snapshot_id}/content") as response:
+            if not response.is_success:
+                await response.aread()
+                _checked(response)
+            async for chunk in response.aiter_bytes(CHUNK_BYTES):
+                written += len(chunk)
+                file.write(chunk)
+        return written
+
+    async def delete_file(self, file_id: str) -> None:
+        _checked(await self._http.delete(f"/files/{file_id}"))
 
     async def attach(self, container_id: str) -> AsyncContainer:
         info = _checked(await self._http.get(f"/containers/{container_id}"))
@@ -521,6 +580,10 @@ class AsyncContainer:
     async def interrupt(self) -> bool:
         response = await self._http.post(f"/containers/{self.id}/interrupt")
         return bool(_checked(response)["interrupted"])
+
+    async def snapshot(self) -> dict[str, Any]:
+        """As `Container.snapshot`."""
+        return dict(_checked(await self._http.post(f"/containers/{self.id}/snapshots")))
 
     async def upload(
         self, source: str | os.PathLike[str] | bytes, name: str | None = None

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 pytestmark = pytest.mark.root
@@ -265,3 +266,36 @@ def test_exec_batch_refuses_a_bad_line_before_running_anything(tmp_path: Path) -
     tasks.write_text('{"code": "1", "file_ids": ["file-abc"]}\n')
     done = run_cli("exec", "--batch", str(tasks), cwd=tmp_path)
     assert done.returncode == 2 and "--server" in done.stderr
+
+
+@pytest.mark.parametrize("where", ["local", "server"])
+def test_exec_carries_state_from_one_run_to_the_next_through_a_snapshot(
+    tmp_path: Path, where: str, request: Any
+) -> None:
+    """--snapshot-out saves the session after the run; --snapshot-in starts the next run from
+    it: variables, files and the execution count come back (locally, or through a server,
+    which keeps none of the snapshot files afterwards)."""
+    args = ["--server", request.getfixturevalue("remote")] if where == "server" else []
+    saved = tmp_path / "state.snapshot"
+    code = (
+        "answer = 41\n"
+        "open('/mnt/data/kept.txt', 'w').write('kept')\n"
+        "numbers = (n for n in range(3))"
+    )
+    first = run_cli("exec", *args, "--snapshot-out", str(saved), code, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert saved.stat().st_size > 0
+    assert "[snapshot] numbers not saved" in first.stderr  # a generator: cannot be pickled
+    second = run_cli(
+        "exec", *args, "--snapshot-in", str(saved), "--json",
+        "print(answer + 1, open('/mnt/data/kept.txt').read())",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    body = json.loads(second.stdout)
+    assert body["stdout"] == "42 kept\n" and body["execution_count"] == 2, body
+    if where == "server":
+        files = httpx2.get(f"{args[1]}/v1/files", params={"purpose": "snapshot"}).json()
+        assert files["data"] == [], files
+    missing = run_cli("exec", *args, "--snapshot-in", str(tmp_path / "nope"), "1", cwd=tmp_path)
+    assert missing.returncode == 2 and "no snapshot at" in missing.stderr

@@ -16,6 +16,7 @@ from typing import Any
 import openai
 import pytest
 
+from codeinterp import AsyncClient
 from tests.contract.helpers import server_env
 from tests.contract.test_containers import execute
 from tests.support.server import ServerProcess
@@ -131,3 +132,18 @@ def test_a_snapshot_moves_to_another_server(
         assert json.loads(body["stdout"])["twice"] == 42, body
         other.containers.delete(target)
     client.containers.delete(source)
+
+
+async def test_the_async_python_client_saves_and_restores(server: ServerProcess) -> None:
+    async with AsyncClient(server.base_url) as client:
+        async with client.container() as box:
+            await box.run("total = sum(range(10))")
+            saved = await box.snapshot()
+        archive = io.BytesIO()
+        assert await client.download_snapshot(saved["id"], archive) == saved["bytes"]
+        uploaded = await client.upload_snapshot(archive.getvalue())
+        assert uploaded["purpose"] == "snapshot"
+        async with client.container(snapshot_id=uploaded["id"]) as copy:
+            assert (await copy.run("print(total)")).stdout == "45\n"
+        for file_id in (saved["id"], uploaded["id"]):
+            await client.delete_file(file_id)

@@ -74,6 +74,16 @@ def add_parser(commands: Any) -> None:
         help="with --batch: tasks at once (default: two per core here; the server's own limit "
         "with --server)",
     )
+    parser.add_argument(
+        "--snapshot-in",
+        metavar="FILE",
+        help="start from this session snapshot (its variables and files; made by --snapshot-out)",
+    )
+    parser.add_argument(
+        "--snapshot-out",
+        metavar="FILE",
+        help="after the run, save the session's state (variables, files, history) to FILE",
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     parser.add_argument("--memory", choices=list(MEMORY_TIERS), default="1g", help="memory limit")
     parser.add_argument(
@@ -141,9 +151,15 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidRequest("--timeout must be positive")
     if args.max_file_bytes <= 0 or args.max_out_bytes <= 0:
         raise InvalidRequest("--max-file-bytes and --max-out-bytes must be positive")
+    if args.snapshot_in and not os.path.isfile(args.snapshot_in):
+        raise InvalidRequest(f"no snapshot at {args.snapshot_in}")
+    if args.snapshot_out and not os.path.isdir(os.path.dirname(os.path.abspath(args.snapshot_out))):
+        raise InvalidRequest(f"cannot write {args.snapshot_out}: no such directory")
     if args.batch is not None:
         if args.code or args.file or args.upload:
             raise InvalidRequest("--batch reads its tasks from the file: no CODE, --file, --upload")
+        if args.snapshot_in or args.snapshot_out:
+            raise InvalidRequest("--snapshot-in and --snapshot-out are for one run, not --batch")
         from .exec_batch import run_batch
 
         return run_batch(args)
@@ -164,7 +180,7 @@ async def _run(args: argparse.Namespace, code: str, uploads: list[tuple[str, byt
     policy = SandboxPolicy.for_memory_tier(args.memory)
     config = SandboxConfig(policy=policy, pool_size=0, unsafe_no_sandbox=args.unsafe_no_sandbox)
     async with await Sandbox.start(config) as sandbox:
-        session = await sandbox.create_session()
+        session = await sandbox.create_session(restore_from=args.snapshot_in)
         for name, data in uploads:
             await session.upload(name, data)
         execution = Execution()
@@ -174,6 +190,10 @@ async def _run(args: argparse.Namespace, code: str, uploads: list[tuple[str, byt
             if not args.json:
                 _show(event, saver)
         saved = await saver.save_files(session, execution)
+        if args.snapshot_out:
+            info = await session.snapshot(os.path.abspath(args.snapshot_out))
+            for name, why in info.skipped.items():
+                print(f"[snapshot] {name} not saved: {why}", file=sys.stderr)
         if args.json:
             document = execution.to_dict()
             document["outputs"] = saver.paths + saved

@@ -1,13 +1,15 @@
 """`codeinterp exec --server URL`: the same command, run in a container on a server.
 
-A container is made for the run (with --memory), the uploads go to its /mnt/data, the output is
-streamed as the code produces it, images and the files the code wrote are saved into --out, and
-the container is deleted. Exit statuses are those of a local run.
+A container is made for the run (with --memory; from --snapshot-in, uploaded first), the uploads
+go to its /mnt/data, the output is streamed as the code produces it, images and the files the
+code wrote are saved into --out, --snapshot-out downloads its state, and the container (and any
+snapshot file made on the server for the run) is deleted. Exit statuses are those of a local run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -22,11 +24,29 @@ from .exec_cmd import EXIT_CODES, OutputSaver
 
 def run_remote(args: argparse.Namespace, code: str, uploads: list[tuple[str, bytes]]) -> int:
     try:
-        with (
-            Client(args.server, api_key=args.api_key) as client,
-            client.container(memory=args.memory, name="codeinterp exec") as box,
-        ):
-            return _run(box, args, code, uploads)
+        with Client(args.server, api_key=args.api_key) as client:
+            made: list[str] = []  # snapshot files made on the server for this run
+            try:
+                snapshot_id = None
+                if args.snapshot_in:
+                    snapshot_id = client.upload_snapshot(args.snapshot_in)["id"]
+                    made.append(snapshot_id)
+                with client.container(
+                    memory=args.memory, name="codeinterp exec", snapshot_id=snapshot_id
+                ) as box:
+                    status = _run(box, args, code, uploads)
+                    if args.snapshot_out:
+                        saved = box.snapshot()
+                        made.append(saved["id"])
+                        with open(args.snapshot_out, "wb") as out:
+                            client.download_snapshot(saved["id"], out)
+                        for name, why in saved.get("skipped", {}).items():
+                            print(f"[snapshot] {name} not saved: {why}", file=sys.stderr)
+                    return status
+            finally:
+                for file_id in made:
+                    with contextlib.suppress(APIError, httpx2.TransportError):
+                        client.delete_file(file_id)
     except APIError as exc:
         raise InvalidRequest(f"the server refused: {exc.message}") from None
     except httpx2.TransportError as exc:
