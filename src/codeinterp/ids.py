@@ -21,6 +21,7 @@ PREFIXES = {
     "function_call": "fc_",
     "chat_completion": "chatcmpl-",
     "execution": "exec_",
+    "snapshot": "snap_",  # a saved state of `codeinterp mcp` without a server (a local file)
 }
 
 

@@ -51,6 +51,8 @@ class Backend(Protocol):
     async def download(self, key: str, name: str, max_bytes: int) -> bytes: ...
     async def list_files(self, key: str) -> list[dict[str, Any]]: ...
     async def reset(self, key: str) -> None: ...
+    async def save_state(self, key: str) -> tuple[str, dict[str, str]]: ...
+    async def restore_state(self, key: str, snapshot_id: str) -> None: ...
 
 
 def build_server(
@@ -153,6 +155,27 @@ def build_server(
             await backend.reset(connection_key(ctx))
         return "The sandbox was reset: a fresh Python session with an empty /mnt/data."
 
+    @server.tool()
+    async def save_state(ctx: Context[Any, Any]) -> str:
+        """Save the sandbox's state: variables, functions, imports, the files in /mnt/data and
+        the history. Returns an id for restore_state, usable later in this conversation or in
+        another. Open files, sockets, threads and generators cannot be saved: they are named."""
+        with _anticipated():
+            snapshot_id, skipped = await backend.save_state(connection_key(ctx))
+        text = f"Saved the sandbox's state as {snapshot_id}."
+        if skipped:
+            names = ", ".join(f"{name} ({why})" for name, why in skipped.items())
+            text += f" Not saved (make them again after a restore): {names}."
+        return text
+
+    @server.tool()
+    async def restore_state(snapshot_id: str, ctx: Context[Any, Any]) -> str:
+        """Replace the sandbox with a saved state (an id from save_state): its variables and
+        files come back, and what the sandbox held until now is gone."""
+        with _anticipated():
+            await backend.restore_state(connection_key(ctx), snapshot_id)
+        return f"Restored the sandbox from {snapshot_id}."
+
     return server
 
 
@@ -233,6 +256,23 @@ class ContainerBackend:
     async def list_files(self, key: str) -> list[dict[str, Any]]:
         service, project, container_id = await self._container(key)
         return await service.all_files(project, container_id)
+
+    async def save_state(self, key: str) -> tuple[str, dict[str, str]]:
+        service, project, container_id = await self._container(key)
+        saved = await service.snapshot(project, container_id)
+        return str(saved["id"]), dict(saved["skipped"])
+
+    async def restore_state(self, key: str, snapshot_id: str) -> None:
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            service = self._service()
+            project = key.split("|", 1)[0]
+            body = ContainerCreate(name="mcp", snapshot_id=snapshot_id)
+            created = await service.create(project, body)
+            earlier = self._containers.get(key)
+            self._containers[key] = str(created["id"])
+        if earlier is not None:
+            with contextlib.suppress(NotFound):
+                await service.delete(project, earlier)
 
     async def reset(self, key: str) -> None:
         container_id = self._containers.pop(key, None)

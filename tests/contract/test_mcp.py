@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +22,15 @@ from mcp.shared.exceptions import MCPError
 
 from tests.support.server import ServerProcess
 
-TOOLS = ["download_file", "list_files", "reset", "run_python", "upload_file"]
+TOOLS = [
+    "download_file",
+    "list_files",
+    "reset",
+    "restore_state",
+    "run_python",
+    "save_state",
+    "upload_file",
+]
 
 
 def mcp_url(server: ServerProcess) -> str:
@@ -111,6 +120,18 @@ async def tool_suite(session: ClientSession) -> None:
         "upload_file", {"name": "x", "text": "a", "content_base64": "YQ=="}
     )
     assert bad.is_error
+
+    # save_state / restore_state: the variables and files come back; what came since is gone.
+    saved = await text_of(session, "save_state")
+    found = re.fullmatch(r"Saved the sandbox's state as (\S+)\.", saved)
+    assert found, saved
+    await text_of(session, "run_python", code="x = 'changed'\nopen('/mnt/data/later', 'w')")
+    assert "Restored" in await text_of(session, "restore_state", snapshot_id=found[1])
+    assert await text_of(session, "run_python", code="x * 2") == "40"
+    assert await text_of(session, "download_file", name="out.txt") == "made"
+    assert "/mnt/data/later" not in await text_of(session, "list_files")
+    unknown = await session.call_tool("restore_state", {"snapshot_id": "../../etc/passwd"})
+    assert unknown.is_error
 
     assert "reset" in await text_of(session, "reset")
     gone = await text_of(session, "run_python", code="x")

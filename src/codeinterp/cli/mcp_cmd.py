@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -18,7 +20,7 @@ import httpx2
 
 from codeinterp.client import APIError, AsyncClient, AsyncContainer
 from codeinterp.config import DEFAULT_MCP_MAX_FILE_BYTES, Settings
-from codeinterp.errors import InvalidRequest, SandboxError
+from codeinterp.errors import InvalidRequest, NotFound, SandboxError
 from codeinterp.ids import new_id
 from codeinterp.sandbox import Sandbox, SandboxConfig, SandboxPolicy, Session
 from codeinterp.sandbox.policy import MEMORY_TIERS
@@ -88,6 +90,8 @@ class LocalBackend:
         self.policy = SandboxPolicy.for_memory_tier(memory)
         self.sandbox: Sandbox | None = None
         self.sessions: dict[str, ManagedSession] = {}
+        # save_state's snapshots, for as long as this process runs: id -> path
+        self.snapshots = tempfile.TemporaryDirectory(prefix="codeinterp-mcp-")
 
     async def start(self) -> None:
         self.sandbox = await Sandbox.start(SandboxConfig(policy=self.policy, pool_size=1))
@@ -95,17 +99,36 @@ class LocalBackend:
     async def close(self) -> None:
         if self.sandbox is not None:
             await self.sandbox.close()
+        self.snapshots.cleanup()
 
-    async def _managed(self, key: str) -> ManagedSession:
+    async def _managed(self, key: str, restore_from: str | None = None) -> ManagedSession:
         managed = self.sessions.get(key)
-        if managed is None or managed.session.closed:
+        if managed is None or managed.session.closed or restore_from is not None:
             if self.sandbox is None:
                 raise SandboxError("the sandbox is not running")
-            session = await self.sandbox.create_session()
+            session = await self.sandbox.create_session(restore_from=restore_from)
+            if managed is not None:
+                await managed.session.close()
             managed = self.sessions[key] = ManagedSession(
                 new_id("session"), "local", "mcp", key, session
             )
         return managed
+
+    async def save_state(self, key: str) -> tuple[str, dict[str, str]]:
+        snapshot_id = new_id("snapshot")
+        info = await (await self._session(key)).snapshot(self._snapshot_path(snapshot_id))
+        return snapshot_id, info.skipped
+
+    async def restore_state(self, key: str, snapshot_id: str) -> None:
+        path = self._snapshot_path(snapshot_id)
+        if not os.path.isfile(path):
+            raise NotFound(f"No saved state {snapshot_id!r} in this MCP server.")
+        await self._managed(key, restore_from=path)
+
+    def _snapshot_path(self, snapshot_id: str) -> str:
+        if not snapshot_id.replace("_", "").replace("-", "").isalnum():
+            raise NotFound(f"No saved state {snapshot_id!r} in this MCP server.")
+        return os.path.join(self.snapshots.name, f"{snapshot_id}.snapshot")
 
     async def _session(self, key: str) -> Session:
         return (await self._managed(key)).session
@@ -174,6 +197,17 @@ class ServerBackend:
 
     async def list_files(self, key: str) -> list[dict[str, Any]]:
         return await (await self._box(key)).files()
+
+    async def save_state(self, key: str) -> tuple[str, dict[str, str]]:
+        saved = await (await self._box(key)).snapshot()
+        return str(saved["id"]), dict(saved.get("skipped", {}))
+
+    async def restore_state(self, key: str, snapshot_id: str) -> None:
+        box = await self.client.container(memory=self.memory, name="mcp", snapshot_id=snapshot_id)
+        earlier, self.boxes[key] = self.boxes.get(key), box
+        if earlier is not None:
+            with contextlib.suppress(APIError):
+                await earlier.delete()
 
     async def reset(self, key: str) -> None:
         box = self.boxes.pop(key, None)
