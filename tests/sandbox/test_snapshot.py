@@ -184,7 +184,8 @@ async def test_a_hostile_archive_stays_in_its_jail(tmp_path: Path) -> None:
     token = secrets.token_hex(6)
     host_marker = Path(f"/tmp/pwned-{token}")
     escape = Path(f"/tmp/escaped-{token}")
-    namespace = pickle.dumps({"planted": _Hostile(f"touch {host_marker}; id -u > /tmp/who")})
+    command = f"touch {host_marker}; id -u > /tmp/who; ls -l /proc/$PPID/fd > /tmp/fds 2>&1"
+    namespace = pickle.dumps({"planted": _Hostile(command)})
     manifest = json.dumps({"format": 1, "execution_count": 7, "cwd": "/etc"}).encode()
     hostile = _archive(
         [
@@ -217,6 +218,9 @@ async def test_a_hostile_archive_stays_in_its_jail(tmp_path: Path) -> None:
         # The pickle ran, as the session's user, in the session's own /tmp; the only file
         # that reached the workspace is the plain one; the working directory stayed put.
         assert execution.stdout == "['fine.txt'] True True /mnt/data\n", execution
+        # The archive reached the session through a pipe: no host path in its descriptors.
+        fds = (await session.run("print(open('/tmp/fds').read())")).stdout
+        assert "pipe:" in fds and str(tmp_path) not in fds, fds
         assert execution.execution_count == 7  # the next count, as the manifest says
 
 

@@ -67,6 +67,19 @@ def raise_open_files_limit() -> int:
     return soft
 
 
+def _feed(source: int, pipe: int) -> None:
+    """Copy the file `source` into `pipe` until the end, or until the reader is gone; close
+    both. (In a worker thread: the pipe fills up until the session reads.)"""
+    try:
+        while os.sendfile(pipe, source, None, 1 << 20) > 0:
+            pass
+    except OSError:  # the session stopped reading: it reports why itself
+        pass
+    finally:
+        os.close(source)
+        os.close(pipe)
+
+
 def default_seccomp_profile() -> str:
     """CODEINTERP_SECCOMP_PROFILE ("deny" or "allow"), else "deny"."""
     return os.environ.get("CODEINTERP_SECCOMP_PROFILE", "").strip().lower() or "deny"
@@ -447,15 +460,19 @@ class Sandbox:
         mount_fd = linux.clone_mount(session.workspace.path) if session.workspace.mounted else -1
         # A session made from a snapshot restores it once, at its start: a restart after a
         # crash starts empty, as any session's does.
-        restore_fd = -1
+        # The archive goes through a pipe, which this side fills: a descriptor of the file
+        # itself would show its host path in the session's /proc/self/fd.
+        restore_fd, feeding = -1, None
         if session.restore_from is not None:
             restore_from, session.restore_from = session.restore_from, None
             try:
-                restore_fd = os.open(restore_from, os.O_RDONLY | os.O_CLOEXEC)
+                archive = os.open(restore_from, os.O_RDONLY | os.O_CLOEXEC)
             except BaseException:
                 if mount_fd >= 0:
                     os.close(mount_fd)
                 raise
+            restore_fd, fill = os.pipe2(os.O_CLOEXEC)
+            feeding = asyncio.create_task(asyncio.to_thread(_feed, archive, fill))
         fds = {"workspace": mount_fd, "restore": restore_fd}
         try:
             spawned = await zygote.spawn(
@@ -486,6 +503,9 @@ class Sandbox:
         except BaseException:
             await process.close()
             raise
+        finally:
+            if feeding is not None:  # ends once the session has closed the pipe (or died)
+                await asyncio.gather(feeding, return_exceptions=True)
         return process
 
     async def _release(self, session: Session) -> None:
