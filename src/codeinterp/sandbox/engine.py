@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import resource
@@ -40,6 +41,7 @@ log = logging.getLogger("codeinterp.sandbox")
 # block, so two servers on one machine do not share uids by accident.
 UID_FLOOR = 1 << 20
 UID_BLOCK = 1 << 16
+PIPE_BYTES = 1 << 20  # a restore's pipe: fewer turns between the host filling it and the session
 REFILL_QUIET = 0.1  # seconds without a hand-out before the pool is refilled (unless empty)
 
 
@@ -472,6 +474,8 @@ class Sandbox:
                     os.close(mount_fd)
                 raise
             restore_fd, fill = os.pipe2(os.O_CLOEXEC)
+            with contextlib.suppress(OSError):  # fewer turns between the two sides
+                fcntl.fcntl(fill, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
             feeding = asyncio.create_task(asyncio.to_thread(_feed, archive, fill))
         fds = {"workspace": mount_fd, "restore": restore_fd}
         try:

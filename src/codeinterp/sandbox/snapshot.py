@@ -186,7 +186,7 @@ def restore_archive(shell: Any, source: BinaryIO, workspace: str, home: str) -> 
     pickled: bytes | None = None
     manifest: dict[str, Any] = {}
     try:
-        with tarfile.open(fileobj=source, mode="r|") as archive:
+        with tarfile.open(fileobj=source, mode="r|", bufsize=1 << 20) as archive:
             for member in archive:
                 if member.name == "namespace.pkl" and member.isreg():
                     extracted = archive.extractfile(member)

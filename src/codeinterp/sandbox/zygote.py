@@ -536,7 +536,7 @@ def _restore(shell: Any, fd: int, workspace: str) -> dict[str, Any]:
 
     home = os.environ.get("HOME", "") if workspace == "/mnt/data" else ""
     with (
-        os.fdopen(fd, "rb") as source,
+        os.fdopen(fd, "rb", buffering=1 << 20) as source,
         contextlib.redirect_stdout(io.StringIO()),
         contextlib.redirect_stderr(io.StringIO()),
     ):
