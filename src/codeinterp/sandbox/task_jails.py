@@ -8,7 +8,7 @@ it: the zygote holds the namespaces open (jail.JAIL_BUILD_STEPS), and each task'
 them and takes private copies of everything a task can write or see (jail.enter_task_jail).
 
 A jail runs one task at a time. It is handed to the next only once its cgroup holds no process
-(the last task's init, and with it every process of that task, is gone), its memory peak reset.
+(every process of the last task is gone), its memory peak reset.
 Each task still gets its own uid, workspace, pid, mount and IPC namespaces, so nothing one task
 leaves behind reaches the next; a jail that cannot be emptied is dropped, never reused.
 """
@@ -79,8 +79,9 @@ class TaskJails:
         return jail
 
     async def wait_empty(self, jail: TaskJail) -> None:
-        """Until no process is left in `jail` (for at most EMPTY_WAIT_SECONDS): a task's init
-        outlives its REPL by a moment, and ends the rest of the task as it exits."""
+        """Until no process is left in `jail` (for at most EMPTY_WAIT_SECONDS): the processes
+        a task left may still be exiting for a moment after its REPL's end is known (the REPL
+        is pid 1 of the task's namespace: as it exits, the kernel kills the rest)."""
         deadline = time.monotonic() + EMPTY_WAIT_SECONDS
         while jail.cgroup.process_count() and time.monotonic() < deadline:
             await asyncio.sleep(0.0005)
