@@ -56,7 +56,7 @@ class Saved:
     """The end of a snapshot: the archive's size, how many variables it holds, and some of
     what it left out, with why."""
 
-    status: Literal["ok", "error"]
+    status: Literal["ok", "error", "too_large"]  # too_large: past the host's max_bytes
     bytes: int
     saved: int
     skipped: dict[str, str]
@@ -179,7 +179,7 @@ def parse_pong(message: dict[str, Any]) -> Reply:
 def parse_saved(message: dict[str, Any]) -> Reply:
     _check_keys(message, _SAVED_KEYS, set())
     status, skipped = message["status"], message["skipped"]
-    if status not in ("ok", "error"):
+    if status not in ("ok", "error", "too_large"):
         raise FrameError("unknown status")
     if not isinstance(skipped, dict) or len(skipped) > MAX_SKIPPED:
         raise FrameError(f"skipped is not a map of at most {MAX_SKIPPED} names")

@@ -250,6 +250,16 @@ def _system_tree(ctx: JailContext, root: str) -> None:
             _bind(target, f"{root}/{link}", readonly=True)
 
 
+def _empty_root(ctx: JailContext) -> str:
+    """A tmpfs at the new root's mount point, with the system's directories and links; in a
+    mount namespace whose mounts no longer propagate back to the host's."""
+    root = ctx.new_root
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    linux.mount("tmpfs", root, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=4m,mode=755")
+    _system_tree(ctx, root)
+    return root
+
+
 def _readonly_binds(ctx: JailContext, root: str) -> None:
     for path in (*ctx.policy.readonly_binds, *ctx.environment_binds):
         if os.path.exists(path):
@@ -268,10 +278,7 @@ def _scratch_areas(ctx: JailContext, root: str) -> None:
 
 def build_root(ctx: JailContext) -> None:
     """A tmpfs root holding only what the policy names, plus the session's writable areas."""
-    root = ctx.new_root
-    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)  # nothing propagates back
-    linux.mount("tmpfs", root, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=4m,mode=755")
-    _system_tree(ctx, root)
+    root = _empty_root(ctx)
     # The writable tmpfs mounts come before the binds: a Python environment that lives under
     # /tmp on the host (a CI checkout, say) must stay visible, not be covered by the new /tmp.
     _scratch_areas(ctx, root)
@@ -287,10 +294,7 @@ def build_shared_root(ctx: JailContext) -> None:
     """A task jail's root: `build_root` without anything a task could write or that names one
     task (each task's own come with `enter_task_jail`). passwd and group are empty files here,
     mount points for each task's own."""
-    root = ctx.new_root
-    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    linux.mount("tmpfs", root, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=4m,mode=755")
-    _system_tree(ctx, root)
+    root = _empty_root(ctx)
     _readonly_binds(ctx, root)
     _host_files(ctx, f"{root}/etc")
     for name in ("passwd", "group"):

@@ -629,7 +629,7 @@ class Kernel:
     def snapshot(self, message: dict[str, Any]) -> None:
         """Stream this session's snapshot (see snapshot.py) as blob frames, then say how it
         went. Up to `max_bytes`: past it the snapshot stops, with an error."""
-        from .snapshot import BlobWriter, write_archive
+        from .snapshot import BlobWriter, TooLarge, session_home, write_archive
 
         self._execution_id = _request_id(message)
         limit = message.get("max_bytes")
@@ -638,20 +638,21 @@ class Kernel:
             MAX_KERNEL_FRAME - 1,
             limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
         )
-        saved, skipped, error = 0, {}, ""
-        home = os.environ.get("HOME", "") if self.workspace == WORKSPACE else ""
+        saved, skipped, error, status = 0, {}, "", "ok"
+        home = session_home(self.workspace)
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                summary = write_archive(self.shell, writer, self.workspace, home or "/nonexistent")
+                summary = write_archive(self.shell, writer, self.workspace, home)
             writer.flush()
             saved, skipped = len(summary["saved"]), summary["skipped"]
         except Exception as exc:
             error = _clip(f"{type(exc).__name__}: {exc}")
+            status = "too_large" if isinstance(exc, TooLarge) else "error"
         self.send(
             {
                 "ev": "saved",
                 "id": self._execution_id,
-                "status": "error" if error else "ok",
+                "status": status,
                 "bytes": writer.written,
                 "saved": saved,
                 "skipped": _bounded_report({"skipped": skipped})["skipped"],

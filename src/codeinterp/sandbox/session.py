@@ -526,6 +526,23 @@ class KernelProcess:
                 self._has_room.set()
         return item
 
+    async def reply(self, kind: type[Pong] | type[Saved], timeout: float) -> Reply | None:
+        """The answer of `kind` to the request in flight (a ping, a snapshot); None if the
+        kernel died or `timeout` passed first. Output written meanwhile (by threads) is kept
+        for the next execution."""
+        deadline = time.monotonic() + timeout
+        output: list[Item] = []
+        try:
+            while True:
+                item = await self.next_item(max(0.0, deadline - time.monotonic()))
+                if item is None or isinstance(item, _Exited):
+                    return None
+                if isinstance(item, Reply) and isinstance(item.payload, kind):
+                    return item
+                output.append(item)
+        finally:
+            self.put_back(output)
+
     def wake(self) -> None:
         """Make the reader waiting in `next_item` look up now (an interrupt to attend to)."""
         self._woken = True
@@ -1059,18 +1076,8 @@ class Session:
                 raise SessionDied("session is not running")
             ping_id = process.start_execution("ping")
             await process.send({"op": op, "id": ping_id})
-            deadline = time.monotonic() + 10
-            output: list[Item] = []  # written between executions: kept for the next one
-            try:
-                while True:
-                    item = await process.next_item(max(0.0, deadline - time.monotonic()))
-                    if item is None or isinstance(item, _Exited):
-                        raise SessionDied("session did not answer")
-                    if isinstance(item, Reply) and isinstance(item.payload, Pong):
-                        return
-                    output.append(item)
-            finally:
-                process.put_back(output)
+            if await process.reply(Pong, 10) is None:
+                raise SessionDied("session did not answer")
 
     async def snapshot(
         self, path: str, max_bytes: int | None = None, timeout: float = 300.0
@@ -1097,7 +1104,7 @@ class Session:
                 raise
             if saved.status != "ok" or written != saved.bytes:
                 os.unlink(partial)
-                if saved.error.startswith("TooLarge"):
+                if saved.status == "too_large":
                     raise QuotaExceeded(
                         f"could not save the session's state: it is over {limit} bytes"
                     )
@@ -1125,27 +1132,21 @@ class Session:
 
         process.blob_sink = sink
         snapshot_id = process.start_execution("snapshot", bulk_bytes=limit)
-        output: list[Item] = []  # written meanwhile by threads: for the next execution
         try:
             await process.send({"op": "snapshot", "id": snapshot_id, "max_bytes": limit})
-            deadline = time.monotonic() + timeout
-            while True:
-                item = await process.next_item(max(0.0, deadline - time.monotonic()))
-                if isinstance(item, Reply) and isinstance(item.payload, Saved):
-                    return written, item.payload
-                if item is None or isinstance(item, _Exited):
-                    process.kill()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(5):
-                            await asyncio.shield(process.exit_status)
-                    why = process.violation or "it died or did not answer"
-                    raise SessionDied(f"the session's state could not be saved: {why}")
-                output.append(item)
+            reply = await process.reply(Saved, timeout)
         finally:
             process.blob_sink = None
             if process.expecting == "snapshot":
                 process._stop_expecting()
-            process.put_back(output)
+        if reply is None or not isinstance(reply.payload, Saved):
+            process.kill()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await asyncio.shield(process.exit_status)
+            why = process.violation or "it died or did not answer"
+            raise SessionDied(f"the session's state could not be saved: {why}")
+        return written, reply.payload
 
     async def close(self) -> None:
         if self._closed:

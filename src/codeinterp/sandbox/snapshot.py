@@ -73,6 +73,13 @@ class BlobWriter(io.RawIOBase):
             self._buffer.clear()
 
 
+def session_home(workspace: str) -> str:
+    """The home directory a snapshot saves and restores: the jail's (HOME); none without a jail
+    (`workspace` is then a host directory, and HOME the host user's)."""
+    home = os.environ.get("HOME", "") if workspace == "/mnt/data" else ""
+    return home or "/nonexistent"
+
+
 def _reason(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."

@@ -532,15 +532,14 @@ def _restore(shell: Any, fd: int, workspace: str) -> dict[str, Any]:
     it prints goes nowhere (the channel speaks only once the session is ready)."""
     import io
 
-    from .snapshot import restore_archive
+    from .snapshot import restore_archive, session_home
 
-    home = os.environ.get("HOME", "") if workspace == "/mnt/data" else ""
     with (
         os.fdopen(fd, "rb", buffering=1 << 20) as source,
         contextlib.redirect_stdout(io.StringIO()),
         contextlib.redirect_stderr(io.StringIO()),
     ):
-        return restore_archive(shell, source, workspace, home or "/nonexistent")
+        return restore_archive(shell, source, workspace, session_home(workspace))
 
 
 def _reseed() -> None:
