@@ -97,6 +97,20 @@ class Settings(BaseSettings):
     # the derived allow-list; see docs/isolation.md)
     seccomp_profile: Literal["deny", "allow"] = "deny"
 
+    # Persistence (sessions/persistence.py): an idle session of a thread or a container is saved
+    # to disk and woken on its next use, also after a restart or a crash. Off: it ends (state lost,
+    # container expired), as with OpenAI.
+    session_persistence: bool = True
+    # Against a crash, a session that changed is saved this long after the change (0: only when
+    # it goes to sleep and at a stop)
+    checkpoint_seconds: float = Field(default=10.0, ge=0)
+    # A saved state is kept this long after it was last saved, then discarded (container expired)
+    snapshot_retention_hours: float = Field(default=168.0, gt=0)
+    # All the saved states of one project; past it, its oldest sleeping ones are discarded
+    snapshot_quota_mib_per_project: int | None = Field(default=10240, ge=1)
+    # A stop saves the live sessions that changed for at most this long
+    stop_snapshot_seconds: float = Field(default=20.0, ge=0)
+
     # Containers: an operator's cap on any container's idle time, whatever it asks (None: no cap)
     container_idle_cap_minutes: float | None = Field(default=None, gt=0)
     # SSE comment lines on quiet streams, so proxies and clients know the stream is alive

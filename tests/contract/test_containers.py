@@ -639,9 +639,11 @@ def test_bad_execute_and_file_requests(server: ServerProcess, container: str) ->
 
 @pytest.fixture(scope="module")
 def expiring_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server that caps every container's idle time at 1.8 s."""
+    """A server that caps every container's idle time at 1.8 s, with session persistence off:
+    idle containers expire, as with OpenAI (test_persistence.py has them sleep and wake)."""
     data_dir: Path = tmp_path_factory.mktemp("containers-expiry")
     env = {
+        "CODEINTERP_SESSION_PERSISTENCE": "false",
         "CODEINTERP_CONTAINER_IDLE_CAP_MINUTES": str(IDLE_CAP_MINUTES),
         "CODEINTERP_POOL_SIZE": "1",
     }

@@ -1,4 +1,5 @@
-"""Expiry: runs past expires_at, and sessions idle past their lifetime (short settings here)."""
+"""Expiry: runs past expires_at, and sessions idle past their lifetime (short settings here),
+with session persistence off (test_persistence.py has idle sessions sleep and wake)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def quick_server(
         "CODEINTERP_UPSTREAM_BASE_URL": upstream.base_url,
         "CODEINTERP_RUN_EXPIRY_SECONDS": str(RUN_EXPIRY),
         "CODEINTERP_SESSION_IDLE_MINUTES": str(SESSION_IDLE_SECONDS / 60),
+        "CODEINTERP_SESSION_PERSISTENCE": "false",
         "CODEINTERP_POOL_SIZE": "1",
         "CODEINTERP_POLL_AFTER_MS": "20",
     }

@@ -40,6 +40,8 @@ def server(
         "CODEINTERP_UPSTREAM_API_KEY": "sk-upstream-test",
         "CODEINTERP_POOL_SIZE": "1",
         "CODEINTERP_POLL_AFTER_MS": "20",
+        # no checkpoints: a session the crash cuts off was never saved (test_persistence.py)
+        "CODEINTERP_CHECKPOINT_SECONDS": "0",
     }
     with ServerProcess(env, data_dir=data_dir) as process:
         yield process

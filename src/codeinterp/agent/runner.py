@@ -291,8 +291,7 @@ class RunExecutor:
             after = page.items[-1].id
 
     async def _plan_paths(self, file_ids: list[str]) -> dict[str, str]:
-        managed = self.deps.sessions.peek(self.project, "thread", self.run.thread_id)
-        known = dict(managed.files) if managed else {}
+        known = await self.deps.sessions.known_files(self.project, "thread", self.run.thread_id)
         records = []
         for file_id in file_ids:
             if file_id not in known:

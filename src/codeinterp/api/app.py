@@ -30,7 +30,7 @@ from codeinterp.services.runs import RunsService
 from codeinterp.services.threads import ThreadsService
 from codeinterp.services.traces import TracesService
 from codeinterp.services.usage import UsageService
-from codeinterp.sessions import SessionLimits, SessionManager
+from codeinterp.sessions import Persistence, SessionLimits, SessionManager
 from codeinterp.store import Store
 from codeinterp.store.store import ORPHAN_GRACE_SECONDS
 from codeinterp.telemetry import metrics, tracing
@@ -93,6 +93,10 @@ def create_app(settings: Settings) -> FastAPI:
             )
         await store.end_open_sessions(int(time.time()))
         await _note_earlier_projects(store, settings)
+        if not settings.session_persistence:  # states saved while it was on are not woken
+            await store.discard_session_states(
+                [state.owner_id for state in await store.list_session_states()]
+            )
         expired = await store.expire_running_containers()
         if expired:
             log.warning(
@@ -122,6 +126,15 @@ def create_app(settings: Settings) -> FastAPI:
                 create_concurrency=settings.create_concurrency,
                 queue_wait_seconds=settings.queue_wait_seconds,
                 min_free_memory_bytes=settings.min_free_memory_mib * 2**20,
+            ),
+            Persistence(
+                enabled=settings.session_persistence,
+                checkpoint_seconds=settings.checkpoint_seconds,
+                retention_seconds=settings.snapshot_retention_hours * 3600,
+                quota_bytes=None
+                if settings.snapshot_quota_mib_per_project is None
+                else settings.snapshot_quota_mib_per_project * 2**20,
+                stop_seconds=settings.stop_snapshot_seconds,
             ),
         )
         sessions.start()

@@ -1,9 +1,12 @@
-"""Containers: a named sandbox session with an idle expiry and its files at /mnt/data.
+"""Containers: a named sandbox session with an idle time and its files at /mnt/data.
 
-A container's metadata is stored; its files and Python state live in its session, so they are
-gone when it expires (as with OpenAI) or when the server restarts (start-up marks running
-containers expired). Container file ids are kept in memory beside the session: a file the code
-writes gets an id (source "assistant") the first time the API sees it.
+A container's metadata is stored; its files and Python state live in its session. Idle past its
+`expires_after`, the session goes to sleep on disk (sessions/persistence.py) and the container
+stays "running": its next use wakes it with the same variables, files and file ids, also after
+a restart or a crash of the server. It expires (as with OpenAI) when its state is discarded
+(retention, the project's quota), cannot be saved, or persistence is off. Container file ids are
+kept beside the session (and saved with it): a file the code writes gets an id (source
+"assistant") the first time the API sees it.
 
 Every door that runs code in a container (execute, the Responses API, the MCP tools) goes
 through `execute` here, so they share sessions, limits, file tracking and usage records.
@@ -11,12 +14,11 @@ through `execute` here, so they share sessions, limits, file tracking and usage 
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import itertools
 import logging
 import os
-import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,9 +105,7 @@ class ContainersService:
                 project,
                 "container",
                 container.id,
-                memory_limit=container.memory_limit,
-                idle_seconds=self._idle_seconds(minutes),
-                on_expire=self._on_session_expired,
+                **self._session_options(container),
                 restore_from=restore_from,
             )
             live = LiveContainer(project, container, managed)
@@ -122,13 +122,14 @@ class ContainersService:
         return container.model_dump(mode="json")
 
     async def retrieve(self, project: str, container_id: str) -> dict[str, Any]:
-        """The container; an expired one is shown as such (its metadata outlives its data)."""
-        try:
-            live = await self._use(project, container_id)
-        except ContainerExpired:
-            record = await self.store.get_object("container", project, container_id)
-            return record.body
-        return live.container.model_dump(mode="json")
+        """The container; an expired one is shown as such (its metadata outlives its data), a
+        sleeping one as running without waking it."""
+        live = self._live.get(container_id)
+        if live is not None and live.project == project and not live.managed.sleeping:
+            with contextlib.suppress(ContainerExpired):  # then shown from the store, expired
+                return (await self._use(project, container_id)).container.model_dump(mode="json")
+        record = await self.store.get_object("container", project, container_id)
+        return record.body
 
     async def list_containers(
         self,
@@ -163,7 +164,7 @@ class ContainersService:
     async def delete(self, project: str, container_id: str) -> dict[str, Any]:
         await self.store.get_object("container", project, container_id)  # 404 if not ours
         self._live.pop(container_id, None)
-        await self.sessions.close(project, "container", container_id)
+        await self.sessions.close(project, "container", container_id)  # its saved state too
         await self.store.delete_object("container", project, container_id)
         return {"id": container_id, "object": "container.deleted", "deleted": True}
 
@@ -233,8 +234,12 @@ class ContainersService:
         if live is None or live.project != project:
             raise NotFound(f"No container found with id '{container_id}'.")
         managed = live.managed
-        if managed.session.closed or managed.expired(self.sessions.idle_seconds):
-            raise NotFound(f"Container '{container_id}' has expired.")
+        if (
+            managed.session.closed
+            or managed.sleeping
+            or managed.expired(self.sessions.idle_seconds)
+        ):
+            raise NotFound(f"Container '{container_id}' is not running now.")
         return await self._open_file(live, file_id, max_bytes)
 
     async def _open_file(
@@ -251,6 +256,7 @@ class ContainersService:
         live = await self._use(project, container_id)
         found = await self._find_file(live, file_id)
         name = _relative(found.path)
+        live.managed.changed()
         await live.managed.session.delete_file(name)
         live.files.pop(name, None)
         return {"id": file_id, "object": "container.file.deleted", "deleted": True}
@@ -318,22 +324,20 @@ class ContainersService:
         live = await self._use(project, container_id)
         managed = live.managed
         limit = self.settings.max_upload_bytes
-        managed.busy += 1  # not expired while it is being saved
+        managed.busy += 1  # not put to sleep while it is being saved
+        temp = self.store.temp_path()
         try:
-            with tempfile.TemporaryDirectory(
-                dir=self.settings.data_dir, prefix=".snapshot-"
-            ) as directory:
-                path = os.path.join(directory, "snapshot")
-                info = await managed.session.snapshot(path, max_bytes=limit)
-                record = await self.store.create_file(
-                    project,
-                    f"{container_id}.snapshot",
-                    SNAPSHOT_PURPOSE,
-                    _read_chunks(path),
-                    limit,
-                    body={"container_id": container_id},
-                )
+            info = await managed.session.snapshot(temp, max_bytes=limit)
+            record = await self.store.adopt_file(
+                project,
+                f"{container_id}.snapshot",
+                SNAPSHOT_PURPOSE,
+                temp,
+                body={"container_id": container_id},
+            )
         finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)  # not adopted: it failed
             managed.busy -= 1
             managed.touch()
         return {**file_to_wire(record), "container_id": container_id, "skipped": info.skipped}
@@ -344,15 +348,26 @@ class ContainersService:
         cap = self.settings.container_idle_cap_minutes
         return 60.0 * (minutes if cap is None else min(minutes, cap))
 
+    def _session_options(self, container: Container) -> dict[str, Any]:
+        """What the container asks of its session, when it is made and when it wakes."""
+        minutes = container.expires_after.get("minutes", DEFAULT_EXPIRY_MINUTES)
+        return {
+            "memory_limit": container.memory_limit,
+            "idle_seconds": self._idle_seconds(minutes),
+            "on_expire": self._on_session_expired,
+            "on_sleep": self._on_session_asleep,
+            "keep": self._kept_with_session,
+        }
+
     async def _use(self, project: str, container_id: str) -> LiveContainer:
-        """The live container, its expiry refreshed; NotFound or ContainerExpired if none."""
+        """The live container (woken if it was asleep), its expiry refreshed; NotFound or
+        ContainerExpired if none."""
         live = self._live.get(container_id)
-        if live is None or live.project != project:
-            record = await self.store.get_object("container", project, container_id)  # 404
-            raise _expired_error(container_id, record.body)
-        managed = live.managed
-        if await self._expire_if_idle(live):
+        if live is None or live.project != project or live.managed.sleeping:
+            live = await self._wake(project, container_id)
+        elif await self._expire_if_idle(live):
             raise _expired_error(container_id, live.container.model_dump())
+        managed = live.managed
         managed.touch()
         stamp = now()
         if stamp != live.container.last_active_at:  # stored to the second, not on every call
@@ -362,9 +377,37 @@ class ContainersService:
             )
         return live
 
+    async def _wake(self, project: str, container_id: str) -> LiveContainer:
+        """The container back from its saved state (a sleep, a restart, a crash); NotFound or
+        ContainerExpired (marked so) if it has none."""
+        record = await self.store.get_object("container", project, container_id)  # 404
+        container = Container.model_validate(record.body)
+        if container.status != "running":
+            raise _expired_error(container_id, record.body)
+        managed = await self.sessions.wake(
+            project, "container", container_id, **self._session_options(container)
+        )
+        if managed is None:  # nothing saved: its state is gone for good
+            container.status = "expired"
+            await self.store.update_object(
+                "container", project, container_id, container.model_dump(mode="json")
+            )
+            raise _expired_error(container_id, record.body)
+        live = self._live.get(container_id)
+        if live is not None and live.managed is managed:  # another caller woke it first
+            return live
+        live = LiveContainer(project, container, managed)
+        if managed.woke_with is not None:
+            _restore_tracking(live, managed.woke_with)
+        self._live[container_id] = live
+        return live
+
     async def _expire_if_idle(self, live: LiveContainer) -> bool:
-        """Expire the container now if it has been idle too long (the reaper may not have
-        come round yet); whether it has expired."""
+        """With persistence off: expire the container now if it has been idle too long (the
+        reaper may not have come round yet); whether it has expired. (With persistence on, a
+        container past its idle time still in memory is simply used.)"""
+        if self.sessions.persistence.enabled:
+            return False
         managed = live.managed
         if managed.session.closed or managed.expired(self.sessions.idle_seconds):
             await self.sessions.expire(managed)
@@ -379,6 +422,22 @@ class ContainersService:
         await self.store.update_object(
             "container", managed.project, managed.owner_id, live.container.model_dump(mode="json")
         )
+
+    async def _on_session_asleep(self, managed: ManagedSession) -> None:
+        live = self._live.get(managed.owner_id)
+        if live is not None and live.managed is managed:
+            del self._live[managed.owner_id]
+
+    def _kept_with_session(self, managed: ManagedSession) -> dict[str, Any]:
+        """The container's file ids (oldest first) and image count, saved with its session."""
+        live = self._live.get(managed.owner_id)
+        if live is None or live.managed is not managed:
+            return {}
+        tracked = sorted(live.files.items(), key=lambda item: item[1].order)
+        return {
+            "files": [[name, t.id, t.created_at, t.source] for name, t in tracked],
+            "images_saved": live.images_saved,
+        }
 
     def _wire(
         self, live: LiveContainer, name: str, size: int, tracked: TrackedFile
@@ -403,6 +462,7 @@ class ContainersService:
     async def _write(
         self, live: LiveContainer, name: str, data: bytes, source: str
     ) -> ContainerFile:
+        live.managed.changed()
         path = await live.managed.session.upload(name, data)
         relative = _relative(path)
         return self._wire(live, relative, len(data), self._track(live, relative, source, now()))
@@ -455,21 +515,23 @@ class ContainersService:
             return None
 
 
+def _restore_tracking(live: LiveContainer, kept: dict[str, Any]) -> None:
+    """The file ids and image count a woken container had (see _kept_with_session)."""
+    for name, file_id, created_at, source in kept.get("files", []):
+        live.files[name] = TrackedFile(file_id, created_at, source)
+    live.images_saved = kept.get("images_saved", 0)
+
+
 def _relative(path: str) -> str:
     return "/".join(clean_relative_path(path))
-
-
-async def _read_chunks(path: str, size: int = 1 << 20) -> AsyncIterator[bytes]:
-    """A file's bytes in chunks, read in a worker thread."""
-    with open(path, "rb") as f:
-        while chunk := await asyncio.to_thread(f.read, size):
-            yield chunk
 
 
 def _expired_error(container_id: str, body: dict[str, Any]) -> ContainerExpired:
     minutes = (body.get("expires_after") or {}).get("minutes", DEFAULT_EXPIRY_MINUTES)
     return ContainerExpired(
-        f"Container {container_id} has expired (idle for more than {minutes} minutes, or its "
-        "sandbox ended with a server restart): its files and state are gone. Create a new "
+        f"Container {container_id} has expired: its files and state are gone (the server "
+        "restarted after a crash before its state was saved, or its saved state was discarded "
+        "past the server's retention or the project's quota, or could not be made, or it was "
+        f"idle for more than {minutes} minutes with session persistence off). Create a new "
         "container."
     )

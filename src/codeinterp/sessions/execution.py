@@ -60,6 +60,7 @@ async def execute(
     (`call_id`: the model's tool call, if a model asked for it). `stdin`: the code's standard
     input."""
     managed.busy += 1
+    managed.changed()  # what the code does is saved with the session (persistence.py)
     execution = Execution()
     results: list[dict[str, Any]] = []
     span = tracing.LeafSpan("execute_tool python", _span_start(managed, code, call_id))

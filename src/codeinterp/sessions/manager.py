@@ -1,6 +1,8 @@
-"""One sandbox session per owner (a thread), created on first use, reused, expired when idle.
+"""One sandbox session per owner (a thread or a container): created on first use, reused, put
+to sleep on disk when idle and woken on its next use (persistence.py), expired if it cannot be.
 
-Every session created is recorded in the store with its price, for the usage endpoint. Files are
+Every session created is recorded in the store with its price, for the usage endpoint; a
+session asleep and woken again is still the same session (one record, billed once). Files are
 copied into /mnt/data once per session under their file names (a clashing name gets the file id
 appended), and the paths are remembered so the model can be told about them.
 """
@@ -12,21 +14,26 @@ import contextlib
 import logging
 import os
 import time
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from codeinterp.errors import LimitReached, Overloaded
 from codeinterp.ids import new_id
 from codeinterp.sandbox import Sandbox, SandboxPolicy, Session
-from codeinterp.store import FileRecord, Store
+from codeinterp.store import FileRecord, SessionStateRecord, Store
 from codeinterp.telemetry import metrics
 
+from . import persistence
 from .admission import Admission
+from .persistence import Persistence
 
 log = logging.getLogger("codeinterp.sessions")
 
 ROOM_POLL_SECONDS = 0.05  # how often a caller waiting for room under a cap looks again
+Callback = Callable[["ManagedSession"], Awaitable[None]]
 
 
 def _check_memory(reserve: int) -> None:
@@ -64,17 +71,35 @@ class ManagedSession:
     busy: int = 0
     cost_usd: float = 0.0  # what the session is billed (the usage report's price)
     idle_seconds: float | None = None  # None: the manager's default
+    memory_limit: str = "1g"
     # called (before the session closes) when the session expires for being idle
-    on_expire: Callable[[ManagedSession], Awaitable[None]] | None = None
+    on_expire: Callback | None = None
+    # called (before the process ends) when the session goes to sleep on disk
+    on_sleep: Callback | None = None
+    # what the owner keeps beside the session's saved state (JSON); given back in `woke_with`
+    keep: Callable[[ManagedSession], dict[str, Any]] | None = None
+    woke_with: dict[str, Any] | None = None  # None: a new session, not woken from a state
+    changed_at: float | None = None  # when it first changed since it was last saved
+    saved: bool = False  # a saved state of it exists (up to date unless changed_at is set)
+    sleeping: bool = False  # being put to sleep: its next user waits and wakes it
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
+
+    def changed(self) -> None:
+        """Its state changed (code ran, a file came or went): save it again."""
+        if self.changed_at is None:
+            self.changed_at = time.monotonic()
 
     def idle_for(self, default: float) -> float:
         return default if self.idle_seconds is None else self.idle_seconds
 
     def expired(self, default: float) -> bool:
         return self.busy == 0 and time.monotonic() - self.last_used > self.idle_for(default)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.project, self.owner_kind, self.owner_id)
 
 
 @dataclass(frozen=True)
@@ -96,8 +121,10 @@ class SessionManager:
         idle_seconds: float,
         price_usd: float,
         limits: SessionLimits | None = None,
+        persist: Persistence | None = None,
     ) -> None:
         self.sandbox = sandbox
+        self.persistence = persist or Persistence()
         self.store = store
         self.idle_seconds = idle_seconds
         self.price_usd = price_usd
@@ -108,7 +135,10 @@ class SessionManager:
         self._live_by_project: Counter[str] = Counter()  # live and being made, by project
         self._draining = ""  # why no session is made any more (the server is stopping)
         self._sessions: dict[tuple[str, str, str], ManagedSession] = {}
-        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        # one lock per owner while anyone holds it (10,000 sleeping owners keep none)
+        self._locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self._reaper: asyncio.Task[None] | None = None
         self._reaper_wakeup = asyncio.Event()  # a session with a shorter idle time arrived
 
@@ -123,50 +153,111 @@ class SessionManager:
         *,
         memory_limit: str = "1g",
         idle_seconds: float | None = None,
-        on_expire: Callable[[ManagedSession], Awaitable[None]] | None = None,
+        on_expire: Callback | None = None,
+        on_sleep: Callback | None = None,
+        keep: Callable[[ManagedSession], dict[str, Any]] | None = None,
         restore_from: str | None = None,
     ) -> ManagedSession:
-        """The owner's session, created if it has none (or its last one expired).
+        """The owner's session: the live one, else woken from its saved state, else new.
 
-        A new session gets the memory tier's limit and, if given, its own idle time, a
-        callback for its expiry (containers) and a snapshot to start from (`restore_from`, a
-        path); the defaults are a thread's.
+        A new session gets the memory tier's limit and, if given, its own idle time, callbacks
+        for its expiry and its sleep, what its owner keeps beside its saved state (`keep`), and
+        a snapshot to start from (`restore_from`, a path); the defaults are a thread's.
         """
+        options = _Options(memory_limit, idle_seconds, on_expire, on_sleep, keep)
+        managed = await self._get(project, owner_kind, owner_id, options, restore_from)
+        assert managed is not None  # made if there was none
+        return managed
+
+    async def wake(
+        self,
+        project: str,
+        owner_kind: str,
+        owner_id: str,
+        *,
+        memory_limit: str = "1g",
+        idle_seconds: float | None = None,
+        on_expire: Callback | None = None,
+        on_sleep: Callback | None = None,
+        keep: Callable[[ManagedSession], dict[str, Any]] | None = None,
+    ) -> ManagedSession | None:
+        """The owner's live session, or the one woken from its saved state; None if it has
+        neither (it ended for good)."""
+        options = _Options(memory_limit, idle_seconds, on_expire, on_sleep, keep)
+        return await self._get(project, owner_kind, owner_id, options, None, create=False)
+
+    async def _get(
+        self,
+        project: str,
+        owner_kind: str,
+        owner_id: str,
+        options: _Options,
+        restore_from: str | None,
+        *,
+        create: bool = True,
+    ) -> ManagedSession | None:
         key = (project, owner_kind, owner_id)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
+        async with self._lock_of(key):
             managed = self._sessions.get(key)
             if managed is None or managed.session.closed:
                 if managed is not None:  # its session died: the new one takes its place
                     self._forget(managed)
-                policy = SandboxPolicy.for_memory_tier(memory_limit)
-                session = await self._create(project, policy, restore_from)
-                managed = ManagedSession(
-                    new_id("session"),
-                    project,
-                    owner_kind,
-                    owner_id,
-                    session,
-                    idle_seconds=idle_seconds,
-                    on_expire=on_expire,
-                    cost_usd=self.price_usd,
-                )
+                state = None
+                if restore_from is None and self.persistence.enabled:
+                    state = await self.store.find_session_state(project, owner_id)
+                if state is not None:
+                    managed = await self._wake(state, options)
+                elif create:
+                    managed = await self._start(key, options, restore_from)
+                else:
+                    return None
                 self._sessions[key] = managed  # counted in _live_by_project by _create
-                metrics.SESSIONS_CREATED.inc()
-                metrics.SESSION_COST.inc(self.price_usd)
-                if idle_seconds is not None:
+                if options.idle_seconds is not None or self.persistence.checkpoint_seconds:
                     self._reaper_wakeup.set()
-                await self.store.record_session_start(
-                    project,
-                    managed.id,
-                    owner_kind,
-                    owner_id,
-                    int(time.time()),
-                    self.price_usd,
-                    memory_limit,
-                )
             managed.touch()
             return managed
+
+    def _lock_of(self, key: tuple[str, str, str]) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    async def _start(
+        self, key: tuple[str, str, str], options: _Options, restore_from: str | None
+    ) -> ManagedSession:
+        project, owner_kind, owner_id = key
+        policy = SandboxPolicy.for_memory_tier(options.memory_limit)
+        session = await self._create(project, policy, restore_from)
+        managed = options.managed(new_id("session"), key, session, self.price_usd)
+        metrics.SESSIONS_CREATED.inc()
+        metrics.SESSION_COST.inc(self.price_usd)
+        await self.store.record_session_start(
+            project,
+            managed.id,
+            owner_kind,
+            owner_id,
+            int(time.time()),
+            self.price_usd,
+            options.memory_limit,
+        )
+        return managed
+
+    async def _wake(self, state: SessionStateRecord, options: _Options) -> ManagedSession:
+        """The session back from its saved state, in a new process: the same session (its id
+        and usage record go on), its files known, its owner's kept state in `woke_with`."""
+        memory_limit = state.body.get("memory_limit", options.memory_limit)
+        policy = SandboxPolicy.for_memory_tier(memory_limit)
+        session = await self._create(state.project, policy, state.path)
+        key = (state.project, state.owner_kind, state.owner_id)
+        managed = options.managed(state.session_id, key, session, self.price_usd)
+        managed.memory_limit = memory_limit
+        managed.files = dict(state.body.get("files", {}))
+        managed.woke_with = dict(state.body.get("owner", {}))
+        managed.saved = True  # the state it woke from is its state until it changes
+        metrics.SESSIONS_WOKEN.inc()
+        log.info("session %s of %s %s woke from its saved state", managed.id, *key[1:])
+        return managed
 
     async def _create(
         self, project: str, policy: SandboxPolicy, restore_from: str | None = None
@@ -238,6 +329,17 @@ class SessionManager:
     def peek(self, project: str, owner_kind: str, owner_id: str) -> ManagedSession | None:
         return self._sessions.get((project, owner_kind, owner_id))
 
+    async def known_files(self, project: str, owner_kind: str, owner_id: str) -> dict[str, str]:
+        """The files (file id -> path) in the owner's session, live or asleep, without waking
+        it."""
+        managed = self.peek(project, owner_kind, owner_id)
+        if managed is not None:
+            return dict(managed.files)
+        state = None
+        if self.persistence.enabled:
+            state = await self.store.find_session_state(project, owner_id)
+        return dict(state.body.get("files", {})) if state is not None else {}
+
     @staticmethod
     def plan_paths(known: dict[str, str], records: Sequence[FileRecord]) -> dict[str, str]:
         """Where each new file goes: /mnt/data/<its name>, or <stem>-<id tail><ext> on a clash."""
@@ -259,16 +361,25 @@ class SessionManager:
         new_ids = [f for f in dict.fromkeys(file_ids) if f not in managed.files]
         records = [await self.store.get_file(managed.project, f) for f in new_ids]
         for file_id, path in self.plan_paths(managed.files, records).items():
+            managed.changed()
             data = await self.store.read_file(managed.project, file_id)
             managed.files[file_id] = await managed.session.upload(path, data)
         return dict(managed.files)
 
     async def close(self, project: str, owner_kind: str, owner_id: str) -> None:
-        managed = self._sessions.get((project, owner_kind, owner_id))
-        self._locks.pop((project, owner_kind, owner_id), None)
-        if managed is not None:
-            self._forget(managed)
-            await self._end(managed)
+        """End the owner's session for good (its thread or container is deleted): the live
+        one, and any saved state."""
+        key = (project, owner_kind, owner_id)
+        async with self._lock_of(key):
+            managed = self._sessions.get(key)
+            if managed is not None:
+                self._forget(managed)
+                await self._end(managed)
+            state = await self.store.find_session_state(project, owner_id)
+            if state is not None:
+                await self.store.delete_session_state(project, owner_id)
+                if managed is None:  # asleep: its usage record ends now
+                    await self.store.record_session_end(state.session_id, int(time.time()))
 
     async def _end(self, managed: ManagedSession) -> None:
         with contextlib.suppress(Exception):
@@ -277,41 +388,126 @@ class SessionManager:
 
     async def expire(self, managed: ManagedSession) -> None:
         """End an idle session now: its owner is told (on_expire), then it closes."""
-        key = (managed.project, managed.owner_kind, managed.owner_id)
+        async with self._lock_of(managed.key):
+            await self._expire(managed)
+
+    async def _expire(self, managed: ManagedSession) -> None:
+        key = managed.key
         if self._sessions.get(key) is not managed:
             return  # already ended
         log.info("session %s of %s %s expired", managed.id, key[1], key[2])
         self._forget(managed)
-        self._locks.pop(key, None)
         if managed.on_expire is not None:
             try:
                 await managed.on_expire(managed)
             except Exception:
                 log.exception("could not mark %s %s expired", key[1], key[2])
+        if managed.saved:
+            await self.store.delete_session_state(managed.project, managed.owner_id)
         await self._end(managed)
 
+    async def sleep(self, managed: ManagedSession) -> None:
+        """Put an idle session to sleep: its state saved (if it changed since it was last),
+        its process ended; its next use wakes it. If it cannot be saved, it expires."""
+        managed.sleeping = True  # its next user waits on the lock, then wakes it
+        try:
+            async with self._lock_of(managed.key):
+                if self._sessions.get(managed.key) is not managed:
+                    return  # ended meanwhile
+                if not managed.expired(self.idle_seconds):
+                    return  # used meanwhile
+                if not self.persistence.enabled or not await self._save(managed, "sleep"):
+                    await self._expire(managed)
+                    return
+                self._forget(managed)
+                if managed.on_sleep is not None:
+                    try:
+                        await managed.on_sleep(managed)
+                    except Exception:
+                        log.exception("%s %s: could not go to sleep", *managed.key[1:])
+                with contextlib.suppress(Exception):
+                    await managed.session.close()
+                metrics.SESSIONS_SLEPT.inc()
+                log.info("session %s of %s %s went to sleep", managed.id, *managed.key[1:])
+        finally:
+            managed.sleeping = False
+
+    async def _save(self, managed: ManagedSession, reason: str) -> bool:
+        """Save `managed` if it changed since it was last saved (the caller holds its lock);
+        whether its saved state is now up to date."""
+        if managed.saved and managed.changed_at is None:
+            return True
+        changed_at, managed.changed_at = managed.changed_at, None  # changes from now: again
+        live = {m.owner_id for m in self._sessions.values()}
+        if await persistence.save(self.store, managed, self.persistence, live):
+            managed.saved = True
+            metrics.SESSION_SAVES.labels(reason).inc()
+            return True
+        if managed.changed_at is None:
+            managed.changed_at = changed_at
+        return False
+
+    async def checkpoint(self, managed: ManagedSession) -> None:
+        """Save a live session that changed, against a crash (the crash policy)."""
+        async with self._lock_of(managed.key):
+            if self._sessions.get(managed.key) is managed and not managed.session.closed:
+                await self._save(managed, "checkpoint")
+
+    def _checkpoint_due(self, managed: ManagedSession, now: float) -> bool:
+        every = self.persistence.checkpoint_seconds
+        return (
+            self.persistence.enabled
+            and every > 0
+            and managed.changed_at is not None
+            and managed.busy == 0
+            and now - managed.changed_at >= every
+        )
+
     async def _expire_idle_sessions(self) -> None:
+        """The reaper: idle sessions go to sleep (or expire), changed ones are saved against a
+        crash, states past their retention are discarded."""
+        next_retention = 0.0
         while True:
-            shortest = min(
-                (m.idle_for(self.idle_seconds) for m in self._sessions.values()),
-                default=self.idle_seconds,
-            )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(30.0, max(0.25, shortest / 4))):
-                    await self._reaper_wakeup.wait()
-            self._reaper_wakeup.clear()
+            await self._wait_for_next_round()
+            now = time.monotonic()
             for managed in list(self._sessions.values()):
-                if managed.expired(self.idle_seconds):
-                    await self.expire(managed)
+                try:
+                    if managed.expired(self.idle_seconds):
+                        await self.sleep(managed)
+                    elif self._checkpoint_due(managed, now):
+                        await self.checkpoint(managed)
+                except Exception:
+                    log.exception("session %s of %s %s", managed.id, *managed.key[1:])
+            if self.persistence.enabled and now >= next_retention:
+                next_retention = now + min(60.0, self.persistence.retention_seconds / 4)
+                try:
+                    live = {m.owner_id for m in self._sessions.values()}
+                    await persistence.discard_stale(self.store, self.persistence, live)
+                except Exception:
+                    log.exception("could not discard sessions past their retention")
+
+    async def _wait_for_next_round(self) -> None:
+        times = [m.idle_for(self.idle_seconds) for m in self._sessions.values()]
+        if self.persistence.enabled:
+            times.append(self.persistence.retention_seconds)
+            if self.persistence.checkpoint_seconds:
+                times.append(self.persistence.checkpoint_seconds)
+        shortest = min(times, default=self.idle_seconds)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(30.0, max(0.25, shortest / 4))):
+                await self._reaper_wakeup.wait()
+        self._reaper_wakeup.clear()
 
     async def close_all(self) -> None:
+        """At a stop: save the live sessions that changed (for at most stop_seconds, the rest
+        keep the state they last saved, if any), then end every process."""
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        # At shutdown: every session at once, and their ends recorded in one write (one write
-        # per session took seconds with hundreds alive, and SIGTERM must stop the server soon).
         live = list(self._sessions.values())
+        if self.persistence.enabled and live:
+            await self._save_all(live)
         for managed in live:
             self._forget(managed)
 
@@ -320,4 +516,54 @@ class SessionManager:
                 await managed.session.close()
 
         await asyncio.gather(*(close(m) for m in live))
+        # Every session's end recorded in one write (one write per session took seconds with
+        # hundreds alive, and SIGTERM must stop the server soon); a saved one goes on.
         await self.store.end_open_sessions(int(time.time()))
+
+    async def _save_all(self, live: list[ManagedSession]) -> None:
+        started = time.monotonic()
+        turns = asyncio.Semaphore(max(1, os.cpu_count() or 1))
+
+        async def save(managed: ManagedSession) -> bool:
+            async with turns:
+                return await self._save(managed, "stop")
+
+        tasks = [asyncio.create_task(save(m)) for m in live]
+        done, pending = await asyncio.wait(tasks, timeout=self.persistence.stop_seconds)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        saved = sum(1 for t in done if not t.exception() and t.result())
+        log.info(
+            "saved %d of %d live session(s) in %.1f s at the stop (%d cut off by the time bound)",
+            saved,
+            len(live),
+            time.monotonic() - started,
+            len(pending),
+        )
+
+
+@dataclass(frozen=True)
+class _Options:
+    """What an owner asks of its session (see SessionManager.acquire)."""
+
+    memory_limit: str
+    idle_seconds: float | None
+    on_expire: Callback | None
+    on_sleep: Callback | None
+    keep: Callable[[ManagedSession], dict[str, Any]] | None
+
+    def managed(
+        self, session_id: str, key: tuple[str, str, str], session: Session, price: float
+    ) -> ManagedSession:
+        return ManagedSession(
+            session_id,
+            *key,
+            session,
+            cost_usd=price,
+            idle_seconds=self.idle_seconds,
+            memory_limit=self.memory_limit,
+            on_expire=self.on_expire,
+            on_sleep=self.on_sleep,
+            keep=self.keep,
+        )

@@ -15,7 +15,15 @@ a leaf: it imports nothing from api, services or agent, and raises only codeinte
 (NotFound, Conflict, InvalidRequest, QuotaExceeded).
 """
 
-from .records import FileRecord, ObjectRecord, Page, SessionRecord, TraceFilter, TraceRecord
+from .records import (
+    FileRecord,
+    ObjectRecord,
+    Page,
+    SessionRecord,
+    SessionStateRecord,
+    TraceFilter,
+    TraceRecord,
+)
 from .store import Store
 
 __all__ = [
@@ -23,6 +31,7 @@ __all__ = [
     "ObjectRecord",
     "Page",
     "SessionRecord",
+    "SessionStateRecord",
     "Store",
     "TraceFilter",
     "TraceRecord",

@@ -46,6 +46,13 @@ def _publish(file: BinaryIO, temp: str, final: str, directory: str) -> None:
         os.close(fd)
 
 
+def _publish_path(temp: str, final: str, directory: str) -> int:
+    with open(temp, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        _publish(file, temp, final, directory)
+    return size
+
+
 def _read_all(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -96,6 +103,18 @@ class BlobDir:
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageFull() from exc
             raise
+        return name, size
+
+    def temp_path(self) -> str:
+        """A new temporary name in the blob directory, for a file someone else writes and
+        `adopt` then publishes (a crash leaves it to `sweep`)."""
+        return self.path_of(TEMP_PREFIX + secrets.token_hex(16))
+
+    async def adopt(self, temp: str) -> tuple[str, int]:
+        """Publish the finished file at `temp` (a `temp_path`) as a new blob, without copying
+        it; its name and size."""
+        name = secrets.token_hex(16)
+        size = await asyncio.to_thread(_publish_path, temp, self.path_of(name), self.path)
         return name, size
 
     async def read(self, name: str) -> bytes:

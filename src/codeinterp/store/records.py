@@ -67,6 +67,21 @@ class SessionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionStateRecord:
+    """The saved state of a thread's or a container's session (see tables.SessionStateRow);
+    `path` is where its archive is on disk, for the sandbox to restore from."""
+
+    owner_id: str
+    project: str
+    owner_kind: str
+    session_id: str
+    bytes: int
+    saved_at: int
+    body: dict[str, Any]
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class TraceRecord:
     """One trace of ours as the trace viewer lists it; `spans` only when read whole (get_trace).
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, select, update
 
-from . import statements
+from . import session_states, statements
 from .records import ObjectRecord
 from .tables import ContainerRow, MessageRow, RunRow, RunStepRow, table_of
 
@@ -73,10 +73,13 @@ def fail_interrupted_runs(connection: Connection, message: str, now: int) -> lis
 
 
 def expire_running_containers(connection: Connection) -> int:
-    """Mark every running container expired: its files and state were in a session, and
-    sessions do not outlive the server. Returns how many."""
+    """Mark every running container expired unless its session's state was saved: its files and
+    state were in a session, and only a saved state outlives the server. Returns how many."""
     containers = table_of(ContainerRow)
-    query = select(containers.c.seq, containers.c.body).where(containers.c.status == "running")
+    query = select(containers.c.seq, containers.c.body).where(
+        containers.c.status == "running",
+        containers.c.id.not_in(session_states.owners_with_state()),
+    )
     bodies = {seq: {**body, "status": "expired"} for seq, body in connection.execute(query)}
     _set_bodies(connection, containers, bodies, status="expired")
     return len(bodies)

@@ -26,12 +26,20 @@ from sqlalchemy import make_url
 from codeinterp.errors import InvalidRequest, NotFound
 from codeinterp.ids import new_id
 
-from . import files, objects, recovery, traces, usage
+from . import files, objects, recovery, session_states, traces, usage
 from .backends import Database, open_database
 from .blobs import BlobDir
 from .database import default_url
 from .kinds import key_columns, kind_of
-from .records import FileRecord, ObjectRecord, Page, SessionRecord, TraceFilter, TraceRecord
+from .records import (
+    FileRecord,
+    ObjectRecord,
+    Page,
+    SessionRecord,
+    SessionStateRecord,
+    TraceFilter,
+    TraceRecord,
+)
 
 log = logging.getLogger("codeinterp.store")
 
@@ -93,7 +101,7 @@ class Store:
         crash leaves between writing a blob and inserting its row. Done at start-up and, by the
         server, every ORPHAN_GRACE_SECONDS while it runs (a crash of another server sharing the
         data directory leaves them too)."""
-        keep = await self._db.read(files.all_blobs)
+        keep = await self._db.read(lambda c: files.all_blobs(c) | session_states.all_blobs(c))
         removed = await self._blobs.sweep(keep, ORPHAN_GRACE_SECONDS)
         if removed:
             log.warning("removed %d blob(s) left behind by an earlier crash", len(removed))
@@ -116,6 +124,26 @@ class Store:
         `filename` is metadata only; the bytes go under a random name.
         """
         blob, size = await self._blobs.write(chunks, max_bytes)
+        return await self._add_file(project, filename, purpose, blob, size, expires_at, body)
+
+    async def adopt_file(
+        self, project: str, filename: str, purpose: str, temp: str, *, body: dict[str, Any]
+    ) -> FileRecord:
+        """A new file made of the finished file at `temp` (a `temp_path`), taken over without
+        copying its bytes."""
+        blob, size = await self._blobs.adopt(temp)
+        return await self._add_file(project, filename, purpose, blob, size, None, body)
+
+    async def _add_file(
+        self,
+        project: str,
+        filename: str,
+        purpose: str,
+        blob: str,
+        size: int,
+        expires_at: int | None,
+        body: dict[str, Any] | None,
+    ) -> FileRecord:
         record = FileRecord(
             id=new_id("file"),
             project=project,
@@ -271,7 +299,8 @@ class Store:
         return await self._db.write(lambda c: recovery.fail_interrupted_runs(c, message, now))
 
     async def expire_running_containers(self) -> int:
-        """At start-up, mark running containers expired (their sessions are gone)."""
+        """At start-up, mark running containers expired (their sessions are gone) unless their
+        state was saved (they wake from it)."""
         return await self._db.write(recovery.expire_running_containers)
 
     # Usage of code sessions
@@ -313,9 +342,60 @@ class Store:
         return await self._db.read(lambda c: usage.list_sessions(c, project, start_time, end_time))
 
     async def end_open_sessions(self, ended_at: int) -> int:
-        """End every session still open: at start-up (sessions do not survive a restart) and
-        at shutdown."""
+        """End every session still open but those a saved state continues: at start-up
+        (sessions do not survive a restart) and at shutdown."""
         return await self._db.write(lambda c: usage.end_open_sessions(c, ended_at))
+
+    # Saved states of sessions (their archives are blobs)
+
+    def temp_path(self) -> str:
+        """Where to write a file that `save_session_state` (or `adopt_file`) then takes over
+        without copying: a temporary name in the blob directory, swept if left behind."""
+        return self._blobs.temp_path()
+
+    async def save_session_state(self, record: SessionStateRecord, temp: str) -> None:
+        """Keep the archive at `temp` (a `temp_path`) as the owner's saved state, replacing the
+        one it had. `record.path` is ignored (the store names the blob)."""
+        blob, _ = await self._blobs.adopt(temp)
+        try:
+            old = await asyncio.shield(
+                self._db.write(lambda c: session_states.put_state(c, record, blob, _now()))
+            )
+        except BaseException:
+            await self._blobs.delete(blob)
+            raise
+        if old is not None:
+            await self._blobs.delete(old)
+
+    async def find_session_state(self, project: str, owner_id: str) -> SessionStateRecord | None:
+        path_of = self._blobs.path_of
+        return await self._db.read(
+            lambda c: session_states.find_state(c, project, owner_id, path_of)
+        )
+
+    async def list_session_states(
+        self, project: str | None = None, *, saved_before: int | None = None
+    ) -> list[SessionStateRecord]:
+        """Saved states, oldest first: of `project` (None: all), saved before a time if given."""
+        path_of = self._blobs.path_of
+        return await self._db.read(
+            lambda c: session_states.list_states(c, project, saved_before, path_of)
+        )
+
+    async def delete_session_state(self, project: str, owner_id: str) -> None:
+        """Forget the owner's saved state (a thread or container deleted, or ended for good)."""
+        blob = await self._db.write(lambda c: session_states.delete_state(c, project, owner_id))
+        if blob is not None:
+            await self._blobs.delete(blob)
+
+    async def discard_session_states(self, owner_ids: list[str]) -> int:
+        """Delete these saved states for good: their containers are expired and their usage
+        records end, in one transaction. Returns how many there were."""
+        stamp = _now()
+        blobs = await self._db.write(lambda c: session_states.discard_states(c, owner_ids, stamp))
+        for blob in blobs:
+            await self._blobs.delete(blob)
+        return len(blobs)
 
     # Traces (the trace viewer's)
 

@@ -123,6 +123,21 @@ class SandboxSessionRow(Row):
     memory_limit: Mapped[str] = mapped_column(Text)
 
 
+class SessionStateRow(Row):
+    """The saved state of a thread's or a container's session, its snapshot archive a blob: what
+    a session asleep on disk wakes from, and what a crash falls back to. One per owner: `id` is
+    the owner's id (a thread's or a container's). `body` holds what the owner keeps beside the
+    archive (its file ids, the session's memory tier and idle time, what could not be saved)."""
+
+    __tablename__ = "session_states"
+
+    owner_kind: Mapped[str] = mapped_column(Text)  # "thread" | "container"
+    session_id: Mapped[str] = mapped_column(Text, index=True)  # the usage record it continues
+    blob: Mapped[str] = mapped_column(Text, unique=True)  # name under blobs/, from `secrets`
+    size: Mapped[int] = mapped_column("bytes", BigInteger)
+    saved_at: Mapped[int] = mapped_column(BigInteger, index=True)  # retention goes by this
+
+
 class TraceRow(Row):
     """One trace of ours, kept for the trace viewer: its root span and every span under it.
 

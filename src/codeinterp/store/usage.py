@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 
 from codeinterp.errors import Conflict, NotFound
 
-from . import statements
+from . import session_states, statements
 from .records import SessionRecord
 from .tables import SandboxSessionRow, table_of
 
@@ -65,8 +65,14 @@ def list_sessions(
 
 
 def end_open_sessions(connection: Connection, ended_at: int) -> int:
-    """End every session still open, of every project; return how many there were."""
+    """End every session still open, of every project, but those a saved state continues (they
+    wake from it); return how many were ended."""
     result = connection.execute(
-        update(SESSIONS).where(SESSIONS.c.ended_at.is_(None)).values(ended_at=ended_at)
+        update(SESSIONS)
+        .where(
+            SESSIONS.c.ended_at.is_(None),
+            SESSIONS.c.id.not_in(session_states.sessions_with_state()),
+        )
+        .values(ended_at=ended_at)
     )
     return result.rowcount

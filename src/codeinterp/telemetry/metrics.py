@@ -44,6 +44,13 @@ MODEL_TURN_FAILURES = Counter(
 TOKENS = Counter("codeinterp_upstream_tokens", "Tokens the upstream counted, by kind.", ["kind"])
 SESSIONS_CREATED = Counter("codeinterp_sessions_created", "Sandbox sessions created.")
 SESSION_COST = Counter("codeinterp_session_cost_usd", "What the sessions created are billed.")
+SESSIONS_SLEPT = Counter("codeinterp_sessions_slept", "Idle sessions saved to disk and ended.")
+SESSION_SAVES = Counter(
+    "codeinterp_session_saves",
+    "Session states saved to disk, by why: sleep, checkpoint (the crash policy) or stop.",
+    ["reason"],
+)
+SESSIONS_WOKEN = Counter("codeinterp_sessions_woken", "Sessions woken from their saved state.")
 HTTP_REQUESTS = Counter(
     "codeinterp_http_requests", "HTTP requests, by route and status.", ["method", "route", "status"]
 )

@@ -1,0 +1,136 @@
+"""The saved states of sessions: each operation a synchronous function run in one transaction.
+
+Rows only, as in files.py: the archives are blobs, which store.py puts in place before a row
+names them and deletes after a row stops naming them. Discarding a state (retention, the
+project's byte quota) ends what it kept alive in the same transaction: a container whose state
+is discarded is expired, and the usage record of its session ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any
+
+from sqlalchemy import Connection, Select, delete, select, update
+
+from .records import SessionStateRecord
+from .tables import ContainerRow, SandboxSessionRow, SessionStateRow, table_of
+
+STATES = table_of(SessionStateRow)
+CONTAINERS = table_of(ContainerRow)
+SESSIONS = table_of(SandboxSessionRow)
+_COLUMNS = (
+    STATES.c.id, STATES.c.project, STATES.c.owner_kind, STATES.c.session_id, STATES.c.bytes,
+    STATES.c.saved_at, STATES.c.body, STATES.c.blob,
+)  # fmt: skip
+
+PathOf = Callable[[str], str]  # blob name -> its path
+
+
+def _record(row: Any, path_of: PathOf) -> SessionStateRecord:
+    owner_id, project, owner_kind, session_id, size, saved_at, body, blob = row
+    return SessionStateRecord(
+        owner_id, project, owner_kind, session_id, size, saved_at, body, path_of(blob)
+    )
+
+
+def put_state(
+    connection: Connection, record: SessionStateRecord, blob: str, now: int
+) -> str | None:
+    """Insert or replace the owner's state; the blob it named before (to delete), if any."""
+    values = {
+        "project": record.project,
+        "owner_kind": record.owner_kind,
+        "session_id": record.session_id,
+        "blob": blob,
+        "bytes": record.bytes,
+        "saved_at": record.saved_at,
+        "body": record.body,
+    }
+    old = connection.execute(
+        select(STATES.c.blob).where(STATES.c.id == record.owner_id)
+    ).scalar_one_or_none()
+    if old is None:
+        connection.execute(STATES.insert().values(id=record.owner_id, created_at=now, **values))
+    else:
+        connection.execute(update(STATES).where(STATES.c.id == record.owner_id).values(**values))
+    return old
+
+
+def find_state(
+    connection: Connection, project: str, owner_id: str, path_of: PathOf
+) -> SessionStateRecord | None:
+    row = connection.execute(
+        select(*_COLUMNS).where(STATES.c.project == project, STATES.c.id == owner_id)
+    ).first()
+    return None if row is None else _record(row, path_of)
+
+
+def list_states(
+    connection: Connection, project: str | None, saved_before: int | None, path_of: PathOf
+) -> list[SessionStateRecord]:
+    """The states of `project` (None: every project), saved before `saved_before` if given,
+    oldest first."""
+    query = select(*_COLUMNS)
+    if project is not None:
+        query = query.where(STATES.c.project == project)
+    if saved_before is not None:
+        query = query.where(STATES.c.saved_at < saved_before)
+    query = query.order_by(STATES.c.saved_at, STATES.c.seq)
+    return [_record(row, path_of) for row in connection.execute(query)]
+
+
+def delete_state(connection: Connection, project: str, owner_id: str) -> str | None:
+    """Delete the owner's state row; its blob name (for the caller to delete), if it had one."""
+    blob = connection.execute(
+        select(STATES.c.blob).where(STATES.c.project == project, STATES.c.id == owner_id)
+    ).scalar_one_or_none()
+    if blob is not None:
+        connection.execute(delete(STATES).where(STATES.c.id == owner_id))
+    return blob
+
+
+def discard_states(connection: Connection, owner_ids: Collection[str], now: int) -> list[str]:
+    """Delete these states for good: their containers expire and their usage records end.
+    Returns the blob names to delete."""
+    if not owner_ids:
+        return []
+    rows = connection.execute(
+        select(STATES.c.id, STATES.c.session_id, STATES.c.blob).where(STATES.c.id.in_(owner_ids))
+    ).all()
+    if not rows:
+        return []
+    ids = [row.id for row in rows]
+    connection.execute(delete(STATES).where(STATES.c.id.in_(ids)))
+    expired = connection.execute(
+        select(CONTAINERS.c.seq, CONTAINERS.c.body).where(
+            CONTAINERS.c.id.in_(ids), CONTAINERS.c.status == "running"
+        )
+    ).all()
+    for seq, body in expired:
+        connection.execute(
+            update(CONTAINERS)
+            .where(CONTAINERS.c.seq == seq)
+            .values(status="expired", body={**body, "status": "expired"})
+        )
+    connection.execute(
+        update(SESSIONS)
+        .where(SESSIONS.c.id.in_([row.session_id for row in rows]), SESSIONS.c.ended_at.is_(None))
+        .values(ended_at=now)
+    )
+    return [row.blob for row in rows]
+
+
+def all_blobs(connection: Connection) -> set[str]:
+    """The blob name of every saved state."""
+    return set(connection.execute(select(STATES.c.blob)).scalars())
+
+
+def owners_with_state() -> Select[Any]:
+    """The owner ids that have a saved state (their sessions outlive the server), for IN."""
+    return select(STATES.c.id)
+
+
+def sessions_with_state() -> Select[Any]:
+    """The usage records that saved states continue, for IN."""
+    return select(STATES.c.session_id)
