@@ -764,8 +764,8 @@ def test_chunked_upload_over_the_cap_is_413(capped_server: ServerProcess) -> Non
         + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     )
     preamble = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n"
-        f"assistants\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n'
+        f'assistants\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
         'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
     ).encode()
 

@@ -208,9 +208,7 @@ def _chart(client: openai.OpenAI, upstream: ScriptedUpstream, code: str) -> tupl
     images = [o for o in call.outputs if o.type == "image"]
     assert len(images) == 1, call.outputs
     assert images[0].url.startswith("data:image/png;base64,"), images[0].url[:80]
-    (citation,) = [
-        a for a in message.content[0].annotations if a.type == "container_file_citation"
-    ]
+    (citation,) = [a for a in message.content[0].annotations if a.type == "container_file_citation"]
     assert citation.container_id == call.container_id
     return call, message, citation.file_id
 

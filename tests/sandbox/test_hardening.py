@@ -25,19 +25,23 @@ def _is_socket(fd):
 channel = [fd for fd in map(int, os.listdir('/proc/self/fd')) if _is_socket(fd)][0]
 """
 
-SEND_FRAME = CHANNEL_FD + """
+SEND_FRAME = (
+    CHANNEL_FD
+    + """
 import json, struct
 from codeinterp.sandbox.kernel import Kernel
 def send(body: bytes):
     os.write(channel, struct.pack('>I', len(body)) + body)
 """
+)
 
 
 async def test_deeply_nested_frame_ends_the_session_cleanly(session: Session) -> None:
     """A frame of 200,000 nested brackets does not hang the host: the execution ends, the
     session restarts, and it answers again."""
-    ex = await session.run(SEND_FRAME + "send(b'[' * 200_000)\nimport time\ntime.sleep(30)",
-                           timeout=None)
+    ex = await session.run(
+        SEND_FRAME + "send(b'[' * 200_000)\nimport time\ntime.sleep(30)", timeout=None
+    )
     assert ex.status == "killed"
     assert ex.state_lost
     assert (await session.run("1 + 1")).text == "2"

@@ -35,8 +35,16 @@ needs_known_arch = pytest.mark.skipif(HOST_ARCH is None, reason="no syscall tabl
 # Harmless, on no list, used by none of the libraries: the allow profile must refuse it.
 UNLISTED = "sched_rr_get_interval"
 # The syscalls whose verdict depends on an argument (steps 7-11 of the filter).
-ARGUMENT_CHECKED = ("clone", "personality", "ioctl", "socket", "socketpair", "mmap", "memfd_create",
-                    "shmget")
+ARGUMENT_CHECKED = (
+    "clone",
+    "personality",
+    "ioctl",
+    "socket",
+    "socketpair",
+    "mmap",
+    "memfd_create",
+    "shmget",
+)
 
 
 def err(e: int) -> int:
@@ -58,8 +66,23 @@ def test_the_list_is_sorted_known_and_apart_from_the_refusals() -> None:
     assert not set(ALLOWED) & fixed
     assert UNLISTED not in ALLOWED and UNLISTED not in fixed
     # The basics every process needs, on both arches.
-    for name in ("read", "write", "openat", "close", "mmap", "munmap", "brk", "futex", "clone",
-                 "execve", "exit_group", "rt_sigreturn", "wait4", "socket", "newfstatat"):
+    for name in (
+        "read",
+        "write",
+        "openat",
+        "close",
+        "mmap",
+        "munmap",
+        "brk",
+        "futex",
+        "clone",
+        "execve",
+        "exit_group",
+        "rt_sigreturn",
+        "wait4",
+        "socket",
+        "newfstatat",
+    ):
         assert name in ALLOWED, name
 
 
@@ -209,8 +232,13 @@ def test_derivation_counts_only_what_sessions_call(tmp_path: Path) -> None:
     assert names == {"openat", "vfork", "execve", "close_range"}  # 0x1b4: close_range
     assert processes == 2
     added = script.expand_same_operation({"openat", "rename", "getdents64"})
-    assert added == {"open": "openat", "creat": "openat", "renameat": "rename",
-                     "renameat2": "rename", "getdents": "getdents64"}
+    assert added == {
+        "open": "openat",
+        "creat": "openat",
+        "renameat": "rename",
+        "renameat2": "rename",
+        "getdents": "getdents64",
+    }
 
 
 # --- the setting ---------------------------------------------------------------------------------
@@ -239,8 +267,7 @@ def test_the_setting_reaches_policies_that_name_no_profile(
         SandboxPolicy(seccomp_profile="none")
     assert SandboxPolicy.from_dict(ALLOW.to_dict()) == ALLOW
     described = {
-        name: "\n".join(SandboxPolicy(seccomp_profile=name).describe())
-        for name in SECCOMP_PROFILES
+        name: "\n".join(SandboxPolicy(seccomp_profile=name).describe()) for name in SECCOMP_PROFILES
     }
     assert f"allow-list ({len(ALLOWED)} syscalls" in described["allow"]
     assert "deny-list" in described["deny"] and "allow-list" not in described["deny"]
@@ -556,8 +583,18 @@ print(json.dumps([walked, zipfile.ZipFile("/mnt/data/z.zip").namelist(), total, 
                   first, tmp_files, stat.st_size, oct(stat.st_mode & 0o777),
                   os.path.exists("/mnt/data/copy"), os.statvfs("/mnt/data").f_bsize > 0]))
 """,
-        [["a.txt", "c.txt", "link"], ["a.txt"], 4950, 499500.0, "x", ["f"], 100,
-         "0o600", False, True],
+        [
+            ["a.txt", "c.txt", "link"],
+            ["a.txt"],
+            4950,
+            499500.0,
+            "x",
+            ["f"],
+            100,
+            "0o600",
+            False,
+            True,
+        ],
     ),
     "sockets": (
         """
