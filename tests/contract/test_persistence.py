@@ -155,9 +155,10 @@ def make_state(client: openai.OpenAI) -> str:
 
 
 def test_an_idle_container_sleeps_and_wakes_as_it_was(server: ServerProcess) -> None:
-    """Past its idle time the container's process ends (a sleep), it still shows "running", and
-    its next use wakes it with the same variables, files, file ids and execution count; the
-    generator, which cannot be saved, is named once. One session in the usage report."""
+    """Past its idle time the container's process ends (a sleep), it still shows "running" (a
+    retrieve or an interrupt does not wake it), and its next use wakes it with the same
+    variables, files, file ids and execution count; the generator, which cannot be saved, is
+    named once. One session in the usage report."""
     since = int(time.time()) - 1
     with server.client() as client:
         slept = metric(server, "codeinterp_sessions_slept_total")
@@ -167,7 +168,9 @@ def test_an_idle_container_sleeps_and_wakes_as_it_was(server: ServerProcess) -> 
         wait_for_sleeps(server, slept)
         woken = metric(server, "codeinterp_sessions_woken_total")
         assert client.containers.retrieve(box).status == "running"
-        assert metric(server, "codeinterp_sessions_woken_total") == woken  # retrieve: no wake
+        interrupted = client.post(f"/containers/{box}/interrupt", cast_to=object)
+        assert interrupted == {"id": box, "object": "container.interrupt", "interrupted": False}
+        assert metric(server, "codeinterp_sessions_woken_total") == woken  # neither woke it
 
         first = execute(client, box, CHECK)
         assert text_result(first) == EXPECTED
@@ -239,6 +242,24 @@ def test_deleting_a_sleeping_container_deletes_its_state(server: ServerProcess) 
         assert ours, "the container's session is in the usage report"
         with pytest.raises(openai.NotFoundError):
             execute(client, box.id, "x")
+
+
+def test_a_state_whose_archive_is_gone_expires_its_container(server: ServerProcess) -> None:
+    """The archive deleted behind the server's back: the next use says the container expired
+    (the state is discarded), instead of failing on every call."""
+    with server.client() as client:
+        before = blobs(server)
+        slept = metric(server, "codeinterp_sessions_slept_total")
+        box = client.containers.create(name=unique("lost"))
+        execute(client, box.id, "x = 1")
+        wait_for_sleeps(server, slept)
+        [archive] = blobs(server) - before
+        os.unlink(server.data_dir / "blobs" / archive)
+        with pytest.raises(openai.BadRequestError) as refused:
+            execute(client, box.id, "x")
+        assert refused.value.code == "container_expired"
+        assert client.containers.retrieve(box.id).status == "expired"
+        client.containers.delete(box.id)
 
 
 def test_a_stop_saves_live_sessions_and_a_restart_wakes_them(no_checkpoints: ServerProcess) -> None:

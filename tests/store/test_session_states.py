@@ -128,3 +128,18 @@ async def test_a_failed_save_leaves_the_old_state(store: Store) -> None:
     assert found is not None and found.saved_at == 100
     with open(found.path, "rb") as f:
         assert f.read() == b"kept"
+
+
+async def test_bytes_used_and_saved_at_kept_up_to_date(store: Store) -> None:
+    """The quota's sum spares the saving owner's own state; a touch moves only saved_at."""
+    await store.save_session_state(state("thr_a", size=300), archive(store, b"a"))
+    await store.save_session_state(state("thr_b", size=500), archive(store, b"b"))
+    await store.save_session_state(state("thr_c", "p2", size=7), archive(store, b"c"))
+    assert await store.session_state_bytes("p1") == 800
+    assert await store.session_state_bytes("p1", except_owner="thr_b") == 300
+    assert await store.session_state_bytes("p3") == 0
+    before = await store.find_session_state("p1", "thr_a")
+    await store.touch_session_state("p1", "thr_a", 4242)
+    after = await store.find_session_state("p1", "thr_a")
+    assert before is not None and after is not None
+    assert after.saved_at == 4242 and after.path == before.path and after.bytes == before.bytes

@@ -124,8 +124,7 @@ class ContainersService:
     async def retrieve(self, project: str, container_id: str) -> dict[str, Any]:
         """The container; an expired one is shown as such (its metadata outlives its data), a
         sleeping one as running without waking it."""
-        live = self._live.get(container_id)
-        if live is not None and live.project == project and not live.managed.sleeping:
+        if self._live_now(project, container_id) is not None:
             with contextlib.suppress(ContainerExpired):  # then shown from the store, expired
                 return (await self._use(project, container_id)).container.model_dump(mode="json")
         record = await self.store.get_object("container", project, container_id)
@@ -165,6 +164,7 @@ class ContainersService:
         await self.store.get_object("container", project, container_id)  # 404 if not ours
         self._live.pop(container_id, None)
         await self.sessions.close(project, "container", container_id)  # its saved state too
+        self._live.pop(container_id, None)  # a wake that was under way when it was deleted
         await self.store.delete_object("container", project, container_id)
         return {"id": container_id, "object": "container.deleted", "deleted": True}
 
@@ -310,6 +310,9 @@ class ContainersService:
         return save_image, report_changes
 
     async def interrupt(self, project: str, container_id: str) -> dict[str, Any]:
+        if self._live_now(project, container_id) is None:  # asleep: nothing runs, not woken
+            await self._check_not_expired(project, container_id)
+            return {"id": container_id, "object": "container.interrupt", "interrupted": False}
         live = await self._use(project, container_id)
         # What the session says, not `busy`: an execution about to take the session's lock is
         # busy but not interruptible yet.
@@ -362,8 +365,8 @@ class ContainersService:
     async def _use(self, project: str, container_id: str) -> LiveContainer:
         """The live container (woken if it was asleep), its expiry refreshed; NotFound or
         ContainerExpired if none."""
-        live = self._live.get(container_id)
-        if live is None or live.project != project or live.managed.sleeping:
+        live = self._live_now(project, container_id)
+        if live is None:
             live = await self._wake(project, container_id)
         elif await self._expire_if_idle(live):
             raise _expired_error(container_id, live.container.model_dump())
@@ -377,13 +380,23 @@ class ContainersService:
             )
         return live
 
+    def _live_now(self, project: str, container_id: str) -> LiveContainer | None:
+        """The container if its session is live and usable now (not asleep, going to sleep or
+        ended)."""
+        live = self._live.get(container_id)
+        if live is None or live.project != project:
+            return None
+        managed = live.managed
+        if managed.sleeping or managed.session.closed:
+            return None
+        if self.sessions.peek(project, "container", container_id) is not managed:
+            return None  # ended by the manager (a delete racing a wake, say)
+        return live
+
     async def _wake(self, project: str, container_id: str) -> LiveContainer:
         """The container back from its saved state (a sleep, a restart, a crash); NotFound or
         ContainerExpired (marked so) if it has none."""
-        record = await self.store.get_object("container", project, container_id)  # 404
-        container = Container.model_validate(record.body)
-        if container.status != "running":
-            raise _expired_error(container_id, record.body)
+        container = await self._check_not_expired(project, container_id)
         managed = await self.sessions.wake(
             project, "container", container_id, **self._session_options(container)
         )
@@ -392,7 +405,7 @@ class ContainersService:
             await self.store.update_object(
                 "container", project, container_id, container.model_dump(mode="json")
             )
-            raise _expired_error(container_id, record.body)
+            raise _expired_error(container_id, container.model_dump(mode="json"))
         live = self._live.get(container_id)
         if live is not None and live.managed is managed:  # another caller woke it first
             return live
@@ -401,6 +414,14 @@ class ContainersService:
             _restore_tracking(live, managed.woke_with)
         self._live[container_id] = live
         return live
+
+    async def _check_not_expired(self, project: str, container_id: str) -> Container:
+        """The stored container; NotFound, or ContainerExpired if it has expired."""
+        record = await self.store.get_object("container", project, container_id)  # 404
+        container = Container.model_validate(record.body)
+        if container.status != "running":
+            raise _expired_error(container_id, record.body)
+        return container
 
     async def _expire_if_idle(self, live: LiveContainer) -> bool:
         """With persistence off: expire the container now if it has been idle too long (the
@@ -474,6 +495,8 @@ class ContainersService:
         for name in list(live.files):
             if name not in present:
                 del live.files[name]
+        if present.keys() != live.files.keys():  # ids given or dropped: saved with the session
+            live.managed.changed()
         return [
             self._wire(live, name, f.size, self._track(live, name, "assistant", int(f.modified)))
             for name, f in present.items()

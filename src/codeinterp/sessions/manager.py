@@ -34,6 +34,10 @@ log = logging.getLogger("codeinterp.sessions")
 
 ROOM_POLL_SECONDS = 0.05  # how often a caller waiting for room under a cap looks again
 Callback = Callable[["ManagedSession"], Awaitable[None]]
+# Sessions the reaper saves or ends at once: a save is mostly the session's own work (its
+# kernel pickles, on any core) and an end mostly waiting, so a few at once keep up with a
+# burst of new sessions that one at a time would not.
+REAPER_PARALLELISM = 4
 
 
 def _check_memory(reserve: int) -> None:
@@ -82,6 +86,8 @@ class ManagedSession:
     changed_at: float | None = None  # when it first changed since it was last saved
     saved: bool = False  # a saved state of it exists (up to date unless changed_at is set)
     sleeping: bool = False  # being put to sleep: its next user waits and wakes it
+    failed_saves: int = 0  # checkpoints that failed in a row: the next waits longer
+    next_checkpoint: float = 0.0  # no checkpoint before this (monotonic), after a failure
 
     def touch(self) -> None:
         self.last_used = time.monotonic()
@@ -139,6 +145,8 @@ class SessionManager:
         self._locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self._waking: set[str] = set()  # owners whose sessions are being woken
+        self._stopping = False  # close_all: the reaper ends its round and stops
         self._reaper: asyncio.Task[None] | None = None
         self._reaper_wakeup = asyncio.Event()  # a session with a shorter idle time arrived
 
@@ -204,18 +212,31 @@ class SessionManager:
                     self._forget(managed)
                 state = None
                 if restore_from is None and self.persistence.enabled:
-                    state = await self.store.find_session_state(project, owner_id)
+                    state = await self._usable_state(project, owner_id)
                 if state is not None:
                     managed = await self._wake(state, options)
                 elif create:
                     managed = await self._start(key, options, restore_from)
                 else:
                     return None
-                self._sessions[key] = managed  # counted in _live_by_project by _create
                 if options.idle_seconds is not None or self.persistence.checkpoint_seconds:
                     self._reaper_wakeup.set()
             managed.touch()
             return managed
+
+    async def _usable_state(self, project: str, owner_id: str) -> SessionStateRecord | None:
+        """The owner's saved state, unless its archive is gone (then it is discarded: the
+        owner's container expires, a thread starts afresh)."""
+        state = await self.store.find_session_state(project, owner_id)
+        if state is not None and not os.path.exists(state.path):
+            log.error("the state of %s %s has no archive: discarded", state.owner_kind, owner_id)
+            await self.store.discard_session_states([owner_id])
+            return None
+        return state
+
+    def _live_owners(self) -> set[str]:
+        """Owners whose saved states are in use: live sessions and sessions waking now."""
+        return {m.owner_id for m in self._sessions.values()} | self._waking
 
     def _lock_of(self, key: tuple[str, str, str]) -> asyncio.Lock:
         lock = self._locks.get(key)
@@ -230,6 +251,7 @@ class SessionManager:
         policy = SandboxPolicy.for_memory_tier(options.memory_limit)
         session = await self._create(project, policy, restore_from)
         managed = options.managed(new_id("session"), key, session, self.price_usd)
+        self._sessions[key] = managed  # counted in _live_by_project by _create
         metrics.SESSIONS_CREATED.inc()
         metrics.SESSION_COST.inc(self.price_usd)
         await self.store.record_session_start(
@@ -248,9 +270,14 @@ class SessionManager:
         and usage record go on), its files known, its owner's kept state in `woke_with`."""
         memory_limit = state.body.get("memory_limit", options.memory_limit)
         policy = SandboxPolicy.for_memory_tier(memory_limit)
-        session = await self._create(state.project, policy, state.path)
+        self._waking.add(state.owner_id)  # its state is not discarded meanwhile
+        try:
+            session = await self._create(state.project, policy, state.path)
+        finally:
+            self._waking.discard(state.owner_id)
         key = (state.project, state.owner_kind, state.owner_id)
         managed = options.managed(state.session_id, key, session, self.price_usd)
+        self._sessions[key] = managed  # counted in _live_by_project by _create
         managed.memory_limit = memory_limit
         managed.files = dict(state.body.get("files", {}))
         managed.woke_with = dict(state.body.get("owner", {}))
@@ -436,16 +463,27 @@ class SessionManager:
         """Save `managed` if it changed since it was last saved (the caller holds its lock);
         whether its saved state is now up to date."""
         if managed.saved and managed.changed_at is None:
+            if reason != "checkpoint":  # still its state now: kept as long as a new one
+                await self.store.touch_session_state(
+                    managed.project, managed.owner_id, int(time.time())
+                )
             return True
         changed_at, managed.changed_at = managed.changed_at, None  # changes from now: again
-        live = {m.owner_id for m in self._sessions.values()}
-        if await persistence.save(self.store, managed, self.persistence, live):
+        saved = False
+        try:
+            saved = await persistence.save(self.store, managed, self.persistence, self._live_owners)
+        finally:
+            if not saved and managed.changed_at is None:
+                managed.changed_at = changed_at or time.monotonic()
+        if saved:
             managed.saved = True
+            managed.failed_saves = 0
             metrics.SESSION_SAVES.labels(reason).inc()
-            return True
-        if managed.changed_at is None:
-            managed.changed_at = changed_at
-        return False
+        else:  # tried again later, later each time
+            managed.failed_saves += 1
+            delay = self.persistence.checkpoint_seconds * 2**managed.failed_saves
+            managed.next_checkpoint = time.monotonic() + min(3600.0, delay)
+        return saved
 
     async def checkpoint(self, managed: ManagedSession) -> None:
         """Save a live session that changed, against a crash (the crash policy)."""
@@ -461,16 +499,19 @@ class SessionManager:
             and managed.changed_at is not None
             and managed.busy == 0
             and now - managed.changed_at >= every
+            and now >= managed.next_checkpoint
         )
 
     async def _expire_idle_sessions(self) -> None:
         """The reaper: idle sessions go to sleep (or expire), changed ones are saved against a
         crash, states past their retention are discarded."""
         next_retention = 0.0
-        while True:
-            await self._wait_for_next_round()
-            now = time.monotonic()
-            for managed in list(self._sessions.values()):
+        turns = asyncio.Semaphore(REAPER_PARALLELISM)
+
+        async def reap(managed: ManagedSession, now: float) -> None:
+            async with turns:
+                if self._stopping:
+                    return
                 try:
                     if managed.expired(self.idle_seconds):
                         await self.sleep(managed)
@@ -478,11 +519,20 @@ class SessionManager:
                         await self.checkpoint(managed)
                 except Exception:
                     log.exception("session %s of %s %s", managed.id, *managed.key[1:])
+
+        while not self._stopping:
+            await self._wait_for_next_round()
+            now = time.monotonic()
+            due = [
+                m
+                for m in self._sessions.values()
+                if m.expired(self.idle_seconds) or self._checkpoint_due(m, now)
+            ]
+            await asyncio.gather(*(reap(m, now) for m in due))
             if self.persistence.enabled and now >= next_retention:
                 next_retention = now + min(60.0, self.persistence.retention_seconds / 4)
                 try:
-                    live = {m.owner_id for m in self._sessions.values()}
-                    await persistence.discard_stale(self.store, self.persistence, live)
+                    await persistence.discard_stale(self.store, self.persistence, self._live_owners)
                 except Exception:
                     log.exception("could not discard sessions past their retention")
 
@@ -501,7 +551,11 @@ class SessionManager:
     async def close_all(self) -> None:
         """At a stop: save the live sessions that changed (for at most stop_seconds, the rest
         keep the state they last saved, if any), then end every process."""
-        if self._reaper is not None:
+        if self._reaper is not None:  # its save in progress ends first, within the bound
+            self._stopping = True
+            self._reaper_wakeup.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._reaper), self.persistence.stop_seconds)
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
@@ -525,20 +579,23 @@ class SessionManager:
         turns = asyncio.Semaphore(max(1, os.cpu_count() or 1))
 
         async def save(managed: ManagedSession) -> bool:
-            async with turns:
+            async with turns, self._lock_of(managed.key):
                 return await self._save(managed, "stop")
 
-        tasks = [asyncio.create_task(save(m)) for m in live]
+        # a busy session's snapshot would wait for its execution: it keeps its last state
+        tasks = [asyncio.create_task(save(m)) for m in live if not m.busy]
         done, pending = await asyncio.wait(tasks, timeout=self.persistence.stop_seconds)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         saved = sum(1 for t in done if not t.exception() and t.result())
         log.info(
-            "saved %d of %d live session(s) in %.1f s at the stop (%d cut off by the time bound)",
+            "saved %d of %d live session(s) in %.1f s at the stop (%d busy, %d cut off by the "
+            "time bound)",
             saved,
             len(live),
             time.monotonic() - started,
+            len(live) - len(tasks),
             len(pending),
         )
 

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,18 +49,22 @@ class Persistence:
 
 
 async def save(
-    store: Store, managed: ManagedSession, persistence: Persistence, live: Collection[str]
+    store: Store,
+    managed: ManagedSession,
+    persistence: Persistence,
+    live: Callable[[], Collection[str]],
 ) -> bool:
     """Save `managed` as its owner's state; whether it was saved (failures are logged).
 
     Room is made under the project's quota by discarding the states of its sleeping sessions,
-    oldest first (`live`: the owner ids whose sessions are live, whose states are spared)."""
+    oldest first (`live()`: the owners whose states are in use, live or waking, which are
+    spared; asked after the snapshot, just before the room is made)."""
     temp = store.temp_path()
     limit = persistence.quota_bytes
     started = time.monotonic()
     try:
         info = await managed.session.snapshot(temp, max_bytes=limit)
-        if not await _make_room(store, managed, info.bytes, persistence, live):
+        if not await _make_room(store, managed, info.bytes, persistence, live()):
             return False
         record = SessionStateRecord(
             owner_id=managed.owner_id,
@@ -108,10 +112,11 @@ async def _make_room(
     quota = persistence.quota_bytes
     if quota is None:
         return True
-    states = await store.list_session_states(managed.project)  # oldest first
-    used = sum(s.bytes for s in states if s.owner_id != managed.owner_id)
+    used = await store.session_state_bytes(managed.project, except_owner=managed.owner_id)
+    if used + size <= quota:
+        return True
     discard: list[str] = []
-    for state in states:
+    for state in await store.list_session_states(managed.project):  # oldest first
         if used + size <= quota:
             break
         if state.owner_id != managed.owner_id and state.owner_id not in live:
@@ -135,17 +140,17 @@ async def _make_room(
     return True
 
 
-async def discard_stale(store: Store, persistence: Persistence, live: Collection[str]) -> int:
-    """Discard the states kept longer than the retention (but those of live sessions, which are
-    refreshed when they change); how many."""
+async def discard_stale(
+    store: Store, persistence: Persistence, live: Callable[[], Collection[str]]
+) -> int:
+    """Discard the states kept longer than the retention, but those in use (`live()`: live or
+    waking sessions, whose states are refreshed when they change or sleep); how many."""
     cutoff = int(time.time() - persistence.retention_seconds)
-    stale = [
-        s.owner_id
-        for s in await store.list_session_states(saved_before=cutoff)
-        if s.owner_id not in live
-    ]
-    if not stale:
+    stale = await store.list_session_states(saved_before=cutoff)
+    in_use = live()
+    stale_ids = [s.owner_id for s in stale if s.owner_id not in in_use]
+    if not stale_ids:
         return 0
-    discarded = await store.discard_session_states(stale)
+    discarded = await store.discard_session_states(stale_ids)
     log.info("discarded %d sleeping session(s) past their retention", discarded)
     return discarded

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Any
 
-from sqlalchemy import Connection, Select, delete, select, update
+from sqlalchemy import Connection, Select, delete, func, select, update
 
 from .records import SessionStateRecord
 from .tables import ContainerRow, SandboxSessionRow, SessionStateRow, table_of
@@ -78,6 +78,22 @@ def list_states(
         query = query.where(STATES.c.saved_at < saved_before)
     query = query.order_by(STATES.c.saved_at, STATES.c.seq)
     return [_record(row, path_of) for row in connection.execute(query)]
+
+
+def touch_state(connection: Connection, project: str, owner_id: str, saved_at: int) -> None:
+    connection.execute(
+        update(STATES)
+        .where(STATES.c.project == project, STATES.c.id == owner_id)
+        .values(saved_at=saved_at)
+    )
+
+
+def bytes_used(connection: Connection, project: str, except_owner: str) -> int:
+    """The bytes of the project's states but one owner's."""
+    query = select(func.coalesce(func.sum(STATES.c.bytes), 0)).where(
+        STATES.c.project == project, STATES.c.id != except_owner
+    )
+    return int(connection.execute(query).scalar_one())
 
 
 def delete_state(connection: Connection, project: str, owner_id: str) -> str | None:

@@ -357,15 +357,22 @@ class Store:
         """Keep the archive at `temp` (a `temp_path`) as the owner's saved state, replacing the
         one it had. `record.path` is ignored (the store names the blob)."""
         blob, _ = await self._blobs.adopt(temp)
+        # Shielded as a whole: once the blob is in place, the row names it (and the old blob
+        # goes) or the blob goes, even if the caller is cancelled meanwhile.
+        await asyncio.shield(self._put_session_state(record, blob))
+
+    async def _put_session_state(self, record: SessionStateRecord, blob: str) -> None:
         try:
-            old = await asyncio.shield(
-                self._db.write(lambda c: session_states.put_state(c, record, blob, _now()))
-            )
+            old = await self._db.write(lambda c: session_states.put_state(c, record, blob, _now()))
         except BaseException:
             await self._blobs.delete(blob)
             raise
         if old is not None:
             await self._blobs.delete(old)
+
+    async def touch_session_state(self, project: str, owner_id: str, saved_at: int) -> None:
+        """The owner's state is still its session's state at `saved_at` (for the retention)."""
+        await self._db.write(lambda c: session_states.touch_state(c, project, owner_id, saved_at))
 
     async def find_session_state(self, project: str, owner_id: str) -> SessionStateRecord | None:
         path_of = self._blobs.path_of
@@ -381,6 +388,10 @@ class Store:
         return await self._db.read(
             lambda c: session_states.list_states(c, project, saved_before, path_of)
         )
+
+    async def session_state_bytes(self, project: str, *, except_owner: str = "") -> int:
+        """The bytes the project's saved states take, but `except_owner`'s."""
+        return await self._db.read(lambda c: session_states.bytes_used(c, project, except_owner))
 
     async def delete_session_state(self, project: str, owner_id: str) -> None:
         """Forget the owner's saved state (a thread or container deleted, or ended for good)."""
