@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from codeinterp import __version__
 from codeinterp.errors import CodeInterpError
 
-from . import doctor_cmd, exec_cmd, mcp_cmd, serve_cmd
+from . import doctor_cmd, env_cmd, exec_cmd, mcp_cmd, serve_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     exec_cmd.add_parser(commands)
     doctor_cmd.add_parser(commands)
     mcp_cmd.add_parser(commands)
+    env_cmd.add_parser(commands)
     return parser
 
 
