@@ -25,6 +25,7 @@ import math
 import os
 import resource
 import signal
+import site
 import socket
 import time
 from collections.abc import Callable
@@ -264,6 +265,13 @@ def _readonly_binds(ctx: JailContext, root: str) -> None:
     for path in (*ctx.policy.readonly_binds, *ctx.environment_binds):
         if os.path.exists(path):
             _bind(path, f"{root}{path}", readonly=True)
+    if ctx.policy.packages is not None:  # asked for: missing is an error, not a quiet skip
+        _bind(ctx.policy.packages, f"{root}{ctx.policy.packages}", readonly=True)
+
+
+def _python_binds(ctx: JailContext) -> list[str]:
+    """What the session's Python needs to see: its environment and any packages on top."""
+    return [*ctx.environment_binds, *([ctx.policy.packages] if ctx.policy.packages else [])]
 
 
 def _scratch_areas(ctx: JailContext, root: str) -> None:
@@ -341,7 +349,7 @@ def enter_task_jail(ctx: JailContext) -> None:
         os.close(fd)
     os.chdir("/")
     linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWIPC)
-    covered = _keep_visible(ctx.environment_binds, "/tmp")
+    covered = _keep_visible(_python_binds(ctx), "/tmp")
     _scratch_areas(ctx, "")
     for path, fd in covered:
         os.makedirs(path, mode=0o755, exist_ok=True)
@@ -425,6 +433,7 @@ def enter_session_environment(ctx: JailContext) -> None:
     threads = str(max(1, math.ceil(ctx.policy.limits.cpus)))
     os.environ.clear()
     os.environ.update(dict(ctx.policy.env))
+    _add_packages(ctx)
     for name in (
         "OMP_NUM_THREADS",
         "OPENBLAS_NUM_THREADS",
@@ -475,8 +484,20 @@ TASK_STEPS: tuple[Step, ...] = (
 )
 
 
+def _add_packages(ctx: JailContext) -> None:
+    """An environment's packages on the import path, after the default set (which they cannot
+    shadow: environments.py builds them under its constraints), for this process and for the
+    Python processes it starts."""
+    packages = ctx.policy.packages
+    if packages is None:
+        return
+    site.addsitedir(packages)  # its .pth files run here, as the session's user
+    os.environ["PYTHONPATH"] = packages
+
+
 def enter_host_workspace(ctx: JailContext) -> None:
     """Without a jail there is no /mnt/data: work in the workspace's host directory."""
+    _add_packages(ctx)
     os.chdir(ctx.workspace)
 
 

@@ -122,6 +122,9 @@ class SandboxPolicy:
     # "deny", "allow", or None: the Sandbox's setting (SandboxConfig.seccomp_profile, "deny"
     # unless CODEINTERP_SECCOMP_PROFILE says otherwise), filled in before the session starts.
     seccomp_profile: str | None = None
+    # An environment's site-packages (sandbox/environments.py), bound read-only at its own path
+    # and added to the session's import path after the default set; None: the default set only.
+    packages: str | None = None
 
     def __post_init__(self) -> None:
         if self.seccomp_profile is not None and self.seccomp_profile not in SECCOMP_PROFILES:
@@ -131,7 +134,7 @@ class SandboxPolicy:
             )
         if self.network != "loopback":
             raise InvalidRequest("network must be 'loopback' (sessions never reach other hosts)")
-        for path in self.readonly_binds:
+        for path in (*self.readonly_binds, *([self.packages] if self.packages else [])):
             if not os.path.isabs(path) or os.path.normpath(path) != path:
                 raise InvalidRequest(f"bind path must be absolute and normalised: {path!r}")
 
@@ -145,6 +148,10 @@ class SandboxPolicy:
                 f"unknown memory tier {tier!r}: choose one of {', '.join(MEMORY_TIERS)}"
             ) from None
         return cls(limits=Limits(memory=memory))
+
+    def with_packages(self, site_packages: str | None) -> SandboxPolicy:
+        """This policy with an environment's packages (None: the default set only)."""
+        return dataclasses.replace(self, packages=site_packages)
 
     def with_limits(self, **changes: Any) -> SandboxPolicy:
         return dataclasses.replace(self, limits=dataclasses.replace(self.limits, **changes))
@@ -165,6 +172,7 @@ class SandboxPolicy:
             hostname=data["hostname"],
             seccomp=data["seccomp"],
             seccomp_profile=data["seccomp_profile"],
+            packages=data.get("packages"),
         )
 
     def describe(self) -> list[str]:
@@ -186,6 +194,7 @@ class SandboxPolicy:
             f"network          {self.network} only",
             f"seccomp          {self._describe_seccomp()}",
             "read-only binds  " + ", ".join(self.readonly_binds) + " + the Python environment",
+            *([f"packages         {self.packages} (an environment)"] if self.packages else []),
         ]
 
     def _describe_seccomp(self) -> str:

@@ -1,0 +1,75 @@
+"""Sessions with an environment's packages: importable on top of the default set, read-only,
+in subprocesses too, through the task door, and invisible to sessions without it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from codeinterp.sandbox import Sandbox, SandboxConfig, SandboxPolicy, environments
+from codeinterp.sandbox.environments import Environment
+from tests.support.wheels import make_wheel
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def environment(tmp_path_factory: pytest.TempPathFactory) -> Environment:
+    """demo@1: ci_demo (needs ci_helper), built offline from wheels made here. Under /tmp, as
+    a CI checkout's data directory is: a task's own /tmp must not hide it."""
+    base = tmp_path_factory.mktemp("environments")
+    wheels = base / "wheels"
+    wheels.mkdir()
+    make_wheel(
+        wheels,
+        "ci_demo",
+        "1.0",
+        {"ci_demo/__init__.py": "from ci_helper import H\nVALUE = 40 + H\n"},
+        requires=["ci_helper>=1"],
+    )
+    make_wheel(wheels, "ci_helper", "1.2", {"ci_helper.py": "H = 2\n"})
+    requirements = base / "requirements.txt"
+    requirements.write_text("ci_demo\n")
+    return environments.build(
+        str(base / "data"), "demo", str(requirements), no_index=True, find_links=[str(wheels)]
+    )
+
+
+async def test_a_session_imports_the_environment_read_only(environment: Environment) -> None:
+    policy = SandboxPolicy().with_packages(environment.site_packages)
+    async with await Sandbox.start(SandboxConfig(pool_size=0)) as sandbox:
+        session = await sandbox.create_session(policy)
+        code = (
+            "import ci_demo, numpy, subprocess, sys\n"
+            "print(ci_demo.VALUE, numpy.__name__)\n"
+            "print(subprocess.run([sys.executable, '-c', 'import ci_demo; print(ci_demo.VALUE)'],"
+            " capture_output=True, text=True).stdout.strip())\n"
+            "import os\n"
+            f"print(bool(os.statvfs({environment.site_packages!r}).f_flag & os.ST_RDONLY))\n"
+        )
+        execution = await session.run(code)
+        assert execution.stdout.splitlines() == ["42 numpy", "42", "True"], execution
+        await session.close()
+
+        plain = await sandbox.create_session()
+        missing = await plain.run("import ci_demo")
+        assert missing.status == "error" and "ModuleNotFoundError" in str(missing.error)
+        await plain.close()
+
+
+async def test_a_task_sees_the_environment(environment: Environment) -> None:
+    policy = SandboxPolicy().with_packages(environment.site_packages)
+    assert environment.root.startswith("/tmp/")  # covered by each task's own /tmp
+    async with await Sandbox.start(SandboxConfig(pool_size=0)) as sandbox:
+        result = await sandbox.run_task("import ci_demo; print(ci_demo.VALUE)", policy)
+        assert result.status == "ok" and result.stdout == "42\n", result
+        again = await sandbox.run_task("import ci_demo; print(ci_demo.VALUE + 1)", policy)
+        assert again.stdout == "43\n", again  # the same jail, used again
+
+
+async def test_packages_that_are_not_there_fail_the_session_clearly(tmp_path: Path) -> None:
+    policy = SandboxPolicy().with_packages(str(tmp_path / "gone"))
+    async with await Sandbox.start(SandboxConfig(pool_size=0)) as sandbox:
+        with pytest.raises(Exception, match="gone"):
+            await sandbox.create_session(policy)
