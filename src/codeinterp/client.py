@@ -183,8 +183,11 @@ def _container_body(
     expires_minutes: int | None,
     file_ids: list[str] | None,
     snapshot_id: str | None = None,
+    environment: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name or "codeinterp-client", "memory_limit": memory}
+    if environment is not None:
+        body["environment"] = environment
     if expires_minutes is not None:
         body["expires_after"] = {"anchor": "last_active_at", "minutes": expires_minutes}
     if file_ids:
@@ -270,10 +273,12 @@ class Client:
         expires_minutes: int | None = None,
         file_ids: list[str] | None = None,
         snapshot_id: str | None = None,
+        environment: str | None = None,
     ) -> Container:
         """A new container, deleted when its `with` block ends (or by `delete()`); with
-        `snapshot_id`, started from that snapshot (`Container.snapshot`, `upload_snapshot`)."""
-        body = _container_body(name, memory, expires_minutes, file_ids, snapshot_id)
+        `snapshot_id`, started from that snapshot (`Container.snapshot`, `upload_snapshot`);
+        with `environment` (NAME or NAME@VERSION), with that environment's packages."""
+        body = _container_body(name, memory, expires_minutes, file_ids, snapshot_id, environment)
         info = _checked(self._http.post("/containers", json=body))
         return Container(self._http, info, owned=True)
 
@@ -461,10 +466,11 @@ class AsyncClient:
         expires_minutes: int | None = None,
         file_ids: list[str] | None = None,
         snapshot_id: str | None = None,
+        environment: str | None = None,
     ) -> _NewAsyncContainer:
         """A new container: `async with client.container() as box` (deleted at the end), or
         `box = await client.container()`; as `Client.container`."""
-        body = _container_body(name, memory, expires_minutes, file_ids, snapshot_id)
+        body = _container_body(name, memory, expires_minutes, file_ids, snapshot_id, environment)
         return _NewAsyncContainer(self._http, body)
 
     async def upload_snapshot(self, source: str | os.PathLike[str] | bytes) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from codeinterp.sandbox import Sandbox, SandboxConfig
 from codeinterp.services.assistants import AssistantsService
 from codeinterp.services.chat import ChatService
 from codeinterp.services.containers import ContainersService
+from codeinterp.services.environments import EnvironmentsService
 from codeinterp.services.executions import ExecutionsService
 from codeinterp.services.files import FilesService
 from codeinterp.services.models import ModelsService
@@ -49,6 +50,7 @@ from .routes import (
     assistants,
     chat,
     containers,
+    environments,
     executions,
     files,
     models,
@@ -177,6 +179,7 @@ def create_app(settings: Settings) -> FastAPI:
             usage=UsageService(store),
             containers=container_service,
             executions=execution_service,
+            environments=EnvironmentsService(settings.data_dir),
             responses=ResponsesService(store, container_service, upstream, settings),
             chat=ChatService(container_service, upstream, settings),
             models=ModelsService(upstream),
@@ -216,6 +219,7 @@ def create_app(settings: Settings) -> FastAPI:
         usage,
         containers,
         executions,
+        environments,
         responses,
         chat,
         models,

@@ -13,6 +13,7 @@ from codeinterp.errors import Unauthorized
 from codeinterp.services.assistants import AssistantsService
 from codeinterp.services.chat import ChatService
 from codeinterp.services.containers import ContainersService
+from codeinterp.services.environments import EnvironmentsService
 from codeinterp.services.executions import ExecutionsService
 from codeinterp.services.files import FilesService
 from codeinterp.services.models import ModelsService
@@ -33,6 +34,7 @@ class Services:
     usage: UsageService
     containers: ContainersService
     executions: ExecutionsService
+    environments: EnvironmentsService
     responses: ResponsesService
     chat: ChatService
     models: ModelsService

@@ -28,6 +28,7 @@ import httpx2
 from pydantic import ValidationError
 
 from codeinterp.client import APIError, Client
+from codeinterp.config import Settings
 from codeinterp.errors import InvalidRequest
 from codeinterp.protocol.executions import TaskRequest
 from codeinterp.sandbox import Sandbox, SandboxConfig
@@ -92,6 +93,9 @@ def run_batch(args: argparse.Namespace) -> int:
     if args.concurrency is not None and args.concurrency < 1:
         raise InvalidRequest("--concurrency must be at least 1")
     requests = read_tasks(args.batch)
+    if args.env is not None:  # the default of the lines that name no environment
+        requests = [r if r.environment else r.model_copy(update={"environment": args.env})
+                    for r in requests]  # fmt: skip
     tally = Tally()
     if args.server:
         for result in _remote(args, requests):
@@ -105,7 +109,9 @@ def run_batch(args: argparse.Namespace) -> int:
 
 
 async def _local(args: argparse.Namespace, requests: list[TaskRequest], tally: Tally) -> None:
-    prepared = [task_of(r, args.timeout) for r in requests]  # bad files: refused before any run
+    data_dir = Settings().data_dir  # where environments are
+    # bad files or environments: refused before any run
+    prepared = [task_of(r, args.timeout, data_dir=data_dir) for r in requests]
     concurrency = args.concurrency or default_concurrency()
     config = SandboxConfig(pool_size=min(concurrency, 16), unsafe_no_sandbox=args.unsafe_no_sandbox)
     async with await Sandbox.start(config) as sandbox:

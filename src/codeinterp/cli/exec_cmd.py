@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
-from codeinterp.config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_OUTPUT_BYTES
+from codeinterp.config import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_OUTPUT_BYTES, Settings
 from codeinterp.errors import InvalidRequest, QuotaExceeded
 from codeinterp.sandbox import (
     End,
@@ -32,6 +32,7 @@ from codeinterp.sandbox import (
     Session,
     Stderr,
     Stdout,
+    environments,
 )
 from codeinterp.sandbox.policy import MEMORY_TIERS
 from codeinterp.sandbox.workspace import clean_relative_path
@@ -86,6 +87,12 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     parser.add_argument("--memory", choices=list(MEMORY_TIERS), default="1g", help="memory limit")
+    parser.add_argument(
+        "--env",
+        metavar="NAME[@VERSION]",
+        help="an environment's packages on top of the default set (codeinterp env build); "
+        "locally looked up in CODEINTERP_DATA_DIR, with --server on the server",
+    )
     parser.add_argument(
         "--json", action="store_true", help="print the execution as one JSON object"
     )
@@ -178,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, code: str, uploads: list[tuple[str, bytes]]) -> int:
     policy = SandboxPolicy.for_memory_tier(args.memory)
+    if args.env is not None:
+        environment = environments.for_session(Settings().data_dir, args.env, param="--env")
+        policy = policy.with_packages(environment.site_packages)
     config = SandboxConfig(policy=policy, pool_size=0, unsafe_no_sandbox=args.unsafe_no_sandbox)
     async with await Sandbox.start(config) as sandbox:
         session = await sandbox.create_session(restore_from=args.snapshot_in)

@@ -32,7 +32,10 @@ def run_remote(args: argparse.Namespace, code: str, uploads: list[tuple[str, byt
                     snapshot_id = client.upload_snapshot(args.snapshot_in)["id"]
                     made.append(snapshot_id)
                 with client.container(
-                    memory=args.memory, name="codeinterp exec", snapshot_id=snapshot_id
+                    memory=args.memory,
+                    name="codeinterp exec",
+                    snapshot_id=snapshot_id,
+                    environment=args.env,
                 ) as box:
                     status = _run(box, args, code, uploads)
                     if args.snapshot_out:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from .common import RequestModel, WireModel
 
@@ -41,6 +41,9 @@ class ContainerCreate(RequestModel):
     # An extension: a File of purpose "snapshot" (POST /v1/containers/{id}/snapshots, or an
     # uploaded archive) whose variables and files the new container starts with.
     snapshot_id: str | None = Field(default=None, max_length=256)
+    # An extension: an environment (`codeinterp env build`), NAME or NAME@VERSION, whose
+    # packages the container has on top of the default set.
+    environment: str | None = Field(default=None, max_length=80)
 
 
 class Container(WireModel):
@@ -53,6 +56,14 @@ class Container(WireModel):
     expires_after: dict[str, Any]
     memory_limit: str = "1g"
     network_policy: dict[str, Any] = Field(default_factory=lambda: {"type": "disabled"})
+    environment: str | None = None  # an extension (NAME@VERSION), only shown when set
+
+    @model_serializer(mode="wrap")
+    def _omit_no_environment(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        body: dict[str, Any] = handler(self)
+        if body.get("environment") is None:
+            body.pop("environment", None)
+        return body
 
 
 class ContainerFile(WireModel):

@@ -31,6 +31,8 @@ class TaskRequest(RequestModel):
     output_match: Literal["exact", "lines"] = "lines"
     return_files: bool = False  # the bytes (base64) of every file the code created or changed
     memory_limit: MemoryLimit | None = None
+    # an environment (`codeinterp env build`), NAME or NAME@VERSION, on top of the default set
+    environment: str | None = Field(default=None, max_length=80)
 
 
 class TaskBatchRequest(RequestModel):

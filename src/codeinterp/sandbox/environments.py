@@ -167,6 +167,16 @@ def resolve(data_dir: str, reference: str) -> Environment:
     return Environment.load(os.path.join(base_directory(data_dir), name, str(wanted)))
 
 
+def for_session(data_dir: str, reference: str, param: str = "environment") -> Environment:
+    """The environment a request names, for a session: `resolve`, with an unknown or malformed
+    name as a bad request (`param`), not a missing object."""
+    try:
+        return resolve(data_dir, reference)
+    except (NotFound, InvalidRequest) as exc:
+        known = ", ".join(e.id for e in list_all(data_dir)) or "none (codeinterp env build)"
+        raise InvalidRequest(f"{exc} Environments here: {known}.", param=param) from None
+
+
 def list_all(data_dir: str) -> list[Environment]:
     """Every version of every environment, by name then version."""
     base = base_directory(data_dir)

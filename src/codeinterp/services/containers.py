@@ -32,7 +32,7 @@ from codeinterp.protocol.containers import (
     ContainerFile,
 )
 from codeinterp.protocol.files import SNAPSHOT_PURPOSE
-from codeinterp.sandbox import FileChange
+from codeinterp.sandbox import FileChange, environments
 from codeinterp.sandbox.workspace import FileReader, WorkspaceFile, clean_relative_path
 from codeinterp.sessions import ManagedSession, SessionManager, execution
 from codeinterp.sessions.execution import ExecutionEvent, ReportChanges, SaveImage
@@ -87,6 +87,9 @@ class ContainersService:
                     param="snapshot_id",
                 )
             restore_from = await self.store.file_path(project, snapshot.id)
+        environment = None
+        if body.environment is not None:
+            environment = environments.for_session(self.settings.data_dir, body.environment).id
         stamp = now()
         minutes = body.expires_after.minutes if body.expires_after else DEFAULT_EXPIRY_MINUTES
         container = Container(
@@ -96,6 +99,7 @@ class ContainersService:
             last_active_at=stamp,
             expires_after={"anchor": "last_active_at", "minutes": minutes},
             memory_limit=body.memory_limit or "1g",
+            environment=environment,
         )
         await self.store.create_object(
             "container", project, container.id, container.model_dump(mode="json")
@@ -354,8 +358,14 @@ class ContainersService:
     def _session_options(self, container: Container) -> dict[str, Any]:
         """What the container asks of its session, when it is made and when it wakes."""
         minutes = container.expires_after.get("minutes", DEFAULT_EXPIRY_MINUTES)
+        packages = None
+        if container.environment is not None:
+            packages = environments.for_session(
+                self.settings.data_dir, container.environment
+            ).site_packages
         return {
             "memory_limit": container.memory_limit,
+            "packages": packages,
             "idle_seconds": self._idle_seconds(minutes),
             "on_expire": self._on_session_expired,
             "on_sleep": self._on_session_asleep,

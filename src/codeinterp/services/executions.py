@@ -24,7 +24,7 @@ from codeinterp.config import Settings
 from codeinterp.errors import InvalidRequest
 from codeinterp.ids import new_id
 from codeinterp.protocol.executions import TaskBatchRequest, TaskRequest
-from codeinterp.sandbox import Sandbox, SandboxPolicy, Session, Task
+from codeinterp.sandbox import Sandbox, SandboxPolicy, Session, Task, environments
 from codeinterp.sandbox.oneshot import TaskResult, as_completed, run_in
 from codeinterp.sandbox.workspace import clean_relative_path
 from codeinterp.sessions import ManagedSession, execution
@@ -91,7 +91,7 @@ class ExecutionsService:
              await self.store.read_file(project, file_id))
             for file_id in dict.fromkeys(request.file_ids)
         ]  # fmt: skip
-        return task_of(request, self.settings.execution_timeout, uploaded)
+        return task_of(request, self.settings.execution_timeout, uploaded, self.settings.data_dir)
 
     async def _run(
         self, project: str, task: Task, policy: SandboxPolicy, wait: float | None
@@ -149,10 +149,11 @@ def task_of(
     request: TaskRequest,
     default_timeout: float,
     uploaded: list[tuple[str, bytes]] | None = None,
+    data_dir: str | None = None,
 ) -> tuple[Task, SandboxPolicy]:
     """The engine's task and policy from a task's wire form (an HTTP body, a line of a batch
     file): its base64 files decoded and checked, plus the `uploaded` (name, bytes) files; two
-    files of one name are refused."""
+    files of one name are refused. An environment it names is looked up in `data_dir`."""
     files: dict[str, bytes] = {}
     for name, content in request.files.items():
         clean_relative_path(name)
@@ -178,7 +179,13 @@ def task_of(
         return_files=request.return_files,
     )
     task.check()
-    return task, SandboxPolicy.for_memory_tier(request.memory_limit or "1g")
+    policy = SandboxPolicy.for_memory_tier(request.memory_limit or "1g")
+    if request.environment is not None:
+        if data_dir is None:
+            raise InvalidRequest("environments are not available here", param="environment")
+        environment = environments.for_session(data_dir, request.environment)
+        policy = policy.with_packages(environment.site_packages)
+    return task, policy
 
 
 def _execution_object(execution_id: str, created_at: int, result: TaskResult) -> dict[str, Any]:

@@ -76,6 +76,7 @@ class ManagedSession:
     cost_usd: float = 0.0  # what the session is billed (the usage report's price)
     idle_seconds: float | None = None  # None: the manager's default
     memory_limit: str = "1g"
+    packages: str | None = None  # an environment's site-packages (sandbox/environments.py)
     # called (before the session closes) when the session expires for being idle
     on_expire: Callback | None = None
     # called (before the process ends) when the session goes to sleep on disk
@@ -160,6 +161,7 @@ class SessionManager:
         owner_id: str,
         *,
         memory_limit: str = "1g",
+        packages: str | None = None,
         idle_seconds: float | None = None,
         on_expire: Callback | None = None,
         on_sleep: Callback | None = None,
@@ -168,11 +170,12 @@ class SessionManager:
     ) -> ManagedSession:
         """The owner's session: the live one, else woken from its saved state, else new.
 
-        A new session gets the memory tier's limit and, if given, its own idle time, callbacks
-        for its expiry and its sleep, what its owner keeps beside its saved state (`keep`), and
-        a snapshot to start from (`restore_from`, a path); the defaults are a thread's.
+        A new session gets the memory tier's limit, an environment's packages (`packages`, a
+        site-packages path) and, if given, its own idle time, callbacks for its expiry and its
+        sleep, what its owner keeps beside its saved state (`keep`), and a snapshot to start
+        from (`restore_from`, a path); the defaults are a thread's.
         """
-        options = _Options(memory_limit, idle_seconds, on_expire, on_sleep, keep)
+        options = _Options(memory_limit, packages, idle_seconds, on_expire, on_sleep, keep)
         managed = await self._get(project, owner_kind, owner_id, options, restore_from)
         assert managed is not None  # made if there was none
         return managed
@@ -184,6 +187,7 @@ class SessionManager:
         owner_id: str,
         *,
         memory_limit: str = "1g",
+        packages: str | None = None,
         idle_seconds: float | None = None,
         on_expire: Callback | None = None,
         on_sleep: Callback | None = None,
@@ -191,7 +195,7 @@ class SessionManager:
     ) -> ManagedSession | None:
         """The owner's live session, or the one woken from its saved state; None if it has
         neither (it ended for good)."""
-        options = _Options(memory_limit, idle_seconds, on_expire, on_sleep, keep)
+        options = _Options(memory_limit, packages, idle_seconds, on_expire, on_sleep, keep)
         return await self._get(project, owner_kind, owner_id, options, None, create=False)
 
     async def _get(
@@ -248,7 +252,7 @@ class SessionManager:
         self, key: tuple[str, str, str], options: _Options, restore_from: str | None
     ) -> ManagedSession:
         project, owner_kind, owner_id = key
-        policy = SandboxPolicy.for_memory_tier(options.memory_limit)
+        policy = options.policy()
         session = await self._create(project, policy, restore_from)
         managed = options.managed(new_id("session"), key, session, self.price_usd)
         self._sessions[key] = managed  # counted in _live_by_project by _create
@@ -268,8 +272,10 @@ class SessionManager:
     async def _wake(self, state: SessionStateRecord, options: _Options) -> ManagedSession:
         """The session back from its saved state, in a new process: the same session (its id
         and usage record go on), its files known, its owner's kept state in `woke_with`."""
+        # the state's own tier and packages: what the session was made with
         memory_limit = state.body.get("memory_limit", options.memory_limit)
-        policy = SandboxPolicy.for_memory_tier(memory_limit)
+        packages = state.body.get("packages", options.packages)
+        policy = SandboxPolicy.for_memory_tier(memory_limit).with_packages(packages)
         self._waking.add(state.owner_id)  # its state is not discarded meanwhile
         try:
             session = await self._create(state.project, policy, state.path)
@@ -279,6 +285,7 @@ class SessionManager:
         managed = options.managed(state.session_id, key, session, self.price_usd)
         self._sessions[key] = managed  # counted in _live_by_project by _create
         managed.memory_limit = memory_limit
+        managed.packages = packages
         managed.files = dict(state.body.get("files", {}))
         managed.woke_with = dict(state.body.get("owner", {}))
         managed.saved = True  # the state it woke from is its state until it changes
@@ -605,10 +612,14 @@ class _Options:
     """What an owner asks of its session (see SessionManager.acquire)."""
 
     memory_limit: str
+    packages: str | None
     idle_seconds: float | None
     on_expire: Callback | None
     on_sleep: Callback | None
     keep: Callable[[ManagedSession], dict[str, Any]] | None
+
+    def policy(self) -> SandboxPolicy:
+        return SandboxPolicy.for_memory_tier(self.memory_limit).with_packages(self.packages)
 
     def managed(
         self, session_id: str, key: tuple[str, str, str], session: Session, price: float
@@ -620,6 +631,7 @@ class _Options:
             cost_usd=price,
             idle_seconds=self.idle_seconds,
             memory_limit=self.memory_limit,
+            packages=self.packages,
             on_expire=self.on_expire,
             on_sleep=self.on_sleep,
             keep=self.keep,

@@ -75,6 +75,7 @@ async def save(
             saved_at=int(time.time()),
             body={
                 "memory_limit": managed.memory_limit,
+                "packages": managed.packages,
                 "files": managed.files,
                 "owner": managed.keep(managed) if managed.keep is not None else {},
                 "skipped": info.skipped,

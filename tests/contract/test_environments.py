@@ -1,0 +1,146 @@
+"""Environments through every door: built with `codeinterp env build` into a server's data
+directory, listed by /v1/environments, chosen per container, per one-shot task, by the Python
+client and by `codeinterp exec --env` (locally and with --server), kept across a sleep."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from codeinterp import Client
+from tests.contract.helpers import assert_envelope, raw_client
+from tests.contract.test_containers import execute, text_result, unique
+from tests.support.server import ServerProcess
+from tests.support.wheels import make_wheel
+
+pytestmark = pytest.mark.root
+
+CLI = [sys.executable, "-m", "codeinterp.cli.main"]
+IDLE_MINUTES = 0.03  # 1.8 s: a container goes to sleep soon
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory with demo@1 (ci_demo, which needs ci_helper), built offline."""
+    base = tmp_path_factory.mktemp("env-server")
+    wheels = base / "wheels"
+    wheels.mkdir()
+    make_wheel(
+        wheels,
+        "ci_demo",
+        "1.0",
+        {"ci_demo/__init__.py": "from ci_helper import H\nVALUE = 40 + H\n"},
+        requires=["ci_helper>=1"],
+    )
+    make_wheel(wheels, "ci_helper", "1.2", {"ci_helper.py": "H = 2\n"})
+    (base / "requirements.txt").write_text("ci_demo==1.0\n")
+    data = base / "data"
+    built = subprocess.run(
+        [*CLI, "env", "--data-dir", str(data), "build", "demo", "-r",
+         str(base / "requirements.txt"), "--no-index", "--find-links", str(wheels)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    return data
+
+
+@pytest.fixture(scope="module")
+def server(data_dir: Path) -> Iterator[ServerProcess]:
+    env = {
+        "CODEINTERP_POOL_SIZE": "1",
+        "CODEINTERP_CONTAINER_IDLE_CAP_MINUTES": str(IDLE_MINUTES),
+        "CODEINTERP_CHECKPOINT_SECONDS": "0",
+    }
+    with ServerProcess(env, data_dir=data_dir) as process:
+        yield process
+
+
+def test_environments_are_listed_with_their_packages(server: ServerProcess) -> None:
+    with server.client() as client:
+        listed = client.get("/environments", cast_to=object)
+        assert isinstance(listed, dict) and listed["object"] == "list", listed
+        [demo] = listed["data"]
+        assert demo["id"] == "demo@1" and demo["object"] == "environment"
+        assert demo["name"] == "demo" and demo["version"] == 1
+        assert demo["packages"] == [
+            {"name": "ci_demo", "version": "1.0", "requested": True},
+            {"name": "ci_helper", "version": "1.2", "requested": False},
+        ]
+        assert client.get("/environments/demo", cast_to=object) == demo
+        assert client.get("/environments/demo@1", cast_to=object) == demo
+    with raw_client(server) as http:
+        assert_envelope(http.get("/environments/nope"), 404)
+        assert_envelope(http.get("/environments/demo@7"), 404)
+
+
+def test_a_container_has_its_environment_and_keeps_it_through_a_sleep(
+    server: ServerProcess,
+) -> None:
+    with server.client() as client:
+        box = client.containers.create(name=unique("env"), extra_body={"environment": "demo"})
+        assert (box.model_extra or {}).get("environment") == "demo@1"
+        assert client.containers.retrieve(box.id).model_extra == {"environment": "demo@1"}
+        assert text_result(execute(client, box.id, "import ci_demo\nci_demo.VALUE")) == "42"
+
+        plain = client.containers.create(name=unique("plain"))
+        assert "environment" not in client.containers.retrieve(plain.id).model_dump()
+        missing = execute(client, plain.id, "import ci_demo")
+        assert missing["status"] == "error" and "ModuleNotFoundError" in json.dumps(missing)
+
+        time.sleep(IDLE_MINUTES * 60 + 2.5)  # both go to sleep
+        assert text_result(execute(client, box.id, "ci_demo.VALUE + 1")) == "43"
+        client.containers.delete(box.id)
+        client.containers.delete(plain.id)
+
+
+def test_an_unknown_environment_is_a_clear_400(server: ServerProcess) -> None:
+    with server.client() as client:
+        for name in ("nope", "demo@9", "Bad Name"):
+            with pytest.raises(openai.BadRequestError) as refused:
+                client.containers.create(name="x", extra_body={"environment": name})
+            body = refused.value.body
+            assert isinstance(body, dict) and body["param"] == "environment", body
+            assert "demo@1" in body["message"]  # what there is
+    with raw_client(server) as http:
+        answer = http.post("/executions", json={"code": "1", "environment": "nope"})
+        assert assert_envelope(answer, 400)["param"] == "environment"
+
+
+def test_one_shot_tasks_and_the_python_client_choose_it(server: ServerProcess) -> None:
+    with raw_client(server) as http:
+        answer = http.post(
+            "/executions",
+            json={"code": "import ci_demo; print(ci_demo.VALUE)", "environment": "demo"},
+        )
+        assert answer.status_code == 200 and answer.json()["stdout"] == "42\n", answer.text
+    with Client(server.base_url) as client:
+        with client.container(environment="demo@1") as box:
+            assert box.run("import ci_demo\nci_demo.VALUE").text == "42"
+        done = client.run_task("import ci_demo; print(ci_demo.VALUE)", environment="demo")
+        assert done["stdout"] == "42\n"
+
+
+def test_exec_env_runs_locally_and_on_the_server(server: ServerProcess, data_dir: Path) -> None:
+    code = "import ci_demo; print(ci_demo.VALUE)"
+    environment = {**os.environ, "CODEINTERP_DATA_DIR": str(data_dir)}
+    for extra in ([], ["--server", server.url]):
+        done = subprocess.run(
+            [*CLI, "exec", code, "--env", "demo", *extra],
+            capture_output=True, text=True, timeout=120, env=environment, cwd=data_dir.parent,
+        )  # fmt: skip
+        assert done.returncode == 0, (extra, done.stderr)
+        assert done.stdout.splitlines()[0] == "42", (extra, done.stdout)
+    unknown = subprocess.run(
+        [*CLI, "exec", code, "--env", "nope"],
+        capture_output=True, text=True, timeout=120, env=environment, cwd=data_dir.parent,
+    )  # fmt: skip
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().startswith("codeinterp: error: No environment 'nope'")
