@@ -144,3 +144,31 @@ def test_exec_env_runs_locally_and_on_the_server(server: ServerProcess, data_dir
     )  # fmt: skip
     assert unknown.returncode == 2
     assert unknown.stderr.strip().startswith("codeinterp: error: No environment 'nope'")
+
+
+def test_an_environment_in_use_is_not_removed(server: ServerProcess, data_dir: Path) -> None:
+    """`env rm` is refused while a running container (or a saved session) uses the version,
+    naming it; once it is gone the version goes, its number stays taken, and asking for it is a
+    400. Runs last: it removes demo@1."""
+
+    def remove(reference: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, "env", "--data-dir", str(data_dir), "rm", reference],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    with server.client() as client:
+        box = client.containers.create(name=unique("user"), extra_body={"environment": "demo"})
+        refused = remove("demo@1")
+        assert refused.returncode == 2
+        assert "demo@1 is in use by" in refused.stderr and box.id in refused.stderr
+        unnamed = remove("demo")
+        assert unnamed.returncode == 2 and "name the version to remove" in unnamed.stderr
+        client.containers.delete(box.id)
+
+        done = remove("demo@1")
+        assert done.returncode == 0, done.stderr
+        assert client.get("/environments", cast_to=object)["data"] == []  # type: ignore[index]
+        with pytest.raises(openai.BadRequestError):
+            client.containers.create(name="x", extra_body={"environment": "demo"})
+    assert sorted(os.listdir(data_dir / "environments" / "demo")) == ["1.removed"]

@@ -8,6 +8,7 @@ codeinterp env show geo[@N] [--json]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from codeinterp.config import Settings
 from codeinterp.sandbox import environments
 from codeinterp.sandbox.environments import Environment
+from codeinterp.store import Store
 
 
 def add_parser(commands: Any) -> None:
@@ -41,10 +43,35 @@ def add_parser(commands: Any) -> None:
     listing.add_argument("--json", action="store_true", help="one JSON array")
     listing.set_defaults(run=run_list)
 
+    remove = actions.add_parser(
+        "rm", help="remove one version, unless a container or a saved session uses it"
+    )
+    remove.add_argument("reference", help="NAME@VERSION")
+    remove.set_defaults(run=run_remove)
+
     show = actions.add_parser("show", help="one environment: its packages and modules")
     show.add_argument("reference", help="NAME (its newest version) or NAME@VERSION")
     show.add_argument("--json", action="store_true", help="as JSON")
     show.set_defaults(run=run_show)
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    data_dir = _data_dir(args)
+    removed = environments.remove(
+        data_dir, args.reference, lambda environment: asyncio.run(_users(data_dir, environment))
+    )
+    print(f"removed {removed.id}")
+    return 0
+
+
+async def _users(data_dir: str, environment: Environment) -> list[str]:
+    """Who uses the environment, as the server's database says (a store on the data dir)."""
+    settings = Settings(data_dir=data_dir)
+    store = await Store.open(settings.data_dir, settings.database)
+    try:
+        return await store.environment_users(environment.id, environment.site_packages)
+    finally:
+        await store.close()
 
 
 def _data_dir(args: argparse.Namespace) -> str:

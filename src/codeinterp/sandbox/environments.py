@@ -36,13 +36,13 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from codeinterp.errors import InvalidRequest, NotFound
+from codeinterp.errors import Conflict, InvalidRequest, NotFound
 
 DIRECTORY = "environments"
 STAGING_PREFIX = ".staging-"
@@ -188,6 +188,26 @@ def list_all(data_dir: str) -> list[Environment]:
             for version in sorted(_versions(base, name)):
                 found.append(Environment.load(os.path.join(base, name, str(version))))
     return found
+
+
+def remove(data_dir: str, reference: str, users: Callable[[Environment], list[str]]) -> Environment:
+    """Delete the version `NAME@N` (a version must be named); its number stays taken. Conflict,
+    naming them, if `users(environment)` names any user of it."""
+    if "@" not in reference:
+        raise InvalidRequest(f"name the version to remove: {reference}@N")
+    environment = resolve(data_dir, reference)
+    if using := users(environment):
+        shown = ", ".join(using[:10]) + (f" and {len(using) - 10} more" if len(using) > 10 else "")
+        raise Conflict(
+            f"{environment.id} is in use by {shown}: delete those (or let them expire) first"
+        )
+    directory = os.path.dirname(environment.root)
+    trash = os.path.join(base_directory(data_dir), STAGING_PREFIX + secrets.token_hex(8))
+    os.rename(environment.root, trash)  # gone for new sessions at once
+    with open(os.path.join(directory, f"{environment.version}.removed"), "w"):
+        pass
+    _remove_tree(trash)
+    return environment
 
 
 # -- building ------------------------------------------------------------------------------------

@@ -150,3 +150,19 @@ def owners_with_state() -> Select[Any]:
 def sessions_with_state() -> Select[Any]:
     """The usage records that saved states continue, for IN."""
     return select(STATES.c.session_id)
+
+
+def users_of_packages(connection: Connection, environment_id: str, packages: str) -> list[str]:
+    """The running containers pinned to an environment and the owners whose saved sessions
+    have its packages (sleeping threads and containers): what keeps it from being removed."""
+    users = [
+        row.id
+        for row in connection.execute(
+            select(CONTAINERS.c.id, CONTAINERS.c.body).where(CONTAINERS.c.status == "running")
+        )
+        if row.body.get("environment") == environment_id
+    ]
+    for row in connection.execute(select(STATES.c.id, STATES.c.body)):
+        if row.body.get("packages") == packages and row.id not in users:
+            users.append(row.id)
+    return users

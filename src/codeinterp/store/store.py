@@ -393,6 +393,12 @@ class Store:
         """The bytes the project's saved states take, but `except_owner`'s."""
         return await self._db.read(lambda c: session_states.bytes_used(c, project, except_owner))
 
+    async def environment_users(self, environment_id: str, packages: str) -> list[str]:
+        """Containers and saved sessions, of every project, that use an environment."""
+        return await self._db.read(
+            lambda c: session_states.users_of_packages(c, environment_id, packages)
+        )
+
     async def delete_session_state(self, project: str, owner_id: str) -> None:
         """Forget the owner's saved state (a thread or container deleted, or ended for good)."""
         blob = await self._db.write(lambda c: session_states.delete_state(c, project, owner_id))
