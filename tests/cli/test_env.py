@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.wheels import make_wheel
+from tests.support.wheels import make_demo_wheels, make_wheel
 
 CLI = [sys.executable, "-m", "codeinterp.cli.main", "env"]
 
@@ -25,17 +25,7 @@ def env_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def wheels(tmp_path: Path) -> Path:
     """ci_demo 1.0 (needs ci_helper) and ci_helper 1.2, 1.3."""
-    directory = tmp_path / "wheels"
-    directory.mkdir()
-    make_wheel(
-        directory,
-        "ci_demo",
-        "1.0",
-        {"ci_demo/__init__.py": "from ci_helper import H\nVALUE = 40 + H\n"},
-        requires=["ci_helper>=1"],
-    )
-    make_wheel(directory, "ci_helper", "1.2", {"ci_helper.py": "H = 2\n"})
-    return directory
+    return make_demo_wheels(tmp_path / "wheels")
 
 
 def requirements(tmp_path: Path, text: str) -> str:

@@ -19,7 +19,7 @@ from codeinterp import Client
 from tests.contract.helpers import assert_envelope, raw_client
 from tests.contract.test_containers import execute, text_result, unique
 from tests.support.server import ServerProcess
-from tests.support.wheels import make_wheel
+from tests.support.wheels import make_demo_wheels
 
 pytestmark = pytest.mark.root
 
@@ -31,16 +31,7 @@ IDLE_MINUTES = 0.03  # 1.8 s: a container goes to sleep soon
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory with demo@1 (ci_demo, which needs ci_helper), built offline."""
     base = tmp_path_factory.mktemp("env-server")
-    wheels = base / "wheels"
-    wheels.mkdir()
-    make_wheel(
-        wheels,
-        "ci_demo",
-        "1.0",
-        {"ci_demo/__init__.py": "from ci_helper import H\nVALUE = 40 + H\n"},
-        requires=["ci_helper>=1"],
-    )
-    make_wheel(wheels, "ci_helper", "1.2", {"ci_helper.py": "H = 2\n"})
+    wheels = make_demo_wheels(base / "wheels")
     (base / "requirements.txt").write_text("ci_demo==1.0\n")
     data = base / "data"
     built = subprocess.run(

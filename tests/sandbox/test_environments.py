@@ -9,7 +9,7 @@ import pytest
 
 from codeinterp.sandbox import Sandbox, SandboxConfig, SandboxPolicy, environments
 from codeinterp.sandbox.environments import Environment
-from tests.support.wheels import make_wheel
+from tests.support.wheels import make_demo_wheels
 
 pytestmark = pytest.mark.root
 
@@ -19,16 +19,7 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Environment:
     """demo@1: ci_demo (needs ci_helper), built offline from wheels made here. Under /tmp, as
     a CI checkout's data directory is: a task's own /tmp must not hide it."""
     base = tmp_path_factory.mktemp("environments")
-    wheels = base / "wheels"
-    wheels.mkdir()
-    make_wheel(
-        wheels,
-        "ci_demo",
-        "1.0",
-        {"ci_demo/__init__.py": "from ci_helper import H\nVALUE = 40 + H\n"},
-        requires=["ci_helper>=1"],
-    )
-    make_wheel(wheels, "ci_helper", "1.2", {"ci_helper.py": "H = 2\n"})
+    wheels = make_demo_wheels(base / "wheels")
     requirements = base / "requirements.txt"
     requirements.write_text("ci_demo\n")
     return environments.build(

@@ -49,3 +49,18 @@ def make_wheel(
         for member, data in contents.items():
             wheel.writestr(member, data)
     return path
+
+
+def make_demo_wheels(directory: Path) -> Path:
+    """`directory` with ci_demo 1.0 (`ci_demo.VALUE` is 42; it needs ci_helper>=1) and ci_helper
+    1.2: the package set the environment tests build."""
+    directory.mkdir(parents=True, exist_ok=True)
+    make_wheel(
+        directory,
+        "ci_demo",
+        "1.0",
+        {"ci_demo/__init__.py": "from ci_helper import H\nVALUE = 40 + H\n"},
+        requires=["ci_helper>=1"],
+    )
+    make_wheel(directory, "ci_helper", "1.2", {"ci_helper.py": "H = 2\n"})
+    return directory
