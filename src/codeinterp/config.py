@@ -111,6 +111,18 @@ class Settings(BaseSettings):
     # A stop saves the live sessions that changed for at most this long
     stop_snapshot_seconds: float = Field(default=20.0, ge=0)
 
+    # Network policies (egress/): a container's `allowlist` reaches its domains through an
+    # egress proxy the server starts on first use (mitmproxy, from .venv-egress by default).
+    egress_mitmdump: str | None = None
+    # name -> address the proxy connects to instead of resolving the name: "api.example.com=
+    # 10.0.0.5,other=..." or a JSON object (an internal mirror, or a test's own servers)
+    egress_resolve: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # Let allowed names resolve to private addresses (10/8, 172.16/12, 192.168/16, ...); never
+    # loopback. Off: only public addresses are reachable, whatever a name resolves to.
+    egress_allow_private: bool = False
+    # A CA bundle the proxy trusts for upstream servers, besides the system's
+    egress_upstream_ca: str | None = None
+
     # Containers: an operator's cap on any container's idle time, whatever it asks (None: no cap)
     container_idle_cap_minutes: float | None = Field(default=None, gt=0)
     # SSE comment lines on quiet streams, so proxies and clients know the stream is alive
@@ -147,7 +159,7 @@ class Settings(BaseSettings):
     trace_store: bool = True
     trace_retention_hours: float = Field(default=168.0, gt=0)
 
-    @field_validator("model_map", mode="before")
+    @field_validator("model_map", "egress_resolve", mode="before")
     @classmethod
     def _parse_model_map(cls, value: object) -> object:
         """Accept "client=upstream,client2=upstream2" as well as a JSON object."""

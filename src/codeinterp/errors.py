@@ -63,6 +63,10 @@ class Overloaded(CodeInterpError):
         self.retry_after = retry_after
 
 
+class EgressUnavailable(CodeInterpError):
+    """A network policy cannot be given: the egress proxy is not installed or would not start."""
+
+
 class LimitReached(Overloaded):
     """A configured maximum (live sessions of the server or of a project) is reached."""
 

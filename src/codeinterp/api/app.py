@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from codeinterp.agent.manager import RunManager
 from codeinterp.agent.runner import AgentDeps
 from codeinterp.agent.upstream import Upstream
 from codeinterp.config import Settings, key_fingerprint
+from codeinterp.egress import EgressProxy, EgressSettings, default_mitmdump
 from codeinterp.sandbox import Sandbox, SandboxConfig
 from codeinterp.services.assistants import AssistantsService
 from codeinterp.services.chat import ChatService
@@ -117,6 +119,15 @@ def create_app(settings: Settings) -> FastAPI:
             settings.model_map,
             settings.upstream_timeout,
         )
+        egress = EgressProxy(
+            EgressSettings(
+                mitmdump=settings.egress_mitmdump or default_mitmdump(),
+                confdir=os.path.join(settings.data_dir, "egress"),
+                resolve=settings.egress_resolve,
+                allow_private=settings.egress_allow_private,
+                upstream_ca=settings.egress_upstream_ca,
+            )
+        )
         sessions = SessionManager(
             sandbox,
             store,
@@ -138,6 +149,7 @@ def create_app(settings: Settings) -> FastAPI:
                 else settings.snapshot_quota_mib_per_project * 2**20,
                 stop_seconds=settings.stop_snapshot_seconds,
             ),
+            egress,
         )
         sessions.start()
         stop_watching = metrics.watch_sessions(
@@ -193,6 +205,7 @@ def create_app(settings: Settings) -> FastAPI:
             await run_manager.shutdown()
             await execution_service.stop()
             await sessions.close_all()
+            await egress.close()
             await sandbox.close()
             await upstream.close()
             if traces is not None:

@@ -19,6 +19,7 @@ from codeinterp.errors import (
     CodeInterpError,
     Conflict,
     ContainerExpired,
+    EgressUnavailable,
     InvalidRequest,
     LimitReached,
     LoopLimitExceeded,
@@ -52,6 +53,7 @@ ERROR_TABLE: list[tuple[type[CodeInterpError], int, str, str | None]] = [
     (StorageBusy, 503, "server_error", "storage_busy"),
     (Overloaded, 503, "server_error", "server_overloaded"),
     (UpstreamError, 502, "server_error", "upstream_error"),
+    (EgressUnavailable, 503, "server_error", "egress_unavailable"),
     (StorageFull, 507, "server_error", "storage_full"),
     (SandboxError, 500, "server_error", "sandbox_error"),
 ]

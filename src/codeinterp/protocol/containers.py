@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
 
 from .common import RequestModel, WireModel
 
 MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
 DEFAULT_EXPIRY_MINUTES = 20
+STORED = "stored"  # the serialization context of what the database keeps
 MAX_EXPIRY_MINUTES = 7 * 24 * 60
 
 
@@ -18,18 +19,21 @@ class ExpiresAfter(RequestModel):
     minutes: int = Field(ge=1, le=MAX_EXPIRY_MINUTES)
 
 
-class NetworkPolicy(RequestModel):
-    type: Literal["disabled", "allowlist"]
-    allowed_domains: list[str] | None = None
+class DomainSecretParam(RequestModel):
+    domain: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=128)
+    value: str = Field(min_length=1, max_length=10 * 1024 * 1024)
 
-    @field_validator("type")
-    @classmethod
-    def _no_network(cls, value: str) -> str:
-        if value != "disabled":
-            raise ValueError(
-                "sandboxes have no network access here: only {'type': 'disabled'} is supported"
-            )
-        return value
+
+class NetworkPolicy(RequestModel):
+    """OpenAI's `ContainerNetworkPolicyDisabledParam` / `...AllowlistParam`; what the entries
+    mean is checked by egress.NetworkPolicy.from_request."""
+
+    type: Literal["disabled", "allowlist"]
+    allowed_domains: list[str] | None = Field(default=None, max_length=256)
+    domain_secrets: list[DomainSecretParam] | None = Field(
+        default=None, min_length=1, max_length=64
+    )
 
 
 class ContainerCreate(RequestModel):
@@ -57,13 +61,23 @@ class Container(WireModel):
     memory_limit: str = "1g"
     network_policy: dict[str, Any] = Field(default_factory=lambda: {"type": "disabled"})
     environment: str | None = None  # an extension (NAME@VERSION), only shown when set
+    # The allowlist's secrets ({domain, name, value}): kept in the database, never shown.
+    domain_secrets: list[dict[str, str]] | None = None
 
     @model_serializer(mode="wrap")
-    def _omit_no_environment(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _shape(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
         body: dict[str, Any] = handler(self)
         if body.get("environment") is None:
             body.pop("environment", None)
+        if info.context != STORED or body.get("domain_secrets") is None:
+            body.pop("domain_secrets", None)
         return body
+
+    def stored(self) -> dict[str, Any]:
+        """The container as the database keeps it (its secrets too)."""
+        return self.model_dump(mode="json", context=STORED)
 
 
 class ContainerFile(WireModel):

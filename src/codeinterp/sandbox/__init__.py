@@ -16,7 +16,7 @@ from .engine import Sandbox, SandboxConfig
 from .events import End, Error, Event, Execution, FileChange, Result, Stderr, Stdout
 from .oneshot import Task, TaskResult
 from .policy import MEMORY_TIERS, Limits, SandboxPolicy
-from .session import Session, SessionStats, SnapshotInfo
+from .session import Session, SessionNetwork, SessionStats, SnapshotInfo
 from .sync import SyncSandbox, SyncSession
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "SandboxConfig",
     "SandboxPolicy",
     "Session",
+    "SessionNetwork",
     "SessionStats",
     "SnapshotInfo",
     "Stderr",

@@ -30,7 +30,7 @@ from . import doctor, leftovers, linux, oneshot
 from .cgroups import CgroupManager
 from .oneshot import Task, TaskResult
 from .policy import SECCOMP_PROFILES, SandboxPolicy
-from .session import KernelProcess, Session
+from .session import KernelProcess, Session, SessionNetwork
 from .task_jails import TaskJail, TaskJails
 from .workspace import Workspace
 from .zygote_client import ZygoteClient
@@ -250,18 +250,25 @@ class Sandbox:
         return len(self._pool)
 
     async def create_session(
-        self, policy: SandboxPolicy | None = None, *, restore_from: str | None = None
+        self,
+        policy: SandboxPolicy | None = None,
+        *,
+        restore_from: str | None = None,
+        network: SessionNetwork | None = None,
     ) -> Session:
         """A ready session: from the warm pool when the policy is the default, else forked now.
         `restore_from`: the path of a snapshot (`Session.snapshot`) to start from: its
-        variables, files, count and history; `session.restore_report` says what came back."""
+        variables, files, count and history; `session.restore_report` says what came back.
+        `network`: gives each process of the session, before any code runs there, a way out of
+        its namespace (the egress proxy's), and is closed with it; such a session never comes
+        from the pool."""
         if self._closed:
             raise SandboxError("the sandbox is closed")
         if not self._started:
             raise SandboxError("the sandbox was not started: make it with `await Sandbox.start()`")
         policy = policy or self.config.policy
         session: Session | None = None
-        if policy == self.config.policy and restore_from is None:
+        if policy == self.config.policy and restore_from is None and network is None:
             while self._pool and session is None:
                 candidate = self._pool.popleft()
                 if candidate.process is not None and not candidate.process.exit_status.done():
@@ -272,7 +279,7 @@ class Sandbox:
         if session is None:
             self._demand += 1
             try:
-                session = await self._new_session(policy, restore_from)
+                session = await self._new_session(policy, restore_from, network)
             finally:
                 self._demand -= 1
                 self._pool_wakeup.set()
@@ -378,7 +385,12 @@ class Sandbox:
             raise
         return uid, workspace
 
-    async def _new_session(self, policy: SandboxPolicy, restore_from: str | None = None) -> Session:
+    async def _new_session(
+        self,
+        policy: SandboxPolicy,
+        restore_from: str | None = None,
+        network: SessionNetwork | None = None,
+    ) -> Session:
         policy = self.config.effective(policy)
         uid, workspace = self._claim_identity(policy)
         session_id = os.path.basename(workspace.path)
@@ -395,6 +407,7 @@ class Sandbox:
                 spawner=self._spawn,
                 releaser=self._release,
                 interrupt_grace=self.config.interrupt_grace,
+                network=network,
             )
             session.restore_from = restore_from
             await session.start()

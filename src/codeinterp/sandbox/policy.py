@@ -49,6 +49,21 @@ SESSION_ENV: tuple[tuple[str, str], ...] = (
 
 SANDBOX_HOSTNAME = "sandbox"
 
+# Where a session with a network policy finds the egress proxy: a listener the host puts on the
+# session's own loopback (sandbox/netns.py), relaying to the proxy the server owns.
+EGRESS_PROXY_PORT = 3128
+NETWORK_MODES: tuple[str, ...] = ("loopback", "proxy")
+# Variables a proxied session's own settings must not be overwritten by (a secret's name).
+CA_BUNDLE_VARIABLES: tuple[str, ...] = (
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "PIP_CERT",
+    "NODE_EXTRA_CA_CERTS",
+)
+PROXY_VARIABLES: tuple[str, ...] = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+NO_PROXY_VARIABLES: tuple[str, ...] = ("NO_PROXY", "no_proxy")
+
 # The seccomp profiles a policy can name (seccomp.PROFILES): "deny" lets through everything not
 # refused; "allow" keeps those refusals and lets through only the syscalls on the allow-list
 # (seccomp_allowlist.ALLOWED), answering ENOSYS to the rest.
@@ -116,7 +131,9 @@ class SandboxPolicy:
     limits: Limits = field(default_factory=Limits)
     readonly_binds: tuple[str, ...] = SYSTEM_BINDS
     env: tuple[tuple[str, str], ...] = SESSION_ENV
-    network: str = "loopback"  # the only mode: a private namespace with `lo` up and no route out
+    # "loopback": a private namespace with `lo` up and no route out; "proxy": the same, plus the
+    # egress proxy's listener on that `lo` (added by the host, see with_egress), and nothing else.
+    network: str = "loopback"
     hostname: str = SANDBOX_HOSTNAME
     seccomp: bool = True
     # "deny", "allow", or None: the Sandbox's setting (SandboxConfig.seccomp_profile, "deny"
@@ -132,8 +149,8 @@ class SandboxPolicy:
                 f"seccomp_profile must be one of {', '.join(SECCOMP_PROFILES)} "
                 f"(got {self.seccomp_profile!r})"
             )
-        if self.network != "loopback":
-            raise InvalidRequest("network must be 'loopback' (sessions never reach other hosts)")
+        if self.network not in NETWORK_MODES:
+            raise InvalidRequest(f"network must be one of {', '.join(NETWORK_MODES)}")
         for path in (*self.readonly_binds, *([self.packages] if self.packages else [])):
             if not os.path.isabs(path) or os.path.normpath(path) != path:
                 raise InvalidRequest(f"bind path must be absolute and normalised: {path!r}")
@@ -152,6 +169,24 @@ class SandboxPolicy:
     def with_packages(self, site_packages: str | None) -> SandboxPolicy:
         """This policy with an environment's packages (None: the default set only)."""
         return dataclasses.replace(self, packages=site_packages)
+
+    def with_egress(self, ca_bundle: str, variables: dict[str, str]) -> SandboxPolicy:
+        """This policy reaching out through the egress proxy: its address in the usual proxy
+        variables, `ca_bundle` (the system's CAs plus the proxy's) bound read-only and named by
+        the usual CA variables, and `variables` (a secret's placeholder, by its name) set."""
+        proxy = f"http://127.0.0.1:{EGRESS_PROXY_PORT}"
+        env = dict(self.env)
+        env.pop("PIP_NO_INDEX", None)  # pip may reach an allowed index now
+        env.update({name: proxy for name in PROXY_VARIABLES})
+        env.update({name: "localhost,127.0.0.1,::1" for name in NO_PROXY_VARIABLES})
+        env.update({name: ca_bundle for name in CA_BUNDLE_VARIABLES})
+        env.update(variables)
+        return dataclasses.replace(
+            self,
+            network="proxy",
+            env=tuple(env.items()),
+            readonly_binds=(*self.readonly_binds, ca_bundle),
+        )
 
     def with_limits(self, **changes: Any) -> SandboxPolicy:
         return dataclasses.replace(self, limits=dataclasses.replace(self.limits, **changes))
@@ -191,11 +226,19 @@ class SandboxPolicy:
             f" {lim.locked_memory // KiB} KiB locked memory, {lim.file_locks} record locks",
             f"output cap       {lim.output // KiB} KiB per stream per execution",
             f"results cap      {lim.results // MiB} MiB of rich results per execution",
-            f"network          {self.network} only",
+            f"network          {self._describe_network()}",
             f"seccomp          {self._describe_seccomp()}",
             "read-only binds  " + ", ".join(self.readonly_binds) + " + the Python environment",
             *([f"packages         {self.packages} (an environment)"] if self.packages else []),
         ]
+
+    def _describe_network(self) -> str:
+        if self.network == "proxy":
+            return (
+                f"loopback, plus HTTP(S) through the egress proxy at 127.0.0.1:{EGRESS_PROXY_PORT}"
+                " (allowed domains only)"
+            )
+        return "loopback only"
 
     def _describe_seccomp(self) -> str:
         if not self.seccomp:

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, Protocol
 
 from codeinterp.errors import (
     Conflict,
@@ -647,6 +647,17 @@ def _describe_exit(status: int) -> tuple[int | None, int | None]:
 Spawner = Callable[["Session"], Awaitable[KernelProcess]]
 
 
+class SessionNetwork(Protocol):
+    """A session's way out of its network namespace (the egress proxy's, egress/proxy.py)."""
+
+    async def attach(self, pid: int) -> Callable[[], None]:
+        """Called with the host pid of each new process of the session (its REPL), before any
+        code runs there; returns what takes the way out away again."""
+
+    async def close(self) -> None:
+        """The session is over."""
+
+
 @dataclass(frozen=True)
 class SnapshotInfo:
     """A snapshot written by `Session.snapshot`: its size, how many variables it holds, and
@@ -670,6 +681,7 @@ class Session:
         spawner: Spawner,
         releaser: Callable[[Session], Awaitable[None]],
         interrupt_grace: float,
+        network: SessionNetwork | None = None,
     ) -> None:
         self.id = session_id
         self.policy = policy
@@ -692,6 +704,8 @@ class Session:
         self.restore_from: str | None = None  # a snapshot its first process starts from
         self.restore_report: dict[str, Any] | None = None  # what that restore brought back
         self._restore_note = ""  # what the first execution after a restore says was not restored
+        self.network = network  # its way out (None: loopback only)
+        self._network_detach: Callable[[], None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -701,16 +715,35 @@ class Session:
         self.process = await self._spawner(self)
         self.restore_report = self.process.restored
         self._restore_note = _restore_note(self.restore_report)
+        await self._attach_network()
 
     async def _restart(self) -> None:
         if self.process is not None:
             self._idle_frames_dropped += self.process.idle_frames_dropped
-            await self.process.close()
-        self.process = None
+            await self._close_process()
         if self._closed:
             raise SessionClosed(f"session {self.id} was closed")
         self.restarts += 1
         self.process = await self._spawner(self)
+        await self._attach_network()
+
+    async def _attach_network(self) -> None:
+        """Give a new process's network namespace its way out (the hook's), before any code."""
+        if self.network is None or self.process is None:
+            return
+        try:
+            self._network_detach = await self.network.attach(self.process.pid)
+        except BaseException:
+            await self._close_process()
+            raise
+
+    async def _close_process(self) -> None:
+        if self._network_detach is not None:
+            self._network_detach()
+            self._network_detach = None
+        if self.process is not None:
+            await self.process.close()
+        self.process = None
 
     # -- executing ------------------------------------------------------------------------------
 
@@ -1154,9 +1187,9 @@ class Session:
         self._closed = True
         for task in list(self._background):
             task.cancel()
-        if self.process is not None:
-            await self.process.close()
-            self.process = None
+        await self._close_process()
+        if self.network is not None:
+            await self.network.close()
         await self._releaser(self)
 
     async def __aenter__(self) -> Session:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codeinterp.config import Settings
+from codeinterp.egress import NetworkPolicy
 from codeinterp.errors import CodeInterpError, ContainerExpired, InvalidRequest, NotFound
 from codeinterp.ids import new_id
 from codeinterp.protocol.containers import (
@@ -34,7 +35,7 @@ from codeinterp.protocol.containers import (
 from codeinterp.protocol.files import SNAPSHOT_PURPOSE
 from codeinterp.sandbox import FileChange, environments
 from codeinterp.sandbox.workspace import FileReader, WorkspaceFile, clean_relative_path
-from codeinterp.sessions import ManagedSession, SessionManager, execution
+from codeinterp.sessions import ManagedSession, SessionManager, SessionOptions, execution
 from codeinterp.sessions.execution import ExecutionEvent, ReportChanges, SaveImage
 from codeinterp.store import Store
 
@@ -87,6 +88,9 @@ class ContainersService:
                     param="snapshot_id",
                 )
             restore_from = await self.store.file_path(project, snapshot.id)
+        network = NetworkPolicy.from_request(
+            body.network_policy.model_dump(exclude_none=True) if body.network_policy else None
+        )
         environment = None
         if body.environment is not None:
             environment = environments.for_session(self.settings.data_dir, body.environment).id
@@ -99,17 +103,17 @@ class ContainersService:
             last_active_at=stamp,
             expires_after={"anchor": "last_active_at", "minutes": minutes},
             memory_limit=body.memory_limit or "1g",
+            network_policy=network.to_wire(),
+            domain_secrets=network.stored_secrets(),
             environment=environment,
         )
-        await self.store.create_object(
-            "container", project, container.id, container.model_dump(mode="json")
-        )
+        await self.store.create_object("container", project, container.id, container.stored())
         try:
             managed = await self.sessions.acquire(
                 project,
                 "container",
                 container.id,
-                **self._session_options(container),
+                self._session_options(container),
                 restore_from=restore_from,
             )
             live = LiveContainer(project, container, managed)
@@ -157,7 +161,8 @@ class ContainersService:
                 live = None
             if live is None:
                 record = await self.store.get_object("container", project, record.id)
-            data.append(live.container.model_dump(mode="json") if live else record.body)
+            shown = live.container if live else Container.model_validate(record.body)
+            data.append(shown.model_dump(mode="json"))
         return dict_envelope(data, page.has_more)
 
     async def ensure_usable(self, project: str, container_id: str) -> None:
@@ -355,7 +360,7 @@ class ContainersService:
         cap = self.settings.container_idle_cap_minutes
         return 60.0 * (minutes if cap is None else min(minutes, cap))
 
-    def _session_options(self, container: Container) -> dict[str, Any]:
+    def _session_options(self, container: Container) -> SessionOptions:
         """What the container asks of its session, when it is made and when it wakes."""
         minutes = container.expires_after.get("minutes", DEFAULT_EXPIRY_MINUTES)
         packages = None
@@ -363,14 +368,18 @@ class ContainersService:
             packages = environments.for_session(
                 self.settings.data_dir, container.environment
             ).site_packages
-        return {
-            "memory_limit": container.memory_limit,
-            "packages": packages,
-            "idle_seconds": self._idle_seconds(minutes),
-            "on_expire": self._on_session_expired,
-            "on_sleep": self._on_session_asleep,
-            "keep": self._kept_with_session,
-        }
+        network = NetworkPolicy.from_request(
+            {**container.network_policy, "domain_secrets": container.domain_secrets}
+        )
+        return SessionOptions(
+            memory_limit=container.memory_limit,
+            packages=packages,
+            network=network,
+            idle_seconds=self._idle_seconds(minutes),
+            on_expire=self._on_session_expired,
+            on_sleep=self._on_session_asleep,
+            keep=self._kept_with_session,
+        )
 
     async def _use(self, project: str, container_id: str) -> LiveContainer:
         """The live container (woken if it was asleep), its expiry refreshed; NotFound or
@@ -386,7 +395,7 @@ class ContainersService:
         if stamp != live.container.last_active_at:  # stored to the second, not on every call
             live.container.last_active_at = stamp
             await self.store.update_object(
-                "container", project, container_id, live.container.model_dump(mode="json")
+                "container", project, container_id, live.container.stored()
             )
         return live
 
@@ -408,13 +417,11 @@ class ContainersService:
         ContainerExpired (marked so) if it has none."""
         container = await self._check_not_expired(project, container_id)
         managed = await self.sessions.wake(
-            project, "container", container_id, **self._session_options(container)
+            project, "container", container_id, self._session_options(container)
         )
         if managed is None:  # nothing saved: its state is gone for good
             container.status = "expired"
-            await self.store.update_object(
-                "container", project, container_id, container.model_dump(mode="json")
-            )
+            await self.store.update_object("container", project, container_id, container.stored())
             raise _expired_error(container_id, container.model_dump(mode="json"))
         live = self._live.get(container_id)
         if live is not None and live.managed is managed:  # another caller woke it first
@@ -451,7 +458,7 @@ class ContainersService:
             return
         live.container.status = "expired"
         await self.store.update_object(
-            "container", managed.project, managed.owner_id, live.container.model_dump(mode="json")
+            "container", managed.project, managed.owner_id, live.container.stored()
         )
 
     async def _on_session_asleep(self, managed: ManagedSession) -> None:

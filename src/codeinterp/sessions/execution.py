@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
+from codeinterp.egress import Lease
 from codeinterp.sandbox import End, Error, Execution, FileChange, Result, Stderr, Stdout
 from codeinterp.telemetry import logs, metrics, tracing
 
@@ -83,6 +84,7 @@ async def execute(
                 yield "error", event.to_dict()
             elif isinstance(event, End):
                 body = _end_body(execution, results, event, report_changes)
+                await _add_network_attempts(managed, body)
                 _span_end(span, managed, execution, body)
                 _count(managed, execution)
                 yield "end", body
@@ -137,6 +139,7 @@ def _span_end(
     group = managed.session.cgroup
     peak = group.peak_memory() if group else None
     files, results = list(body["files"]), list(body["results"])
+    network = list(body.get("network", ()))
     error = execution.error
 
     def attributes() -> dict[str, Any]:
@@ -166,11 +169,26 @@ def _span_end(
                 [{"file_id": r["file_id"], "path": r.get("path")} for r in images[:SPAN_FILES]]
             ),
             "codeinterp.session.memory_peak_bytes": peak,
+            "codeinterp.execution.network": _json_or_none(network[:SPAN_FILES]),
+            "codeinterp.execution.network_omitted": max(0, len(network) - SPAN_FILES)
+            + body.get("network_omitted", 0)
+            or None,
         }
 
     span.add(attributes)
     if execution.status != "ok":
         span.fail(error.name if error else execution.status, execution.message)
+
+
+async def _add_network_attempts(managed: ManagedSession, body: dict[str, Any]) -> None:
+    """A session with a network policy: what its code tried to reach (allowed or refused), as
+    the egress proxy saw it, in `network` (`network_omitted`: attempts past the lease's cap)."""
+    lease = managed.session.network
+    if isinstance(lease, Lease):
+        attempts, omitted = await lease.attempts()
+        body["network"] = attempts
+        if omitted:
+            body["network_omitted"] = omitted
 
 
 def _json_or_none(items: list[dict[str, Any]]) -> str | None:

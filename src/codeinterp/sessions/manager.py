@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from codeinterp.errors import LimitReached, Overloaded
+from codeinterp.egress import NO_NETWORK, EgressProxy, NetworkPolicy
+from codeinterp.errors import EgressUnavailable, LimitReached, Overloaded
 from codeinterp.ids import new_id
 from codeinterp.sandbox import Sandbox, SandboxPolicy, Session
 from codeinterp.store import FileRecord, SessionStateRecord, Store
@@ -77,6 +78,7 @@ class ManagedSession:
     idle_seconds: float | None = None  # None: the manager's default
     memory_limit: str = "1g"
     packages: str | None = None  # an environment's site-packages (sandbox/environments.py)
+    network: NetworkPolicy = NO_NETWORK  # loopback only
     # called (before the session closes) when the session expires for being idle
     on_expire: Callback | None = None
     # called (before the process ends) when the session goes to sleep on disk
@@ -129,8 +131,10 @@ class SessionManager:
         price_usd: float,
         limits: SessionLimits | None = None,
         persist: Persistence | None = None,
+        egress: EgressProxy | None = None,
     ) -> None:
         self.sandbox = sandbox
+        self.egress = egress
         self.persistence = persist or Persistence()
         self.store = store
         self.idle_seconds = idle_seconds
@@ -159,43 +163,23 @@ class SessionManager:
         project: str,
         owner_kind: str,
         owner_id: str,
+        options: SessionOptions | None = None,
         *,
-        memory_limit: str = "1g",
-        packages: str | None = None,
-        idle_seconds: float | None = None,
-        on_expire: Callback | None = None,
-        on_sleep: Callback | None = None,
-        keep: Callable[[ManagedSession], dict[str, Any]] | None = None,
         restore_from: str | None = None,
     ) -> ManagedSession:
-        """The owner's session: the live one, else woken from its saved state, else new.
-
-        A new session gets the memory tier's limit, an environment's packages (`packages`, a
-        site-packages path) and, if given, its own idle time, callbacks for its expiry and its
-        sleep, what its owner keeps beside its saved state (`keep`), and a snapshot to start
-        from (`restore_from`, a path); the defaults are a thread's.
-        """
-        options = _Options(memory_limit, packages, idle_seconds, on_expire, on_sleep, keep)
+        """The owner's session: the live one, else woken from its saved state, else new (made
+        with `options`, a thread's by default, and from a snapshot if `restore_from` names
+        one)."""
+        options = options or SessionOptions()
         managed = await self._get(project, owner_kind, owner_id, options, restore_from)
         assert managed is not None  # made if there was none
         return managed
 
     async def wake(
-        self,
-        project: str,
-        owner_kind: str,
-        owner_id: str,
-        *,
-        memory_limit: str = "1g",
-        packages: str | None = None,
-        idle_seconds: float | None = None,
-        on_expire: Callback | None = None,
-        on_sleep: Callback | None = None,
-        keep: Callable[[ManagedSession], dict[str, Any]] | None = None,
+        self, project: str, owner_kind: str, owner_id: str, options: SessionOptions
     ) -> ManagedSession | None:
         """The owner's live session, or the one woken from its saved state; None if it has
         neither (it ended for good)."""
-        options = _Options(memory_limit, packages, idle_seconds, on_expire, on_sleep, keep)
         return await self._get(project, owner_kind, owner_id, options, None, create=False)
 
     async def _get(
@@ -203,7 +187,7 @@ class SessionManager:
         project: str,
         owner_kind: str,
         owner_id: str,
-        options: _Options,
+        options: SessionOptions,
         restore_from: str | None,
         *,
         create: bool = True,
@@ -249,11 +233,11 @@ class SessionManager:
         return lock
 
     async def _start(
-        self, key: tuple[str, str, str], options: _Options, restore_from: str | None
+        self, key: tuple[str, str, str], options: SessionOptions, restore_from: str | None
     ) -> ManagedSession:
         project, owner_kind, owner_id = key
         policy = options.policy()
-        session = await self._create(project, policy, restore_from)
+        session = await self._create(project, policy, options.network, restore_from)
         managed = options.managed(new_id("session"), key, session, self.price_usd)
         self._sessions[key] = managed  # counted in _live_by_project by _create
         metrics.SESSIONS_CREATED.inc()
@@ -269,7 +253,7 @@ class SessionManager:
         )
         return managed
 
-    async def _wake(self, state: SessionStateRecord, options: _Options) -> ManagedSession:
+    async def _wake(self, state: SessionStateRecord, options: SessionOptions) -> ManagedSession:
         """The session back from its saved state, in a new process: the same session (its id
         and usage record go on), its files known, its owner's kept state in `woke_with`."""
         # the state's own tier and packages: what the session was made with
@@ -278,7 +262,8 @@ class SessionManager:
         policy = SandboxPolicy.for_memory_tier(memory_limit).with_packages(packages)
         self._waking.add(state.owner_id)  # its state is not discarded meanwhile
         try:
-            session = await self._create(state.project, policy, state.path)
+            # the owner's network policy (its secrets are never saved with the state)
+            session = await self._create(state.project, policy, options.network, state.path)
         finally:
             self._waking.discard(state.owner_id)
         key = (state.project, state.owner_kind, state.owner_id)
@@ -294,7 +279,11 @@ class SessionManager:
         return managed
 
     async def _create(
-        self, project: str, policy: SandboxPolicy, restore_from: str | None = None
+        self,
+        project: str,
+        policy: SandboxPolicy,
+        network: NetworkPolicy,
+        restore_from: str | None = None,
     ) -> Session:
         """A new session for `project`, within the limits: room under the caps (waiting for
         sessions to end, at most queue_wait_seconds: then LimitReached, a 429), memory to spare
@@ -308,11 +297,30 @@ class SessionManager:
             await self._creating.acquire(max(0.0, deadline - time.monotonic()))
             try:
                 _check_memory(self.limits.min_free_memory_bytes)
-                return await self.sandbox.create_session(policy, restore_from=restore_from)
+                return await self._new_session(policy, network, restore_from)
             finally:
                 self._creating.release()
         except BaseException:
             self._uncount(project)
+            raise
+
+    async def _new_session(
+        self, policy: SandboxPolicy, network: NetworkPolicy, restore_from: str | None
+    ) -> Session:
+        """A sandbox session; with an allowlist, its way out through the egress proxy."""
+        if not network.enabled:
+            return await self.sandbox.create_session(policy, restore_from=restore_from)
+        if self.egress is None:
+            raise EgressUnavailable("this server has no egress proxy: network policies are off")
+        lease = await self.egress.lease(network)
+        try:
+            return await self.sandbox.create_session(
+                policy.with_egress(self.egress.ca_bundle, network.placeholders()),
+                restore_from=restore_from,
+                network=lease,
+            )
+        except BaseException:
+            await lease.close()
             raise
 
     def drain(self, reason: str) -> None:
@@ -608,15 +616,19 @@ class SessionManager:
 
 
 @dataclass(frozen=True)
-class _Options:
-    """What an owner asks of its session (see SessionManager.acquire)."""
+class SessionOptions:
+    """What an owner asks of its session, when it is made and when it wakes: the memory tier's
+    limit, an environment's packages (a site-packages path), a network policy, its own idle
+    time (None: the manager's), callbacks for its expiry and its sleep, and what its owner keeps
+    beside its saved state. The defaults are a thread's."""
 
-    memory_limit: str
-    packages: str | None
-    idle_seconds: float | None
-    on_expire: Callback | None
-    on_sleep: Callback | None
-    keep: Callable[[ManagedSession], dict[str, Any]] | None
+    memory_limit: str = "1g"
+    packages: str | None = None
+    network: NetworkPolicy = NO_NETWORK
+    idle_seconds: float | None = None
+    on_expire: Callback | None = None
+    on_sleep: Callback | None = None
+    keep: Callable[[ManagedSession], dict[str, Any]] | None = None
 
     def policy(self) -> SandboxPolicy:
         return SandboxPolicy.for_memory_tier(self.memory_limit).with_packages(self.packages)
@@ -632,6 +644,7 @@ class _Options:
             idle_seconds=self.idle_seconds,
             memory_limit=self.memory_limit,
             packages=self.packages,
+            network=self.network,
             on_expire=self.on_expire,
             on_sleep=self.on_sleep,
             keep=self.keep,

@@ -1,0 +1,410 @@
+"""Network policies through the Containers API, with the official SDK: a container with an
+`allowlist` reaches its domains through the server's egress proxy and nothing else, a domain
+secret reaches only its domain and never the session, and every attempt is reported.
+
+The outside world is two echo servers on 127.0.0.1 (tests/support/outside.py), which the
+proxy is told to resolve the test's names to (CODEINTERP_EGRESS_RESOLVE) and whose CA it
+trusts; the code in a session gets that CA's PEM to verify the passthrough connections with.
+"""
+
+# ruff: noqa: E501  (the code sent to sessions keeps its requests on one line each)
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.contract.helpers import assert_envelope
+from tests.contract.test_containers import execute, text_result, unique
+from tests.support.outside import Outside, outside_world
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.root
+
+NAMES = ["allowed.test", "secret.test", "other.test", "api.wild.test"]
+SECRET_VALUE = "s3cr3t-value-7f0c2a"
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outside]:
+    with outside_world(tmp_path_factory.mktemp("outside"), NAMES) as world:
+        yield world
+
+
+@pytest.fixture(scope="module")
+def server(outside: Outside, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {
+        "CODEINTERP_POOL_SIZE": "1",
+        "CODEINTERP_EGRESS_RESOLVE": outside.hosts(*NAMES),
+        "CODEINTERP_EGRESS_UPSTREAM_CA": outside.ca_file,
+    }
+    with ServerProcess(env, tmp_path_factory.mktemp("net-server")) as process:
+        yield process
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
+    with server.client() as c:
+        yield c
+
+
+def allowlist(outside: Outside, *extra: str, secret: bool = False) -> dict[str, Any]:
+    policy: dict[str, Any] = {
+        "type": "allowlist",
+        "allowed_domains": [
+            f"allowed.test:{outside.https_port}",
+            f"allowed.test:{outside.http_port}",
+            f"secret.test:{outside.https_port}",
+            *extra,
+        ],
+    }
+    if secret:
+        policy["domain_secrets"] = [
+            {"domain": "secret.test", "name": "API_KEY", "value": SECRET_VALUE}
+        ]
+    return policy
+
+
+def preamble(outside: Outside) -> str:
+    """Code that every test's session runs first: the test CA, and a helper that says how a
+    request ended."""
+    return f"""
+import os, socket, requests
+open("/tmp/ca.pem", "w").write({outside.ca_pem!r})
+def fetch(url, **kw):
+    try:
+        r = requests.request(kw.pop("method", "GET"), url, verify=kw.pop("verify", "/tmp/ca.pem"),
+                             timeout=10, **kw)
+        return r.status_code, r.text
+    except requests.RequestException as e:
+        return "refused", type(e).__name__ + ": " + str(e)[:300]
+"""
+
+
+def run(client: openai.OpenAI, container_id: str, code: str) -> dict[str, Any]:
+    body = execute(client, container_id, code)
+    assert body["status"] == "ok", body
+    return body
+
+
+def value(client: openai.OpenAI, container_id: str, code: str) -> Any:
+    """The JSON text the code's last expression makes, decoded (it comes back as its repr)."""
+    shown = text_result(run(client, container_id, f"import json\n{code}"))
+    return json.loads(ast.literal_eval(shown))
+
+
+def test_an_allowed_domain_is_reached_and_everything_else_is_refused(
+    client: openai.OpenAI, outside: Outside
+) -> None:
+    container = client.containers.create(
+        name=unique("net"),
+        network_policy=allowlist(outside),  # type: ignore[arg-type]
+    )
+    assert container.network_policy is not None
+    assert container.network_policy.type == "allowlist"
+    assert container.network_policy.allowed_domains == allowlist(outside)["allowed_domains"]
+    run(client, container.id, preamble(outside))
+    https, http = outside.https_port, outside.http_port
+    seen = value(
+        client,
+        container.id,
+        f"""json.dumps({{
+    "allowed": fetch("https://allowed.test:{https}/hello"),
+    "plain": fetch("http://allowed.test:{http}/plain"),
+    "other": fetch("https://other.test:{https}/x"),
+    "raw_ip": fetch("https://203.0.113.5:{https}/x", verify=False),
+    "other_port": fetch("https://allowed.test:{https + 1 if https + 1 != http else https + 2}/x"),
+    "plain_other": fetch("http://other.test:{http}/x"),
+}})""",
+    )
+    assert seen["allowed"][0] == 200 and json.loads(seen["allowed"][1])["path"] == "/hello"
+    assert seen["plain"][0] == 200 and json.loads(seen["plain"][1])["path"] == "/plain"
+    for name in ("other", "raw_ip", "other_port"):
+        assert seen[name][0] == "refused" and "403" in seen[name][1], (name, seen[name])
+    assert seen["plain_other"][0] == 403, seen["plain_other"]
+    assert "other.test is not in the allowed domains" in seen["plain_other"][1]
+    paths = [r["path"] for r in outside.received]
+    assert "/hello" in paths and "/plain" in paths and "/x" not in paths
+
+
+def test_no_name_resolution_and_no_route_but_the_proxy(
+    client: openai.OpenAI, outside: Outside
+) -> None:
+    container = client.containers.create(
+        name=unique("net"),
+        network_policy=allowlist(outside),  # type: ignore[arg-type]
+    )
+    run(client, container.id, preamble(outside))
+    seen = value(
+        client,
+        container.id,
+        """
+def attempt(f):
+    try:
+        return "ok: " + repr(f())
+    except OSError as e:
+        return type(e).__name__ + ": " + str(e)
+def udp_dns():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.sendto(b"\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x07example\\x03com\\x00\\x00\\x01\\x00\\x01", ("8.8.8.8", 53))
+    return s.recv(512)
+def tcp(host, port):
+    return socket.create_connection((host, port), timeout=2).getpeername()
+json.dumps({
+    "resolve": attempt(lambda: socket.getaddrinfo("allowed.test", 443)),
+    "udp_dns": attempt(udp_dns),
+    "tcp_dns": attempt(lambda: tcp("1.1.1.1", 53)),
+    "direct": attempt(lambda: tcp("93.184.215.14", 443)),
+})""",
+    )
+    for name, outcome in seen.items():
+        assert not outcome.startswith("ok"), (name, outcome)
+    assert "unreachable" in seen["udp_dns"].lower(), seen
+
+
+def test_smuggling_another_host_through_an_allowed_one_is_refused(
+    client: openai.OpenAI, outside: Outside
+) -> None:
+    container = client.containers.create(
+        name=unique("net"),
+        network_policy=allowlist(outside),  # type: ignore[arg-type]
+    )
+    run(client, container.id, preamble(outside))
+    https, http = outside.https_port, outside.http_port
+    seen = value(
+        client,
+        container.id,
+        f"""
+import ssl
+def raw(request):
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+    s.sendall(request.encode())
+    return s.recv(4096).decode(errors="replace").split("\\r\\n")[0]
+def fronted():
+    # CONNECT to the allowed name, then TLS that names another (domain fronting)
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+    s.sendall(b"CONNECT allowed.test:{https} HTTP/1.1\\r\\nHost: allowed.test:{https}\\r\\n\\r\\n")
+    head = s.recv(4096)
+    context = ssl.create_default_context(cafile="/tmp/ca.pem")
+    try:
+        with context.wrap_socket(s, server_hostname="other.test") as t:
+            t.sendall(b"GET /fronted HTTP/1.1\\r\\nHost: other.test\\r\\n\\r\\n")
+            return "answered: " + t.recv(4096).decode(errors="replace")[:40]
+    except OSError as e:
+        return "refused: " + type(e).__name__
+json.dumps({{
+    "connect_host_mismatch": raw("CONNECT other.test:{https} HTTP/1.1\\r\\nHost: allowed.test:{https}\\r\\n\\r\\n"),
+    "absolute_host_mismatch": fetch("http://allowed.test:{http}/smuggled", headers={{"Host": "other.test"}}),
+    "ip_in_url": raw("GET http://127.0.0.1:{http}/ip HTTP/1.1\\r\\nHost: allowed.test:{http}\\r\\n\\r\\n"),
+    "fronted": fronted(),
+}})""",
+    )
+    assert "403" in seen["connect_host_mismatch"], seen
+    assert seen["absolute_host_mismatch"][0] == 403, seen
+    assert "403" in seen["ip_in_url"], seen
+    assert seen["fronted"].startswith("refused"), seen
+    paths = [r["path"] for r in outside.received]
+    assert not {"/smuggled", "/ip", "/fronted"} & set(paths), paths
+
+
+def test_a_domain_secret_reaches_its_domain_only_and_never_the_session(
+    client: openai.OpenAI, outside: Outside
+) -> None:
+    container = client.containers.create(
+        name=unique("net"),
+        network_policy=allowlist(outside, secret=True),  # type: ignore[arg-type]
+    )
+    shown = client.containers.retrieve(container.id).model_dump()
+    assert SECRET_VALUE not in json.dumps(shown)
+    assert SECRET_VALUE not in json.dumps(client.containers.list().model_dump())
+    run(client, container.id, preamble(outside))
+    https = outside.https_port
+    seen = value(
+        client,
+        container.id,
+        f"""
+key = os.environ["API_KEY"]
+json.dumps({{
+    "placeholder": key,
+    "secret": fetch("https://secret.test:{https}/api?key=" + key, method="POST",
+                    headers={{"Authorization": "Bearer " + key}}, data="token=" + key,
+                    verify=True),
+    "elsewhere": fetch("https://allowed.test:{https}/leak", headers={{"Authorization": "Bearer " + key}}),
+}})""",
+    )
+    placeholder = seen["placeholder"]
+    assert placeholder and placeholder != SECRET_VALUE
+    assert seen["secret"][0] == 200, seen
+    # What the domain answered comes back with the value turned into the placeholder again.
+    assert SECRET_VALUE not in seen["secret"][1]
+    by_path = {r["path"].split("?")[0]: r for r in outside.received}
+    sent = by_path["/api"]
+    assert sent["path"] == f"/api?key={SECRET_VALUE}"
+    assert {k.lower(): v for k, v in sent["headers"].items()}["authorization"] == (
+        f"Bearer {SECRET_VALUE}"
+    )
+    assert sent["body"] == f"token={SECRET_VALUE}"
+    leak = by_path["/leak"]
+    assert leak["headers"]["Authorization"] == f"Bearer {placeholder}"
+    # Nowhere in the session: its environment, its files, its memory.
+    found = value(
+        client,
+        container.id,
+        f"""
+# The value is looked for as two halves side by side: whole, it would be in memory as the
+# needle itself (and in this code's text).
+head, tail = {SECRET_VALUE[:8].encode()!r}, {SECRET_VALUE[8:].encode()!r}
+def count(data):
+    hits, at = 0, data.find(head)
+    while at != -1:
+        hits += data[at + len(head):at + len(head) + len(tail)] == tail
+        at = data.find(head, at + 1)
+    return hits
+def in_memory():
+    hits = 0
+    with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith("r"):
+                continue
+            start, end = (int(x, 16) for x in span.split("-"))
+            try:
+                mem.seek(start)
+                hits += count(mem.read(end - start))
+            except (OSError, ValueError, OverflowError):
+                pass
+    return hits
+def in_files():
+    hits = []
+    for root in ("/mnt/data", "/tmp", "/home", "/etc"):
+        for folder, _, names in os.walk(root):
+            for name in names:
+                try:
+                    with open(os.path.join(folder, name), "rb") as f:
+                        if count(f.read()):
+                            hits.append(os.path.join(folder, name))
+                except OSError:
+                    pass
+    return hits
+json.dumps({{
+    "environ": sum(count(v.encode()) for v in os.environ.values()),
+    "files": in_files(),
+    "memory": in_memory(),
+}})""",
+    )
+    assert found == {"environ": 0, "files": [], "memory": 0}, found
+
+
+def test_every_attempt_is_reported_with_the_execution(
+    client: openai.OpenAI, outside: Outside
+) -> None:
+    container = client.containers.create(
+        name=unique("net"),
+        network_policy=allowlist(outside),  # type: ignore[arg-type]
+    )
+    run(client, container.id, preamble(outside))
+    body = run(
+        client,
+        container.id,
+        f"fetch('https://allowed.test:{outside.https_port}/a'); "
+        f"fetch('https://other.test:{outside.https_port}/b')",
+    )
+    attempts = body["network"]
+    assert [(a["host"], a["allowed"]) for a in attempts] == [
+        ("allowed.test", True),
+        ("other.test", False),
+    ], attempts
+    assert attempts[1]["reason"] == "other.test is not in the allowed domains"
+    assert run(client, container.id, "1 + 1")["network"] == []
+    # A container without a policy says nothing of a network it does not have.
+    plain = client.containers.create(name=unique("plain"))
+    assert "network" not in run(client, plain.id, "1 + 1")
+
+
+def test_two_containers_with_different_policies_on_one_server(
+    client: openai.OpenAI, outside: Outside
+) -> None:
+    https = outside.https_port
+    wild = client.containers.create(
+        name=unique("wild"),
+        network_policy={"type": "allowlist", "allowed_domains": [f"*.wild.test:{https}"]},
+    )
+    narrow = client.containers.create(
+        name=unique("narrow"),
+        network_policy=allowlist(outside),  # type: ignore[arg-type]
+    )
+    closed = client.containers.create(name=unique("closed"), network_policy={"type": "disabled"})
+    for container in (wild, narrow, closed):
+        run(client, container.id, preamble(outside))
+    for container, wanted in ((wild, (200, "refused")), (narrow, ("refused", 200))):
+        seen = value(
+            client,
+            container.id,
+            f"json.dumps([fetch('https://api.wild.test:{https}/w')[0], "
+            f"fetch('https://allowed.test:{https}/n')[0]])",
+        )
+        assert tuple(seen) == wanted, (container.name, seen)
+    seen = value(
+        client,
+        closed.id,
+        f"json.dumps([fetch('https://allowed.test:{https}/c'), "
+        "fetch('https://allowed.test/c', proxies={'https': 'http://127.0.0.1:3128'})])",
+    )
+    assert seen[0][0] == "refused" and "resolve" in seen[0][1], seen  # no names, no proxy
+    assert seen[1][0] == "refused" and "Connection refused" in seen[1][1], seen
+    assert client.containers.retrieve(closed.id).network_policy.type == "disabled"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("policy", "words"),
+    [
+        ({"type": "allowlist", "allowed_domains": []}, "at least one"),
+        ({"type": "allowlist", "allowed_domains": ["10.0.0.1"]}, "IP address"),
+        ({"type": "allowlist", "allowed_domains": ["not a domain"]}, "not a domain name"),
+        ({"type": "allowlist", "allowed_domains": ["a.test:99999"]}, "port"),
+        (
+            {
+                "type": "allowlist",
+                "allowed_domains": ["a.test"],
+                "domain_secrets": [{"domain": "b.test", "name": "K", "value": "v"}],
+            },
+            "not allowed",
+        ),
+        (
+            {
+                "type": "allowlist",
+                "allowed_domains": ["a.test"],
+                "domain_secrets": [{"domain": "a.test", "name": "PATH", "value": "v"}],
+            },
+            "variable the sandbox sets",
+        ),
+        ({"type": "open"}, "type"),
+    ],
+)
+def test_a_bad_policy_is_a_400_naming_it(
+    client: openai.OpenAI, policy: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.containers.create(name=unique("bad"), network_policy=policy)  # type: ignore[arg-type]
+    error = assert_envelope(caught.value.response, 400)
+    assert error["param"] in ("network_policy", "network_policy.type"), error
+    assert words in caught.value.message, caught.value.message
+
+
+def test_a_server_without_the_proxy_says_so(tmp_path: Path) -> None:
+    env = {"CODEINTERP_POOL_SIZE": "0", "CODEINTERP_EGRESS_MITMDUMP": str(tmp_path / "none")}
+    with ServerProcess(env, tmp_path) as server, server.client(max_retries=0) as client:
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.containers.create(
+                name="x",
+                network_policy={"type": "allowlist", "allowed_domains": ["a.test"]},
+            )
+        assert caught.value.status_code == 503
+        assert "egress proxy" in caught.value.message
+        assert client.containers.list().data == []  # nothing half-made is left
