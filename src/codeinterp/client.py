@@ -184,10 +184,13 @@ def _container_body(
     file_ids: list[str] | None,
     snapshot_id: str | None = None,
     environment: str | None = None,
+    network_policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name or "codeinterp-client", "memory_limit": memory}
     if environment is not None:
         body["environment"] = environment
+    if network_policy is not None:
+        body["network_policy"] = network_policy
     if expires_minutes is not None:
         body["expires_after"] = {"anchor": "last_active_at", "minutes": expires_minutes}
     if file_ids:
@@ -274,11 +277,16 @@ class Client:
         file_ids: list[str] | None = None,
         snapshot_id: str | None = None,
         environment: str | None = None,
+        network_policy: dict[str, Any] | None = None,
     ) -> Container:
         """A new container, deleted when its `with` block ends (or by `delete()`); with
         `snapshot_id`, started from that snapshot (`Container.snapshot`, `upload_snapshot`);
-        with `environment` (NAME or NAME@VERSION), with that environment's packages."""
-        body = _container_body(name, memory, expires_minutes, file_ids, snapshot_id, environment)
+        with `environment` (NAME or NAME@VERSION), with that environment's packages; with
+        `network_policy` (OpenAI's shape: `{"type": "allowlist", "allowed_domains": [...],
+        "domain_secrets": [...]}`), reaching those domains through the server's proxy."""
+        body = _container_body(
+            name, memory, expires_minutes, file_ids, snapshot_id, environment, network_policy
+        )
         info = _checked(self._http.post("/containers", json=body))
         return Container(self._http, info, owned=True)
 
@@ -467,10 +475,13 @@ class AsyncClient:
         file_ids: list[str] | None = None,
         snapshot_id: str | None = None,
         environment: str | None = None,
+        network_policy: dict[str, Any] | None = None,
     ) -> _NewAsyncContainer:
         """A new container: `async with client.container() as box` (deleted at the end), or
         `box = await client.container()`; as `Client.container`."""
-        body = _container_body(name, memory, expires_minutes, file_ids, snapshot_id, environment)
+        body = _container_body(
+            name, memory, expires_minutes, file_ids, snapshot_id, environment, network_policy
+        )
         return _NewAsyncContainer(self._http, body)
 
     async def upload_snapshot(self, source: str | os.PathLike[str] | bytes) -> dict[str, Any]:

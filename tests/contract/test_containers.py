@@ -576,13 +576,13 @@ def _count(client: openai.OpenAI) -> int:
         ({"name": "x", "expires_after": {"anchor": "created_at", "minutes": 5}}, 400, Any),
         ({"name": "x", "expires_after": {"anchor": "last_active_at", "minutes": 0}}, 400, Any),
         (
-            {"name": "x", "network_policy": {"type": "allowlist", "allowed_domains": ["a.b"]}},
+            {"name": "x", "network_policy": {"type": "allowlist", "allowed_domains": []}},
             400,
             Any,
         ),
         ({"name": "x", "file_ids": ["file-doesnotexist"]}, 404, Any),
     ],
-    ids=["no-name", "memory-2g", "anchor", "minutes-0", "allowlist", "missing-file"],
+    ids=["no-name", "memory-2g", "anchor", "minutes-0", "allowlist-empty", "missing-file"],
 )
 def test_bad_create_is_refused_and_makes_nothing(
     server: ServerProcess, client: openai.OpenAI, body: dict[str, Any], status: int, param: Any

@@ -19,10 +19,12 @@ from typing import Any
 import openai
 import pytest
 
-from tests.contract.helpers import assert_envelope
+from codeinterp import Client
+from tests.contract.helpers import assert_envelope, server_env
 from tests.contract.test_containers import execute, text_result, unique
 from tests.support.outside import Outside, outside_world
 from tests.support.server import ServerProcess
+from tests.support.upstream import Request, ScriptedUpstream, Text, ToolCalls, python_call
 
 pytestmark = pytest.mark.root
 
@@ -37,20 +39,19 @@ def outside(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outside]:
 
 
 @pytest.fixture(scope="module")
-def server(outside: Outside, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {
-        "CODEINTERP_POOL_SIZE": "1",
-        "CODEINTERP_EGRESS_RESOLVE": outside.hosts(*NAMES),
-        "CODEINTERP_EGRESS_UPSTREAM_CA": outside.ca_file,
-    }
-    with ServerProcess(env, tmp_path_factory.mktemp("net-server")) as process:
+def server(
+    outside: Outside, upstream: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    with ServerProcess(network_env(outside, upstream), tmp_path_factory.mktemp("net")) as process:
         yield process
 
 
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
-    with server.client() as c:
-        yield c
+def network_env(outside: Outside, upstream: ScriptedUpstream) -> dict[str, str]:
+    return {
+        **server_env(upstream, pool_size=1),
+        "CODEINTERP_EGRESS_RESOLVE": outside.hosts(*NAMES),
+        "CODEINTERP_EGRESS_UPSTREAM_CA": outside.ca_file,
+    }
 
 
 def allowlist(outside: Outside, *extra: str, secret: bool = False) -> dict[str, Any]:
@@ -408,3 +409,76 @@ def test_a_server_without_the_proxy_says_so(tmp_path: Path) -> None:
         assert caught.value.status_code == 503
         assert "egress proxy" in caught.value.message
         assert client.containers.list().data == []  # nothing half-made is left
+
+
+def test_the_responses_tool_container_takes_a_policy_and_the_model_is_told(
+    client: openai.OpenAI, upstream: ScriptedUpstream, outside: Outside
+) -> None:
+    url = f"https://allowed.test:{outside.https_port}/from-responses"
+    code = (
+        f"import requests\nopen('/tmp/ca.pem', 'w').write({outside.ca_pem!r})\n"
+        f"print(requests.get({url!r}, verify='/tmp/ca.pem').json()['path'])"
+    )
+
+    def script(request: Request) -> Text | ToolCalls:
+        if not any(m.get("role") == "tool" for m in request["messages"]):
+            return python_call(code)
+        return Text("fetched")
+
+    upstream.script = script
+    tool = {
+        "type": "code_interpreter",
+        "container": {"type": "auto", "network_policy": allowlist(outside)},
+    }
+    response = client.responses.create(
+        model="gpt-4o", input="fetch it", tools=[tool], include=["code_interpreter_call.outputs"]
+    )
+    assert response.status == "completed", response.error
+    call = next(item for item in response.output if item.type == "code_interpreter_call")
+    assert call.outputs is not None
+    assert [o.model_dump() for o in call.outputs] == [{"type": "logs", "logs": "/from-responses\n"}]
+    system = upstream.requests[0]["messages"][0]["content"]
+    assert f"allowed.test:{outside.https_port}" in system and "no internet" not in system
+    container = client.containers.retrieve(call.container_id)
+    assert container.network_policy is not None and container.network_policy.type == "allowlist"
+
+
+def test_the_python_client_makes_a_container_with_a_policy(
+    server: ServerProcess, outside: Outside
+) -> None:
+    with Client(server.base_url) as ci, ci.container(network_policy=allowlist(outside)) as box:
+        box.run(preamble(outside))
+        result = box.run(f"print(fetch('https://allowed.test:{outside.https_port}/client')[0])")
+        assert result.stdout == "200\n", result
+
+
+def test_a_secret_survives_a_restart_and_never_shows(
+    outside: Outside, upstream: ScriptedUpstream, tmp_path: Path
+) -> None:
+    """The policy (its secret too) is kept with the container, not with its saved state: after a
+    restart, the woken container reaches its domain with the secret; no read shows it."""
+    env = {**network_env(outside, upstream), "CODEINTERP_CHECKPOINT_SECONDS": "0"}
+    with ServerProcess(env, tmp_path) as server:
+        with server.client() as client:
+            container = client.containers.create(
+                name=unique("kept"),
+                network_policy=allowlist(outside, secret=True),  # type: ignore[arg-type]
+            )
+            run(client, container.id, preamble(outside))
+        server.restart()  # a graceful stop saves the session; the next call wakes it
+        with server.client() as client:
+            asleep = client.containers.retrieve(container.id).model_dump()
+            assert asleep["status"] == "running" and SECRET_VALUE not in json.dumps(asleep)
+            listed = client.containers.list().model_dump()
+            assert SECRET_VALUE not in json.dumps(listed)
+            seen = value(
+                client,
+                container.id,
+                f"json.dumps(fetch('https://secret.test:{outside.https_port}/woken', "
+                "headers={'X-Key': os.environ['API_KEY']}, verify=True))",
+            )
+    assert seen[0] == 200, seen
+    sent = next(r for r in outside.received if r["path"] == "/woken")
+    assert {k.lower(): v for k, v in sent["headers"].items()}["x-key"] == SECRET_VALUE
+    # The database keeps it; the saved state and the log do not.
+    assert SECRET_VALUE not in (tmp_path / "server.log").read_text()

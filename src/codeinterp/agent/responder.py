@@ -434,7 +434,15 @@ def _citation(container_id: str, file_id: str, path: str, start: int, end: int) 
     }
 
 
-def system_text(instructions: str | None, code_interpreter: bool, paths: list[str]) -> str | None:
-    """The system message: the client's instructions, and the sandbox note with its files."""
-    text = prompt.system_message(instructions or "", None, code_interpreter, paths)["content"]
+def system_text(
+    instructions: str | None,
+    code_interpreter: bool,
+    paths: list[str],
+    allowed_domains: Sequence[str] = (),
+) -> str | None:
+    """The system message: the client's instructions, and the sandbox note with its files and
+    the domains its network policy allows."""
+    text = prompt.system_message(
+        instructions or "", None, code_interpreter, paths, allowed_domains
+    )["content"]
     return str(text) or None

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from codeinterp.errors import InvalidRequest
 
 from .common import RequestModel, Shape, check_metadata, validated_as
-from .containers import MEMORY_LIMITS
+from .containers import MEMORY_LIMITS, NetworkPolicy
 
 INCLUDE_OUTPUTS = "code_interpreter_call.outputs"
 # Fields OpenAI's schema lets be null, meaning their default.
@@ -21,6 +21,7 @@ class AutoContainer(RequestModel):
     type: Literal["auto"]
     file_ids: list[str] = Field(default_factory=list, max_length=50)
     memory_limit: Literal["1g", "4g", "16g", "64g"] | None = None
+    network_policy: NetworkPolicy | None = None
 
 
 class CodeInterpreterTool(RequestModel):

@@ -136,7 +136,17 @@ class ContainersService:
             with contextlib.suppress(ContainerExpired):  # then shown from the store, expired
                 return (await self._use(project, container_id)).container.model_dump(mode="json")
         record = await self.store.get_object("container", project, container_id)
-        return record.body
+        return Container.model_validate(record.body).model_dump(mode="json")  # no secrets
+
+    async def allowed_domains(self, project: str, container_id: str) -> list[str]:
+        """What the container's network policy lets its code reach (none: no network)."""
+        live = self._live.get(container_id)
+        if live is not None and live.project == project:
+            container = live.container
+        else:
+            record = await self.store.get_object("container", project, container_id)
+            container = Container.model_validate(record.body)
+        return list(container.network_policy.get("allowed_domains") or [])
 
     async def list_containers(
         self,

@@ -69,6 +69,9 @@ class ResponsesService:
         try:
             attached = await self._attach_files(project, container_id, items)
             paths = await self._paths(project, container_id) if container_id else []
+            domains = (
+                await self.containers.allowed_domains(project, container_id) if container_id else []
+            )
         except BaseException:
             if created and container_id:
                 await self.containers.delete(project, container_id)
@@ -103,7 +106,7 @@ class ResponsesService:
         context = ResponseContext(
             project=project,
             messages=messages,
-            system=system_text(body.instructions, container_id is not None, paths),
+            system=system_text(body.instructions, container_id is not None, paths, domains),
             container_id=container_id,
             function_tools=[
                 {
@@ -235,7 +238,12 @@ class ResponsesService:
                 return previous_container, False
         created = await self.containers.create(
             project,
-            ContainerCreate(name="auto", file_ids=auto.file_ids, memory_limit=auto.memory_limit),
+            ContainerCreate(
+                name="auto",
+                file_ids=auto.file_ids,
+                memory_limit=auto.memory_limit,
+                network_policy=auto.network_policy,
+            ),
         )
         return str(created["id"]), True
 
