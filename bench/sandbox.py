@@ -1327,11 +1327,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", required=True, type=Path, help="where to write the results")
     parser.add_argument("--quick", action="store_true", help="fewer samples (under a minute)")
     parser.add_argument(
+        "--network",
+        action="store_true",
+        help="measure environments and network policies instead (bench/network.py)",
+    )
+    parser.add_argument(
         "--seccomp",
         action="store_true",
         help="compare the deny-list and allow-list seccomp profiles instead",
     )
     args = parser.parse_args(argv)
+    if args.network:
+        import network  # bench/network.py, beside this file
+
+        network_report = asyncio.run(network.measure(args.quick))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(network_report, indent=2) + "\n")
+        network.print_table(network_report)
+        print(f"written to {args.json}")
+        return
     if args.seccomp:
         seccomp_counts = SECCOMP_QUICK if args.quick else SECCOMP_FULL
         measured = asyncio.run(measure_seccomp(seccomp_counts))

@@ -316,7 +316,8 @@ class EgressProxy:
                 lease = self._leases.get(event.get("client", ""))
                 if lease is not None:
                     lease.record(event)
-        log.warning("egress proxy exited; it starts again on the next use")
+        if self._process is not None:  # not stopped by close()
+            log.warning("egress proxy exited; it starts again on the next use")
         for waiter in self._waiting.values():
             if not waiter.done():
                 waiter.set_exception(EgressUnavailable("the egress proxy exited"))
