@@ -89,7 +89,7 @@ def fetch(url, **kw):
 
 def run(client: openai.OpenAI, container_id: str, code: str) -> dict[str, Any]:
     body = execute(client, container_id, code)
-    assert body["status"] == "ok", body
+    assert body["status"] == "ok", body.get("error") or body
     return body
 
 
@@ -204,14 +204,19 @@ json.dumps({{
     "absolute_host_mismatch": fetch("http://allowed.test:{http}/smuggled", headers={{"Host": "other.test"}}),
     "ip_in_url": raw("GET http://127.0.0.1:{http}/ip HTTP/1.1\\r\\nHost: allowed.test:{http}\\r\\n\\r\\n"),
     "fronted": fronted(),
+    "huge_host": fetch("http://allowed.test:{http}/huge", headers={{"Host": "a" * 700_000}}),
+    "after_huge": fetch("https://allowed.test:{https}/after-huge"),
 }})""",
     )
     assert "403" in seen["connect_host_mismatch"], seen
     assert seen["absolute_host_mismatch"][0] == 403, seen
     assert "403" in seen["ip_in_url"], seen
     assert seen["fronted"].startswith("refused"), seen
+    assert seen["huge_host"][0] in (400, 403, "refused"), seen["huge_host"]
+    assert seen["after_huge"][0] == 200, seen  # the proxy still serves
+
     paths = [r["path"] for r in outside.received]
-    assert not {"/smuggled", "/ip", "/fronted"} & set(paths), paths
+    assert not {"/smuggled", "/ip", "/fronted", "/huge"} & set(paths), paths
 
 
 def test_a_domain_secret_reaches_its_domain_only_and_never_the_session(
@@ -231,14 +236,29 @@ def test_a_domain_secret_reaches_its_domain_only_and_never_the_session(
         container.id,
         f"""
 key = os.environ["API_KEY"]
+import ssl
+def tunnel_request(text):
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=10)
+    s.sendall(b"CONNECT secret.test:{https} HTTP/1.1\\r\\nHost: secret.test:{https}\\r\\n\\r\\n")
+    s.recv(4096)
+    with ssl.create_default_context().wrap_socket(s, server_hostname="secret.test") as t:
+        t.sendall(text.encode())
+        return t.recv(4096).decode(errors="replace").split("\\r\\n")[0]
 json.dumps({{
     "placeholder": key,
     "secret": fetch("https://secret.test:{https}/api?key=" + key, method="POST",
                     headers={{"Authorization": "Bearer " + key}}, data="token=" + key,
                     verify=True),
     "elsewhere": fetch("https://allowed.test:{https}/leak", headers={{"Authorization": "Bearer " + key}}),
+    "kept_alive": [s.get("https://secret.test:{https}/again", timeout=10).status_code
+                   for s in [requests.Session()] for _ in range(20)],
+    "gzip": fetch("https://secret.test:{https}/gzip", headers={{"X-Key": key, "Accept-Encoding": "gzip"}}, verify=True),
+    "other_host_in_tunnel": tunnel_request("GET https://other.test:{https}/tunnelled HTTP/1.1\\r\\nHost: secret.test:{https}\\r\\nX-Key: " + key + "\\r\\n\\r\\n"),
 }})""",
     )
+    assert seen["kept_alive"] == [200] * 20  # one connection, one upstream connection
+    assert seen["gzip"][0] == 200 and SECRET_VALUE not in seen["gzip"][1], seen["gzip"]
+    assert "403" in seen["other_host_in_tunnel"], seen
     placeholder = seen["placeholder"]
     assert placeholder and placeholder != SECRET_VALUE
     assert seen["secret"][0] == 200, seen
@@ -250,7 +270,9 @@ json.dumps({{
     assert {k.lower(): v for k, v in sent["headers"].items()}["authorization"] == (
         f"Bearer {SECRET_VALUE}"
     )
-    assert sent["body"] == f"token={SECRET_VALUE}"
+    # Not in a body: that is what a domain keeps and shows again.
+    assert sent["body"] == f"token={placeholder}"
+    assert "/tunnelled" not in by_path
     leak = by_path["/leak"]
     assert leak["headers"]["Authorization"] == f"Bearer {placeholder}"
     # Nowhere in the session: its environment, its files, its memory.

@@ -9,6 +9,7 @@ CA (CODEINTERP_EGRESS_UPSTREAM_CA), and code in a session is handed its PEM to v
 from __future__ import annotations
 
 import datetime
+import gzip
 import http.server
 import json
 import ssl
@@ -113,6 +114,9 @@ def _handler(received: list[dict[str, Any]]) -> type[http.server.BaseHTTPRequest
             received.append(seen)
             data = json.dumps(seen).encode()
             self.send_response(200)
+            if self.path == "/gzip" and "gzip" in self.headers.get("Accept-Encoding", ""):
+                data = gzip.compress(data)  # as a server does when the client accepts it
+                self.send_header("Content-Encoding", "gzip")
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

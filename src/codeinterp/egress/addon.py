@@ -36,9 +36,13 @@ from typing import Any
 
 from mitmproxy import ctx, http, tls
 from mitmproxy.connection import Client
+from mitmproxy.net.http import url
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
+RESOLVE_SECONDS = 10.0
+MAX_NAME = 253  # a longer Host is not a name
+MAX_EVENT_TEXT = 300  # characters of any one value in an event (the lines stay < PIPE_BUF)
 
 
 @dataclass(frozen=True)
@@ -113,17 +117,27 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _clip(value: Any) -> Any:
+    return value[:MAX_EVENT_TEXT] if isinstance(value, str) else value
+
+
 def _normal(host: str) -> str:
     return host.lower().rstrip(".")
 
 
 class Egress:
     def __init__(self) -> None:
-        self.policies: dict[str, Policy] = {}
+        self.policies: dict[str, Policy] = {}  # client address -> its session's policy
+        # client connection id -> the policy it had when it came (an address is never given
+        # to a second session, and a connection keeps the rules it started under)
+        self.connections: dict[str, Policy] = {}
         self.resolve: dict[str, str] = {}
         self.allow_private = False
         self.tunnels: dict[str, str] = {}  # client connection id -> the host CONNECT opened
-        self._events = os.fdopen(int(os.environ["CODEINTERP_EGRESS_EVENTS_FD"]), "w", 1)
+        # Events never block the proxy: a server that stops reading loses them, not the proxy.
+        self._events = int(os.environ["CODEINTERP_EGRESS_EVENTS_FD"])
+        os.set_blocking(self._events, False)
+        self.events_lost = 0
         self._write_lock = threading.Lock()
 
     # -- the control channel ------------------------------------------------------------------
@@ -154,36 +168,48 @@ class Egress:
         os._exit(0)
 
     def _emit(self, event: dict[str, Any]) -> None:
+        # One write of at most PIPE_BUF bytes is atomic: a line is whole or not there.
+        line = (json.dumps(event) + "\n").encode()
         with self._write_lock:
-            self._events.write(json.dumps(event) + "\n")
+            try:
+                os.write(self._events, line)
+            except BlockingIOError:
+                self.events_lost += 1
 
     def _attempt(
         self, client: str, scheme: str, host: str, port: int, refusal: str | None, **extra: Any
     ) -> None:
-        self._emit(
-            {
-                "event": "attempt",
-                "client": client,
-                "scheme": scheme,
-                "host": host,
-                "port": port,
-                "allowed": refusal is None,
-                "reason": refusal,
-                **extra,
-            }
-        )
+        event = {
+            "event": "attempt",
+            "client": client,
+            "scheme": scheme,
+            "host": host,
+            "port": port,
+            "allowed": refusal is None,
+            "reason": refusal,
+            **extra,
+        }
+        # What the session sent is in it: keep every line well under PIPE_BUF.
+        self._emit({k: _clip(v) for k, v in event.items()})
 
     # -- the rules ----------------------------------------------------------------------------
 
     def client_connected(self, client: Client) -> None:
-        if client.peername[0] not in self.policies:
+        policy = self.policies.get(client.peername[0])
+        if policy is None:
             client.error = "no network policy for this client"
+        else:
+            self.connections[client.id] = policy
 
     def client_disconnected(self, client: Client) -> None:
         self.tunnels.pop(client.id, None)
+        self.connections.pop(client.id, None)
 
     def _policy(self, client: Client) -> Policy | None:
-        return self.policies.get(client.peername[0])
+        """The connection's policy, while its session still has one."""
+        if client.peername[0] not in self.policies:
+            return None
+        return self.connections.get(client.id)
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         policy = self._policy(flow.client_conn)
@@ -223,90 +249,152 @@ class Egress:
         # Intercept only where a secret must be put in; the rest stays end-to-end encrypted.
         data.ignore_connection = not policy.secrets_for(host)
 
-    def server_connect(self, data: ServerConnectionHookData) -> None:
-        """Resolve the name here, keeping only addresses the policy may reach."""
+    async def server_connect(self, data: ServerConnectionHookData) -> None:
+        """Refuse, with its reason, a connection whose name has no address the policy may
+        reach. (The connection itself resolves through `addresses`, which filters again: a name
+        that changes its answer in between gains nothing.) Resolution runs in a thread, never
+        in the loop every session's traffic goes through, and gives up after a while."""
         if data.server.address is None:
             return
         host, port = data.server.address
-        host = _normal(host)
         try:
-            address = self._resolve(host, port)
-        except OSError as e:
-            data.server.error = f"cannot resolve {host}: {e}"
-            self._attempt(data.client.peername[0], "dns", host, port, data.server.error)
-            return
-        if address is None:
-            data.server.error = f"{host} resolves only to non-public addresses"
-            self._attempt(data.client.peername[0], "dns", host, port, data.server.error)
-            return
-        if data.server.sni is None and not _is_ip(host):
-            data.server.sni = host
-        data.server.address = (address, port)
+            await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM),
+                RESOLVE_SECONDS,
+            )
+        except (OSError, TimeoutError) as e:
+            data.server.error = f"cannot reach {_normal(host)}: {e}"
+            self._attempt(data.client.peername[0], "dns", _normal(host), port, data.server.error)
 
-    def _resolve(self, host: str, port: int) -> str | None:
-        if host in self.resolve:
-            return self.resolve[host]
-        for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-            address = ipaddress.ip_address(sockaddr[0])
-            if address.is_global or (self.allow_private and not address.is_loopback):
-                return str(address)
-        return None
+    def addresses(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        """socket.getaddrinfo for this process: a name resolves to the server's override for it,
+        else to its public addresses only (private ones too if allowed; never loopback). An IP
+        literal is left alone: no rule lets a request name one, and the proxy's own listener
+        is bound by one."""
+        text = host.decode() if isinstance(host, bytes) else str(host)
+        if _is_ip(text):
+            return _getaddrinfo(host, port, *args, **kwargs)
+        name = _normal(text)
+        if name in self.resolve:
+            return _getaddrinfo(self.resolve[name], port, *args, **kwargs)
+        kept = [
+            entry
+            for entry in _getaddrinfo(host, port, *args, **kwargs)
+            if self._reachable(ipaddress.ip_address(entry[4][0]))
+        ]
+        if not kept:
+            raise socket.gaierror(
+                socket.EAI_NONAME, f"{name} resolves only to non-public addresses"
+            )
+        return kept
+
+    def _reachable(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if (
+            address.is_loopback
+            or address.is_unspecified
+            or address.is_link_local  # 169.254.169.254: a cloud's metadata service
+            or address.is_multicast
+            or address.is_reserved
+        ):
+            return False
+        return address.is_global or (self.allow_private and address.is_private)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.request.method == "CONNECT":
             return
-        client = flow.client_conn.peername[0]
         policy = self._policy(flow.client_conn)
-        # The host the connection goes to (a tunnel's, or the request line's) and the Host
-        # header must agree: the rules are checked against one name, the one reached.
+        refusal = "no network policy" if policy is None else self._request_refusal(flow, policy)
         host = _normal(flow.request.pretty_host)
-        tunnel = self.tunnels.get(flow.client_conn.id)
-        target = tunnel if tunnel is not None else _normal(flow.request.host)
-        scheme, port = flow.request.scheme, flow.request.port
-        if policy is None:
-            refusal: str | None = "no network policy"
-        elif host != target:
-            where = "a tunnel to" if tunnel is not None else "the request line names"
-            refusal = f"the Host header names {host}, {where} {target}"
-        else:
-            refusal = policy.refusal(host, port, scheme)
         self._attempt(
-            client,
-            scheme,
+            flow.client_conn.peername[0],
+            flow.request.scheme,
             host,
-            port,
+            flow.request.port,
             refusal,
             method=flow.request.method,
-            path=flow.request.path.split("?", 1)[0][:200],
+            path=flow.request.path.split("?", 1)[0],
         )
         if refusal is not None:
             flow.response = http.Response.make(403, f"codeinterp egress: {refusal}\n")
+        elif policy is not None and self._secrets(flow, policy):
+            # The answer must be readable to take the value back out of it.
+            flow.request.headers["accept-encoding"] = "identity"
+
+    def _request_refusal(self, flow: http.HTTPFlow, policy: Policy) -> str | None:
+        """Why a request is refused. The host the connection goes to (a tunnel's, or the
+        request line's) and the Host header must agree, and inside a tunnel a request line
+        may name no other host: the rules are checked against one name, the one reached."""
+        host = _normal(flow.request.pretty_host)
+        if len(host) > MAX_NAME:
+            return "the Host header is not a name"
+        tunnel = self.tunnels.get(flow.client_conn.id)
+        if tunnel is None:
+            target = _normal(flow.request.host)
+            if host != target:
+                return f"the Host header names {host}, the request line {target}"
+        else:
+            if host != tunnel:
+                return f"the Host header names {host}, inside a tunnel to {tunnel}"
+            if flow.request.authority:
+                try:
+                    named, _ = url.parse_authority(flow.request.authority, check=True)
+                except ValueError:
+                    return "the request line names no valid host"
+                if _normal(named) != tunnel:
+                    return f"the request line names {_normal(named)}, inside a tunnel to {tunnel}"
+        return policy.refusal(host, flow.request.port, flow.request.scheme)
+
+    def _secrets(self, flow: http.HTTPFlow, policy: Policy) -> list[Secret]:
+        """The secrets of the request's domain, if it is intercepted HTTPS (never plain HTTP)."""
+        if flow.request.scheme != "https" or not flow.client_conn.tls_established:
+            return []
+        return policy.secrets_for(_normal(flow.request.pretty_host))
 
     def request(self, flow: http.HTTPFlow) -> None:
+        """The value in place of each placeholder, in the request line and headers only: a body
+        is the kind of thing a domain keeps and shows again."""
         policy = self._policy(flow.client_conn)
-        if policy is None or flow.response is not None or flow.request.scheme != "https":
+        if policy is None or flow.response is not None:
             return
-        for secret in policy.secrets_for(_normal(flow.request.pretty_host)):
-            _replace(flow.request, secret.placeholder, secret.value)
+        for secret in self._secrets(flow, policy):
+            _replace_in_headers(flow.request, secret.placeholder, secret.value)
+            if secret.placeholder in flow.request.path:
+                flow.request.path = flow.request.path.replace(secret.placeholder, secret.value)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        policy = self._policy(flow.client_conn)
+        if policy is not None and flow.response is not None and self._secrets(flow, policy):
+            flow.response.stream = False  # read whole (up to body_size_limit) to be cleaned
 
     def response(self, flow: http.HTTPFlow) -> None:
+        """The value back into its placeholder, in what the secret's domain answers."""
         policy = self._policy(flow.client_conn)
-        if policy is None or flow.response is None or flow.request.scheme != "https":
+        if policy is None or flow.response is None:
             return
-        for secret in policy.secrets_for(_normal(flow.request.pretty_host)):
-            _replace(flow.response, secret.value, secret.placeholder)
+        for secret in self._secrets(flow, policy):
+            response = flow.response
+            _replace_in_headers(response, secret.value, secret.placeholder)
+            if response.headers.get("content-encoding"):
+                response.decode(strict=False)
+            content = response.raw_content
+            if content and secret.value.encode() in content:
+                response.content = content.replace(
+                    secret.value.encode(), secret.placeholder.encode()
+                )
 
 
-def _replace(message: http.Message, old: str, new: str) -> None:
-    for name, value in list(message.headers.items(multi=True)):
-        if old in value:
-            values = message.headers.get_all(name)
-            message.headers.set_all(name, [v.replace(old, new) for v in values])
-    if isinstance(message, http.Request) and old in message.path:
-        message.path = message.path.replace(old, new)
-    content = message.raw_content
-    if content and old.encode() in content and not message.headers.get("content-encoding"):
-        message.content = content.replace(old.encode(), new.encode())
+def _replace_in_headers(message: http.Message, old: str, new: str) -> None:
+    for name in list(message.headers.keys()):
+        values = message.headers.get_all(name)
+        if any(old in value for value in values):
+            message.headers.set_all(name, [value.replace(old, new) for value in values])
 
 
-addons = [Egress()]
+_getaddrinfo = socket.getaddrinfo
+egress = Egress()
+# Every name this process connects to is resolved by the rules above: asyncio, which mitmproxy
+# connects with, looks socket.getaddrinfo up at each call.
+socket.getaddrinfo = egress.addresses
+addons = [egress]

@@ -42,10 +42,12 @@ CLIENT_NETWORK = ipaddress.ip_network("127.64.0.0/10")
 START_SECONDS = 30.0
 COMMAND_SECONDS = 10.0
 # What one session can make the server hold open for it at once; more are closed at accept.
-MAX_CONNECTIONS_PER_SESSION = 64
+MAX_CONNECTIONS_PER_SESSION = 32
+BODY_SIZE_LIMIT = "16m"
 # The attempts a lease keeps between two executions; past it they are counted, not kept.
 MAX_ATTEMPTS_KEPT = 1000
 RELAY_CHUNK = 256 * 1024
+CLOSE_SECONDS = 10.0  # what is left to send when a relay ends gets this long, then is dropped
 
 
 def default_mitmdump() -> str:
@@ -92,7 +94,12 @@ class Lease:
     async def _accept(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            inside, _ = await loop.sock_accept(listener)
+            try:
+                inside, _ = await loop.sock_accept(listener)
+            except OSError as e:  # out of descriptors, say: wait, and take connections again
+                log.warning("egress: accepting a session's connection failed: %s", e)
+                await asyncio.sleep(0.5)
+                continue
             if len(self._relays) >= MAX_CONNECTIONS_PER_SESSION:
                 inside.close()
                 self.record(
@@ -127,8 +134,8 @@ class Lease:
         try:
             await asyncio.gather(_pipe(a_reader, b_writer), _pipe(b_reader, a_writer))
         finally:
-            for writer in (a_writer, b_writer):
-                writer.close()
+            # Counted until its sockets are gone: a peer that never reads cannot keep them.
+            await asyncio.gather(*(_close(w) for w in (a_writer, b_writer)))
 
     def record(self, event: dict[str, Any]) -> None:
         if len(self._attempts) < MAX_ATTEMPTS_KEPT:
@@ -166,6 +173,14 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), CLOSE_SECONDS)
+    except (TimeoutError, OSError):
+        writer.transport.abort()
+
+
 class EgressProxy:
     """The proxy process, started on first use and again if it died."""
 
@@ -178,8 +193,9 @@ class EgressProxy:
         self._reader: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()
         self._leases: dict[str, Lease] = {}
+        # Never given twice: a connection of an ended session must not find a new one's rules.
+        # (4 million addresses; the proxy starts again with a fresh range when it runs out.)
         self._free = CLIENT_NETWORK.hosts()
-        self._released: list[str] = []
         self._next_id = 0
         self._waiting: dict[int, asyncio.Future[None]] = {}
 
@@ -190,21 +206,19 @@ class EgressProxy:
     async def lease(self, policy: NetworkPolicy) -> Lease:
         """A client address with `policy` at the proxy, which is started if it is not running."""
         await self._ensure_running()
-        client = self._released.pop() if self._released else str(next(self._free))
+        client = str(next(self._free, None) or self._new_range())
         lease = Lease(self, client, policy)
         self._leases[client] = lease
         try:
             await self._command({"op": "set", "client": client, "policy": policy.for_proxy()})
         except BaseException:
             self._leases.pop(client, None)
-            self._released.append(client)
             raise
         return lease
 
     async def release(self, lease: Lease) -> None:
         if self._leases.pop(lease.client, None) is None:
             return
-        self._released.append(lease.client)
         if self._process is not None and self._process.returncode is None:
             with contextlib.suppress(EgressUnavailable, OSError):
                 await self._command({"op": "drop", "client": lease.client})
@@ -214,6 +228,10 @@ class EgressProxy:
         if self._process is not None and self._process.returncode is None:
             with contextlib.suppress(EgressUnavailable, OSError):
                 await self._command({"op": "sync"})
+
+    def _new_range(self) -> str:
+        self._free = CLIENT_NETWORK.hosts()
+        return str(next(self._free))
 
     # -- the process ----------------------------------------------------------------------
 
@@ -243,8 +261,13 @@ class EgressProxy:
             "connection_strategy": "lazy",
             "termlog_verbosity": "warn",
             "flow_detail": "0",
-            # Bodies past this are streamed, not held (a secret in them is then not put in).
-            "stream_large_bodies": "8m",
+            # What the proxy reads (plain HTTP, and HTTPS to a domain with secrets, which must be
+            # read whole to take the value out of the answer) is held up to this, then refused.
+            # Passthrough HTTPS is never read, whatever its size.
+            "body_size_limit": BODY_SIZE_LIMIT,
+            # One request at a time per connection: with MAX_CONNECTIONS_PER_SESSION, what a
+            # session can make the proxy hold is bounded (HTTP/2 would multiply it by 100).
+            "http2": "false",
         }
         if self.settings.upstream_ca:
             options["ssl_verify_upstream_trusted_ca"] = self.settings.upstream_ca
@@ -303,7 +326,13 @@ class EgressProxy:
         os.chmod(self.settings.confdir, 0o711)  # the bundle is bound by path; the key stays 0600
 
     async def _read_events(self, events: asyncio.StreamReader) -> None:
-        while line := await events.readline():
+        while True:
+            try:
+                line = await events.readline()
+            except ValueError:  # a line past the limit (the addon clips its events): skip it
+                continue
+            if not line:
+                break
             try:
                 event = json.loads(line)
             except ValueError:
