@@ -16,9 +16,10 @@ import openai
 import pytest
 
 from codeinterp import Client
-from tests.contract.helpers import assert_envelope, raw_client
+from tests.contract.helpers import assert_envelope, raw_client, server_env
 from tests.contract.test_containers import execute, text_result, unique
 from tests.support.server import ServerProcess
+from tests.support.upstream import Request, ScriptedUpstream, Text, ToolCalls, python_call
 from tests.support.wheels import make_demo_wheels
 
 pytestmark = pytest.mark.root
@@ -44,8 +45,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(data_dir: Path) -> Iterator[ServerProcess]:
+def server(data_dir: Path, upstream: ScriptedUpstream) -> Iterator[ServerProcess]:
     env = {
+        **server_env(upstream),
         "CODEINTERP_POOL_SIZE": "1",
         "CODEINTERP_CONTAINER_IDLE_CAP_MINUTES": str(IDLE_MINUTES),
         "CODEINTERP_CHECKPOINT_SECONDS": "0",
@@ -135,6 +137,33 @@ def test_exec_env_runs_locally_and_on_the_server(server: ServerProcess, data_dir
     )  # fmt: skip
     assert unknown.returncode == 2
     assert unknown.stderr.strip().startswith("codeinterp: error: No environment 'nope'")
+
+
+def test_an_assistant_s_environment_is_its_threads_sessions(
+    server: ServerProcess, upstream: ScriptedUpstream
+) -> None:
+    def script(request: Request) -> Text | ToolCalls:
+        if not any(m.get("role") == "tool" for m in request["messages"]):
+            return python_call("import ci_demo\nprint(ci_demo.VALUE)")
+        return Text("done")
+
+    upstream.reset(script)
+    with server.client() as client:
+        assistant = client.beta.assistants.create(
+            model="gpt-4o", tools=[{"type": "code_interpreter"}], extra_body={"environment": "demo"}
+        )
+        assert assistant.model_dump()["environment"] == "demo@1"
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": "go"}])
+        run = client.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant.id
+        )
+        assert run.status == "completed", run.last_error
+        assert upstream.tool_results(-1) == ["42"]
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.beta.assistants.update(assistant.id, extra_body={"environment": "nope"})
+        assert caught.value.body["param"] == "environment"  # type: ignore[index]
+        unchanged = client.beta.assistants.retrieve(assistant.id).model_dump()
+        assert unchanged["environment"] == "demo@1"
 
 
 def test_an_environment_in_use_is_not_removed(server: ServerProcess, data_dir: Path) -> None:

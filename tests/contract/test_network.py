@@ -504,3 +504,44 @@ def test_a_secret_survives_a_restart_and_never_shows(
     assert {k.lower(): v for k, v in sent["headers"].items()}["x-key"] == SECRET_VALUE
     # The database keeps it; the saved state and the log do not.
     assert SECRET_VALUE not in (tmp_path / "server.log").read_text()
+
+
+def test_an_assistant_s_policy_is_its_threads_sessions_and_never_shows_its_secret(
+    client: openai.OpenAI, upstream: ScriptedUpstream, outside: Outside
+) -> None:
+    https = outside.https_port
+    code = (
+        f"import os, requests\nopen('/tmp/ca.pem', 'w').write({outside.ca_pem!r})\n"
+        f"print(requests.get('https://allowed.test:{https}/assistant', verify='/tmp/ca.pem')"
+        ".json()['path'])\n"
+        f"print(requests.get('https://secret.test:{https}/assistant-secret', "
+        "headers={'X-Key': os.environ['API_KEY']}).status_code)"
+    )
+
+    def script(request: Request) -> Text | ToolCalls:
+        if not any(m.get("role") == "tool" for m in request["messages"]):
+            return python_call(code)
+        return Text("done")
+
+    upstream.script = script
+    assistant = client.beta.assistants.create(
+        model="gpt-4o",
+        tools=[{"type": "code_interpreter"}],
+        extra_body={"network_policy": allowlist(outside, secret=True)},
+    )
+    shown = client.beta.assistants.retrieve(assistant.id).model_dump()
+    assert shown["network_policy"]["type"] == "allowlist", shown
+    assert SECRET_VALUE not in json.dumps(shown)
+    assert SECRET_VALUE not in json.dumps(client.beta.assistants.list().model_dump())
+    renamed = client.beta.assistants.update(assistant.id, name="renamed").model_dump()
+    assert renamed["network_policy"] == shown["network_policy"]  # kept, secret too (below)
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "fetch"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert run.status == "completed", run.last_error
+    assert upstream.tool_results(-1) == ["/assistant\n200"]
+    sent = next(r for r in outside.received if r["path"] == "/assistant-secret")
+    assert {k.lower(): v for k, v in sent["headers"].items()}["x-key"] == SECRET_VALUE
+    assert f"allowed.test:{https}" in upstream.requests[0]["messages"][0]["content"]
+    # Without a policy, an assistant's threads have no network, and it shows no such field.
+    plain = client.beta.assistants.create(model="gpt-4o", tools=[{"type": "code_interpreter"}])
+    assert "network_policy" not in plain.model_dump(exclude_unset=True)

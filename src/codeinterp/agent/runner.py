@@ -31,6 +31,7 @@ from codeinterp.protocol.assistants import Assistant
 from codeinterp.protocol.runs import Run, ToolOutput
 from codeinterp.protocol.threads import Message, Thread
 from codeinterp.sessions import ManagedSession, SessionManager, execution
+from codeinterp.sessions.options import options_for
 from codeinterp.store import FileRecord, Store
 
 from . import prompt, python_tool
@@ -195,7 +196,7 @@ class RunExecutor:
 
     async def _loop(self, lifetime: float) -> None:
         store = self.deps.store
-        assistant = self._assistant or Assistant.model_validate(
+        assistant = self._assistant = self._assistant or Assistant.model_validate(
             (await store.get_object("assistant", self.project, self.run.assistant_id)).body
         )
         thread = self._thread or Thread.model_validate(
@@ -224,7 +225,10 @@ class RunExecutor:
         messages = await self._thread_messages()
         self._file_ids = self._file_ids_of(assistant, thread, messages) if uses_python else []
         paths = await self._plan_paths(self._file_ids)
-        system = prompt.system_message(run.instructions, None, uses_python, sorted(paths.values()))
+        domains = (assistant.network_policy or {}).get("allowed_domains") or []
+        system = prompt.system_message(
+            run.instructions, None, uses_python, sorted(paths.values()), domains
+        )
         truncation = run.truncation_strategy or {}
         last = (
             truncation.get("last_messages") if truncation.get("type") == "last_messages" else None
@@ -487,7 +491,18 @@ class RunExecutor:
 
     async def _session(self) -> ManagedSession:
         sessions = self.deps.sessions
-        managed = await sessions.acquire(self.project, "thread", self.run.thread_id)
+        # A thread's session is made as the assistant of the run that first needs it asks.
+        assistant = self._assistant
+        options = (
+            None
+            if assistant is None
+            else options_for(
+                self.deps.settings.data_dir,
+                assistant.environment,
+                assistant.network_request(),
+            )
+        )
+        managed = await sessions.acquire(self.project, "thread", self.run.thread_id, options)
         await sessions.load_files(managed, self._file_ids)
         return managed
 

@@ -163,7 +163,7 @@ def create_app(settings: Settings) -> FastAPI:
         bus = EventBus()
         file_service = FilesService(store, settings.max_upload_bytes)
         run_manager = RunManager(AgentDeps(store, bus, sessions, file_service, upstream, settings))
-        assistant_service = AssistantsService(store)
+        assistant_service = AssistantsService(store, settings.data_dir)
 
         async def thread_deleted(project: str, thread_id: str) -> None:
             await sessions.close(project, "thread", thread_id)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from .common import NotNull, OrAbsent, Shape, WireModel, WithMetadata, validated_as
+from .containers import NetworkPolicy, SessionFields
 
 
 class FunctionDefinition(WireModel):
@@ -84,6 +85,10 @@ class AssistantFields(WithMetadata):
     top_p: float | None = Field(default=None, ge=0, le=1)
     response_format: ResponseFormat = None
     reasoning_effort: str | None = None
+    # Extensions: the environment (NAME or NAME@VERSION) and the network policy (OpenAI's
+    # container shape) of the sessions its threads' runs make.
+    environment: str | None = Field(default=None, max_length=80)
+    network_policy: NetworkPolicy | None = None
 
 
 class AssistantCreate(AssistantFields):
@@ -104,7 +109,7 @@ class AssistantUpdate(AssistantFields):
         return value
 
 
-class Assistant(WireModel):
+class Assistant(SessionFields):
     id: str
     object: Literal["assistant"] = "assistant"
     created_at: int

@@ -50,17 +50,13 @@ class ContainerCreate(RequestModel):
     environment: str | None = Field(default=None, max_length=80)
 
 
-class Container(WireModel):
-    id: str
-    object: Literal["container"] = "container"
-    name: str
-    created_at: int
-    status: Literal["running", "expired"] = "running"
-    last_active_at: int
-    expires_after: dict[str, Any]
-    memory_limit: str = "1g"
-    network_policy: dict[str, Any] = Field(default_factory=lambda: {"type": "disabled"})
-    environment: str | None = None  # an extension (NAME@VERSION), only shown when set
+class SessionFields(WireModel):
+    """What an object asks of the sessions it makes (a container's, an assistant's threads'):
+    an environment and a network policy. The policy's secrets are kept in the database with the
+    object and never shown; `environment`, and an assistant's `network_policy`, only when set."""
+
+    network_policy: dict[str, Any] | None = None
+    environment: str | None = None  # an extension (NAME@VERSION)
     # The allowlist's secrets ({domain, name, value}): kept in the database, never shown.
     domain_secrets: list[dict[str, str]] | None = None
 
@@ -69,15 +65,34 @@ class Container(WireModel):
         self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
     ) -> dict[str, Any]:
         body: dict[str, Any] = handler(self)
-        if body.get("environment") is None:
-            body.pop("environment", None)
+        for name in ("environment", "network_policy"):
+            if body.get(name) is None:
+                body.pop(name, None)
         if info.context != STORED or body.get("domain_secrets") is None:
             body.pop("domain_secrets", None)
         return body
 
     def stored(self) -> dict[str, Any]:
-        """The container as the database keeps it (its secrets too)."""
+        """The object as the database keeps it (its secrets too)."""
         return self.model_dump(mode="json", context=STORED)
+
+    def network_request(self) -> dict[str, Any] | None:
+        """The network policy as it was asked for, secrets included (None: none asked)."""
+        if self.network_policy is None:
+            return None
+        return {**self.network_policy, "domain_secrets": self.domain_secrets}
+
+
+class Container(SessionFields):
+    id: str
+    object: Literal["container"] = "container"
+    name: str
+    created_at: int
+    status: Literal["running", "expired"] = "running"
+    last_active_at: int
+    expires_after: dict[str, Any]
+    memory_limit: str = "1g"
+    network_policy: dict[str, Any] | None = Field(default_factory=lambda: {"type": "disabled"})
 
 
 class ContainerFile(WireModel):

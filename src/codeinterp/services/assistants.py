@@ -14,6 +14,7 @@ from codeinterp.protocol.assistants import (
 from codeinterp.store import ObjectRecord, Store
 
 from .common import check_limit, check_order, list_envelope, now
+from .session_fields import session_fields
 
 
 def assistant_from(record: ObjectRecord) -> Assistant:
@@ -32,11 +33,13 @@ async def check_file_ids(store: Store, project: str, resources: ToolResources | 
 
 
 class AssistantsService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, data_dir: str) -> None:
         self.store = store
+        self.data_dir = data_dir  # where environments are
 
     async def create(self, project: str, body: AssistantCreate) -> dict[str, Any]:
         await check_file_ids(self.store, project, body.tool_resources)
+        fields = session_fields(self.data_dir, body.environment, body.network_policy)
         assistant = Assistant(
             id=new_id("assistant"),
             created_at=now(),
@@ -50,10 +53,10 @@ class AssistantsService:
             temperature=body.temperature,
             top_p=body.top_p,
             response_format=body.response_format or "auto",
+            **fields,
         )
-        wire = assistant.model_dump(mode="json")
-        await self.store.create_object("assistant", project, assistant.id, wire)
-        return wire
+        await self.store.create_object("assistant", project, assistant.id, assistant.stored())
+        return assistant.model_dump(mode="json")
 
     async def get(self, project: str, assistant_id: str) -> Assistant:
         return assistant_from(await self.store.get_object("assistant", project, assistant_id))
@@ -63,16 +66,26 @@ class AssistantsService:
     ) -> dict[str, Any]:
         current = await self.get(project, assistant_id)
         await check_file_ids(self.store, project, body.tool_resources)
-        changes = body.model_dump(mode="json", exclude_unset=True, exclude={"metadata"})
-        wire = current.model_dump(mode="json")
-        wire.update({k: v for k, v in changes.items() if k in Assistant.model_fields})
-        if wire.get("tool_resources") is None:
-            wire["tool_resources"] = {}  # as create makes it
+        changes = body.model_dump(
+            mode="json",
+            exclude_unset=True,
+            exclude={"metadata", "environment", "network_policy"},
+        )
+        stored = current.stored()
+        stored.update({k: v for k, v in changes.items() if k in Assistant.model_fields})
+        if stored.get("tool_resources") is None:
+            stored["tool_resources"] = {}  # as create makes it
         if "metadata" in body.model_fields_set:
-            wire["metadata"] = body.metadata or {}
-        wire = Assistant.model_validate(wire).model_dump(mode="json")
-        await self.store.update_object("assistant", project, assistant_id, wire)
-        return wire
+            stored["metadata"] = body.metadata or {}
+        asked = session_fields(self.data_dir, body.environment, body.network_policy)
+        if "environment" in body.model_fields_set:
+            stored["environment"] = asked.get("environment")
+        if "network_policy" in body.model_fields_set:
+            stored["network_policy"] = asked.get("network_policy")
+            stored["domain_secrets"] = asked.get("domain_secrets")
+        assistant = Assistant.model_validate(stored)
+        await self.store.update_object("assistant", project, assistant_id, assistant.stored())
+        return assistant.model_dump(mode="json")
 
     async def delete(self, project: str, assistant_id: str) -> dict[str, Any]:
         await self.store.delete_object("assistant", project, assistant_id)

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codeinterp.config import Settings
-from codeinterp.egress import NetworkPolicy
 from codeinterp.errors import CodeInterpError, ContainerExpired, InvalidRequest, NotFound
 from codeinterp.ids import new_id
 from codeinterp.protocol.containers import (
@@ -33,14 +32,16 @@ from codeinterp.protocol.containers import (
     ContainerFile,
 )
 from codeinterp.protocol.files import SNAPSHOT_PURPOSE
-from codeinterp.sandbox import FileChange, environments
+from codeinterp.sandbox import FileChange
 from codeinterp.sandbox.workspace import FileReader, WorkspaceFile, clean_relative_path
 from codeinterp.sessions import ManagedSession, SessionManager, SessionOptions, execution
 from codeinterp.sessions.execution import ExecutionEvent, ReportChanges, SaveImage
+from codeinterp.sessions.options import options_for
 from codeinterp.store import Store
 
 from .common import check_limit, check_order, dict_envelope, now
 from .files import clean_filename, file_to_wire
+from .session_fields import session_fields
 
 log = logging.getLogger("codeinterp.containers")
 
@@ -88,12 +89,7 @@ class ContainersService:
                     param="snapshot_id",
                 )
             restore_from = await self.store.file_path(project, snapshot.id)
-        network = NetworkPolicy.from_request(
-            body.network_policy.model_dump(exclude_none=True) if body.network_policy else None
-        )
-        environment = None
-        if body.environment is not None:
-            environment = environments.for_session(self.settings.data_dir, body.environment).id
+        fields = session_fields(self.settings.data_dir, body.environment, body.network_policy)
         stamp = now()
         minutes = body.expires_after.minutes if body.expires_after else DEFAULT_EXPIRY_MINUTES
         container = Container(
@@ -103,9 +99,7 @@ class ContainersService:
             last_active_at=stamp,
             expires_after={"anchor": "last_active_at", "minutes": minutes},
             memory_limit=body.memory_limit or "1g",
-            network_policy=network.to_wire(),
-            domain_secrets=network.stored_secrets(),
-            environment=environment,
+            **fields,
         )
         await self.store.create_object("container", project, container.id, container.stored())
         try:
@@ -146,7 +140,7 @@ class ContainersService:
         else:
             record = await self.store.get_object("container", project, container_id)
             container = Container.model_validate(record.body)
-        return list(container.network_policy.get("allowed_domains") or [])
+        return list((container.network_policy or {}).get("allowed_domains") or [])
 
     async def list_containers(
         self,
@@ -373,18 +367,11 @@ class ContainersService:
     def _session_options(self, container: Container) -> SessionOptions:
         """What the container asks of its session, when it is made and when it wakes."""
         minutes = container.expires_after.get("minutes", DEFAULT_EXPIRY_MINUTES)
-        packages = None
-        if container.environment is not None:
-            packages = environments.for_session(
-                self.settings.data_dir, container.environment
-            ).site_packages
-        network = NetworkPolicy.from_request(
-            {**container.network_policy, "domain_secrets": container.domain_secrets}
-        )
-        return SessionOptions(
+        return options_for(
+            self.settings.data_dir,
+            container.environment,
+            container.network_request(),
             memory_limit=container.memory_limit,
-            packages=packages,
-            network=network,
             idle_seconds=self._idle_seconds(minutes),
             on_expire=self._on_session_expired,
             on_sleep=self._on_session_asleep,
