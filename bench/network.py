@@ -182,7 +182,9 @@ async def measure_proxy(base: Path, quick: bool) -> dict[str, Any]:
             lease = await proxy.lease(policy)
             async with await Sandbox.start(SandboxConfig(pool_size=0)) as sandbox:
                 session = await sandbox.create_session(
-                    SandboxPolicy().with_egress(proxy.ca_bundle, policy.placeholders()),
+                    SandboxPolicy().with_egress(
+                        proxy.ca_bundle, policy.allowed_domains, policy.placeholders()
+                    ),
                     network=lease,
                 )
                 execution = await session.run(code, timeout=600)

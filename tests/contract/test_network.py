@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,11 @@ from tests.contract.test_containers import execute, text_result, unique
 from tests.support.outside import Outside, outside_world
 from tests.support.server import ServerProcess
 from tests.support.upstream import Request, ScriptedUpstream, Text, ToolCalls, python_call
+from tests.support.wheels import make_wheel
 
 pytestmark = pytest.mark.root
 
-NAMES = ["allowed.test", "secret.test", "other.test", "api.wild.test"]
+NAMES = ["allowed.test", "secret.test", "other.test", "api.wild.test", "index.test"]
 SECRET_VALUE = "s3cr3t-value-7f0c2a"
 
 
@@ -545,3 +547,51 @@ def test_an_assistant_s_policy_is_its_threads_sessions_and_never_shows_its_secre
     # Without a policy, an assistant's threads have no network, and it shows no such field.
     plain = client.beta.assistants.create(model="gpt-4o", tools=[{"type": "code_interpreter"}])
     assert "network_policy" not in plain.model_dump(exclude_unset=True)
+
+
+# The test's index passes through the proxy untouched, with the test CA's certificate: pip
+# (which verifies with REQUESTS_CA_BUNDLE, the session's bundle) is told to trust that CA.
+TRUST_TEST_CA = "\nos.environ['REQUESTS_CA_BUNDLE'] = '/tmp/ca.pem'\n"
+
+
+def test_pip_installs_from_an_allowed_index_into_the_session_and_fails_at_once_otherwise(
+    client: openai.OpenAI, outside: Outside, tmp_path: Path
+) -> None:
+    wheel = make_wheel(tmp_path, "ci_netpkg", "1.0", {"ci_netpkg/__init__.py": "VALUE = 7\n"})
+    outside.files["/simple/ci-netpkg/"] = (
+        f'<html><body><a href="/files/{wheel.name}">{wheel.name}</a></body></html>'.encode()
+    )
+    outside.files[f"/files/{wheel.name}"] = wheel.read_bytes()
+    https = outside.https_port
+    index = f"https://index.test:{https}/simple"
+    container = client.containers.create(
+        name=unique("pip"),
+        network_policy=allowlist(outside, f"index.test:{https}"),  # type: ignore[arg-type]
+    )
+    run(client, container.id, preamble(outside) + TRUST_TEST_CA)
+    installed = execute(
+        client, container.id, f"%pip install --index-url {index} ci_netpkg"
+    )
+    assert installed["status"] == "ok", installed["stdout"]
+    assert "Successfully installed ci_netpkg-1.0" in installed["stdout"], installed["stdout"]
+    assert text_result(execute(client, container.id, "import ci_netpkg\nci_netpkg.VALUE")) == "7"
+    child = execute(
+        client,
+        container.id,
+        "import subprocess, sys\n"
+        "subprocess.run([sys.executable, '-c', 'import ci_netpkg; print(ci_netpkg.VALUE)'])",
+    )
+    assert child["stdout"].strip() == "7", child
+    # Where the index is not allowed, pip says why at once.
+    closed = client.containers.create(
+        name=unique("pip"),
+        network_policy=allowlist(outside),  # type: ignore[arg-type]
+    )
+    run(client, closed.id, preamble(outside) + TRUST_TEST_CA)
+    started = time.monotonic()
+    refused = execute(
+        client, closed.id, f"%pip install --index-url {index} ci_netpkg"
+    )
+    assert time.monotonic() - started < 20
+    assert refused["status"] == "error", refused
+    assert "index.test is not in the allowed domains" in refused["error"]["value"], refused

@@ -35,6 +35,8 @@ class Outside:
     ca_pem: str
     ca_file: str
     received: list[dict[str, Any]] = field(default_factory=list)
+    # path -> bytes the servers answer GET with (a package index, say), instead of the echo
+    files: dict[str, bytes] = field(default_factory=dict)
 
     def hosts(self, *names: str) -> str:
         """CODEINTERP_EGRESS_RESOLVE for these names: all of them are these servers."""
@@ -96,12 +98,23 @@ def make_certificates(directory: Path, names: list[str]) -> tuple[Path, Path, Pa
     return paths
 
 
-def _handler(received: list[dict[str, Any]]) -> type[http.server.BaseHTTPRequestHandler]:
+def _handler(
+    received: list[dict[str, Any]], files: dict[str, bytes]
+) -> type[http.server.BaseHTTPRequestHandler]:
     class Echo(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # as real servers do: no 40 ms wait on a delayed ACK
 
         def _answer(self) -> None:
+            if self.command == "GET" and self.path in files:
+                received.append({"method": "GET", "path": self.path, "headers": {}, "body": ""})
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(files[self.path])))
+                self.send_header("Content-Type", "text/html" if self.path.endswith("/") else
+                                 "application/octet-stream")  # fmt: skip
+                self.end_headers()
+                self.wfile.write(files[self.path])
+                return
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
             seen = {
@@ -135,7 +148,8 @@ def outside_world(directory: Path, names: list[str]) -> Iterator[Outside]:
     """An HTTPS and an HTTP echo server on 127.0.0.1, the HTTPS one valid for `names`."""
     ca, cert, key = make_certificates(directory, names)
     received: list[dict[str, Any]] = []
-    handler = _handler(received)
+    files: dict[str, bytes] = {}
+    handler = _handler(received, files)
     https = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
@@ -151,6 +165,7 @@ def outside_world(directory: Path, names: list[str]) -> Iterator[Outside]:
             ca.read_text(),
             str(ca),
             received,
+            files,
         )
     finally:
         for server in (https, plain):

@@ -25,6 +25,7 @@ becomes the placeholder again. No other request ever carries a value.
 # No `from __future__ import annotations`: mitmproxy loads this file outside sys.modules,
 # where dataclasses cannot resolve string annotations.
 import asyncio
+import importlib.util
 import ipaddress
 import json
 import os
@@ -32,6 +33,7 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mitmproxy import ctx, http, tls
@@ -39,36 +41,24 @@ from mitmproxy.connection import Client
 from mitmproxy.net.http import url
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
-DEFAULT_PORTS = {"https": 443, "http": 80}
+
+def _load_domains() -> Any:
+    """codeinterp/sandbox/domains.py, the one definition of what an entry allows, by its path:
+    this venv has no codeinterp package. (In sys.modules first: dataclasses look it up.)"""
+    path = Path(__file__).resolve().parent.parent / "sandbox" / "domains.py"
+    spec = importlib.util.spec_from_file_location("codeinterp_egress_domains", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+domains = _load_domains()
+
 RESOLVE_SECONDS = 10.0
 MAX_NAME = 253  # a longer Host is not a name
 MAX_EVENT_TEXT = 300  # characters of any one value in an event (the lines stay < PIPE_BUF)
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One allowed entry: an exact name or `*.` a suffix, and a port (None: the scheme's)."""
-
-    name: str
-    wildcard: bool
-    port: int | None
-
-    @classmethod
-    def parse(cls, entry: str) -> "Rule":
-        entry = entry.strip().lower().rstrip(".")
-        port: int | None = None
-        host, sep, tail = entry.rpartition(":")
-        if sep and tail.isdigit():
-            entry, port = host, int(tail)
-        wildcard = entry.startswith("*.")
-        return cls(entry[2:] if wildcard else entry, wildcard, port)
-
-    def matches(self, host: str, port: int, scheme: str) -> bool:
-        if port != (self.port if self.port is not None else DEFAULT_PORTS[scheme]):
-            return False
-        if self.wildcard:
-            return host.endswith("." + self.name)
-        return host == self.name
 
 
 @dataclass(frozen=True)
@@ -80,13 +70,13 @@ class Secret:
 
 @dataclass
 class Policy:
-    rules: list[Rule]
+    rules: list[Any]  # domains.Rule
     secrets: list[Secret] = field(default_factory=list)
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> "Policy":
         return cls(
-            [Rule.parse(entry) for entry in data["allowed_domains"]],
+            [domains.Rule.parse(entry) for entry in data["allowed_domains"]],
             [
                 Secret(s["domain"].lower().rstrip("."), s["placeholder"], s["value"])
                 for s in data.get("secrets", [])
@@ -95,34 +85,15 @@ class Policy:
 
     def refusal(self, host: str, port: int, scheme: str) -> str | None:
         """Why a connection to host:port is refused, or None if it is allowed."""
-        if _is_ip(host):
-            return "an IP address, not a name: only allowed domain names are reachable"
-        if any(rule.matches(host, port, scheme) for rule in self.rules):
-            return None
-        if any(
-            rule.matches(host, rule.port or DEFAULT_PORTS[scheme], scheme) for rule in self.rules
-        ):
-            return f"port {port} is not allowed for {host}"
-        return f"{host} is not in the allowed domains"
+        why: str | None = domains.refusal(self.rules, host, port, scheme)
+        return why
 
     def secrets_for(self, host: str) -> list[Secret]:
         return [s for s in self.secrets if s.domain == host]
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 def _clip(value: Any) -> Any:
     return value[:MAX_EVENT_TEXT] if isinstance(value, str) else value
-
-
-def _normal(host: str) -> str:
-    return host.lower().rstrip(".")
 
 
 class Egress:
@@ -157,7 +128,7 @@ class Egress:
             command = json.loads(line)
             op = command["op"]
             if op == "config":
-                self.resolve = {_normal(k): v for k, v in command.get("resolve", {}).items()}
+                self.resolve = {domains.normal(k): v for k, v in command.get("resolve", {}).items()}
                 self.allow_private = bool(command.get("allow_private", False))
             elif op == "set":
                 self.policies[command["client"]] = Policy.parse(command["policy"])
@@ -213,7 +184,7 @@ class Egress:
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         policy = self._policy(flow.client_conn)
-        host, port = _normal(flow.request.host), flow.request.port
+        host, port = domains.normal(flow.request.host), flow.request.port
         refusal = "no network policy" if policy is None else policy.refusal(host, port, "https")
         self._attempt(flow.client_conn.peername[0], "https", host, port, refusal, method="CONNECT")
         if refusal is not None:
@@ -225,8 +196,8 @@ class Egress:
         client = data.context.client
         policy = self._policy(client)
         target = data.context.server.address
-        host = _normal(target[0]) if target else ""
-        sni = _normal(data.client_hello.sni or "")
+        host = domains.normal(target[0]) if target else ""
+        sni = domains.normal(data.client_hello.sni or "")
         if policy is None or sni != host:
             reason = (
                 "no network policy"
@@ -263,8 +234,10 @@ class Egress:
                 RESOLVE_SECONDS,
             )
         except (OSError, TimeoutError) as e:
-            data.server.error = f"cannot reach {_normal(host)}: {e}"
-            self._attempt(data.client.peername[0], "dns", _normal(host), port, data.server.error)
+            data.server.error = f"cannot reach {domains.normal(host)}: {e}"
+            self._attempt(
+                data.client.peername[0], "dns", domains.normal(host), port, data.server.error
+            )
 
     def addresses(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
         """socket.getaddrinfo for this process: a name resolves to the server's override for it,
@@ -272,9 +245,9 @@ class Egress:
         literal is left alone: no rule lets a request name one, and the proxy's own listener
         is bound by one."""
         text = host.decode() if isinstance(host, bytes) else str(host)
-        if _is_ip(text):
+        if domains.is_ip(text):
             return _getaddrinfo(host, port, *args, **kwargs)
-        name = _normal(text)
+        name = domains.normal(text)
         if name in self.resolve:
             return _getaddrinfo(self.resolve[name], port, *args, **kwargs)
         kept = [
@@ -306,7 +279,7 @@ class Egress:
             return
         policy = self._policy(flow.client_conn)
         refusal = "no network policy" if policy is None else self._request_refusal(flow, policy)
-        host = _normal(flow.request.pretty_host)
+        host = domains.normal(flow.request.pretty_host)
         self._attempt(
             flow.client_conn.peername[0],
             flow.request.scheme,
@@ -326,12 +299,12 @@ class Egress:
         """Why a request is refused. The host the connection goes to (a tunnel's, or the
         request line's) and the Host header must agree, and inside a tunnel a request line
         may name no other host: the rules are checked against one name, the one reached."""
-        host = _normal(flow.request.pretty_host)
+        host = domains.normal(flow.request.pretty_host)
         if len(host) > MAX_NAME:
             return "the Host header is not a name"
         tunnel = self.tunnels.get(flow.client_conn.id)
         if tunnel is None:
-            target = _normal(flow.request.host)
+            target = domains.normal(flow.request.host)
             if host != target:
                 return f"the Host header names {host}, the request line {target}"
         else:
@@ -342,15 +315,16 @@ class Egress:
                     named, _ = url.parse_authority(flow.request.authority, check=True)
                 except ValueError:
                     return "the request line names no valid host"
-                if _normal(named) != tunnel:
-                    return f"the request line names {_normal(named)}, inside a tunnel to {tunnel}"
+                named = domains.normal(named)
+                if named != tunnel:
+                    return f"the request line names {named}, inside a tunnel to {tunnel}"
         return policy.refusal(host, flow.request.port, flow.request.scheme)
 
     def _secrets(self, flow: http.HTTPFlow, policy: Policy) -> list[Secret]:
         """The secrets of the request's domain, if it is intercepted HTTPS (never plain HTTP)."""
         if flow.request.scheme != "https" or not flow.client_conn.tls_established:
             return []
-        return policy.secrets_for(_normal(flow.request.pretty_host))
+        return policy.secrets_for(domains.normal(flow.request.pretty_host))
 
     def request(self, flow: http.HTTPFlow) -> None:
         """The value in place of each placeholder, in the request line and headers only: a body

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from codeinterp.errors import InvalidRequest
+from codeinterp.sandbox import domains
 from codeinterp.sandbox.policy import (
+    ALLOWED_DOMAINS_VARIABLE,
     CA_BUNDLE_VARIABLES,
     NO_PROXY_VARIABLES,
     PROXY_VARIABLES,
@@ -33,6 +35,7 @@ RESERVED_VARIABLES = frozenset(
     | set(CA_BUNDLE_VARIABLES)
     | set(PROXY_VARIABLES)
     | set(NO_PROXY_VARIABLES)
+    | {ALLOWED_DOMAINS_VARIABLE, "PIP_TARGET", "PIP_RETRIES", "PIP_TIMEOUT"}
     | {"PYTHONPATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "PIP_NO_INDEX"}
 )
 
@@ -95,14 +98,14 @@ class NetworkPolicy:
         """From OpenAI's shape (validated here, beyond what the wire model checks)."""
         if not data or data.get("type", "disabled") == "disabled":
             return cls()
-        domains = list(data.get("allowed_domains") or [])
-        if not domains:
+        entries = list(data.get("allowed_domains") or [])
+        if not entries:
             raise _bad("an allowlist needs at least one allowed domain")
-        if len(domains) > MAX_DOMAINS:
+        if len(entries) > MAX_DOMAINS:
             raise _bad(f"at most {MAX_DOMAINS} allowed domains")
-        parsed = [parse_domain(entry) for entry in domains]
+        parsed = [parse_domain(entry) for entry in entries]
         secrets = [
-            DomainSecret(_normal(str(s["domain"])), str(s["name"]), str(s["value"]))
+            DomainSecret(domains.normal(str(s["domain"])), str(s["name"]), str(s["value"]))
             for s in data.get("domain_secrets") or []
         ]
         if len(secrets) > MAX_SECRETS:
@@ -118,9 +121,9 @@ class NetworkPolicy:
                 raise _bad(f"domain secret name {secret.name!r} is a variable the sandbox sets")
             if names.count(secret.name) > 1:
                 raise _bad(f"domain secret name {secret.name!r} is used twice")
-            if not any(_covers(name, secret.domain) for name, _ in parsed):
+            if not any(domains.Rule.parse(text).covers(secret.domain) for text, _ in parsed):
                 raise _bad(f"domain secret for {secret.domain!r}: that domain is not allowed")
-        return cls(tuple(_normal(d) for d in domains), tuple(secrets))
+        return cls(tuple(domains.normal(entry) for entry in entries), tuple(secrets))
 
     def to_wire(self) -> dict[str, Any]:
         """OpenAI's container field: the secrets are never shown."""
@@ -148,16 +151,6 @@ class NetworkPolicy:
     def placeholders(self) -> dict[str, str]:
         """The session's variables: each secret's name, holding its placeholder."""
         return {s.name: s.placeholder for s in self.domain_secrets}
-
-
-def _normal(name: str) -> str:
-    return name.strip().lower().rstrip(".")
-
-
-def _covers(entry: str, domain: str) -> bool:
-    if entry.startswith("*."):
-        return domain.endswith(entry[1:])
-    return domain == entry
 
 
 NO_NETWORK = NetworkPolicy()  # `disabled`: loopback only

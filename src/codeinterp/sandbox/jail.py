@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import linux
-from .policy import SandboxPolicy
+from .policy import SESSION_PACKAGES, SandboxPolicy
 
 WORKSPACE = "/mnt/data"
 HOME = "/home/sandbox"
@@ -486,13 +486,16 @@ TASK_STEPS: tuple[Step, ...] = (
 
 def _add_packages(ctx: JailContext) -> None:
     """An environment's packages on the import path, after the default set (which they cannot
-    shadow: environments.py builds them under its constraints), for this process and for the
-    Python processes it starts."""
-    packages = ctx.policy.packages
-    if packages is None:
-        return
-    site.addsitedir(packages)  # its .pth files run here, as the session's user
-    os.environ["PYTHONPATH"] = packages
+    shadow: environments.py builds them under its constraints), then, where pip can reach an
+    index, the session's own (SESSION_PACKAGES), for this process and for the Python processes
+    it starts."""
+    paths = [ctx.policy.packages] if ctx.policy.packages else []
+    if ctx.policy.network == "proxy":
+        paths.append(SESSION_PACKAGES)
+    for path in paths:
+        site.addsitedir(path)  # its .pth files run here, as the session's user
+    if paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join(paths)
 
 
 def enter_host_workspace(ctx: JailContext) -> None:

@@ -218,10 +218,15 @@ class SandboxShell(InteractiveShell):
 
 
 def _pip_magic(line: str) -> None:
-    """%pip: there is no network in the sandbox, so say so at once instead of retrying."""
+    """%pip. Where the session's network policy lets pip reach an index (PIP_TARGET is set),
+    pip runs and installs into the session's own directory, which is on the import path at
+    once; otherwise there is no network, and `install` says so at once instead of retrying."""
     from importlib import metadata
 
     words = line.split()
+    if os.environ.get("PIP_TARGET"):
+        _run_pip(words)
+        return
     if words[:1] == ["install"]:
         wanted = [w for w in words[1:] if not w.startswith("-")]
         missing = []
@@ -242,6 +247,78 @@ def _pip_magic(line: str) -> None:
 
     sys.stdout.flush()
     subprocess.call([sys.executable, "-m", "pip", *words])
+
+
+def _run_pip(words: list[str]) -> None:
+    import importlib
+    import site
+    import subprocess
+
+    if words[:1] == ["install"]:
+        _check_indexes_allowed(words)
+    sys.stdout.flush()
+    status = subprocess.call([sys.executable, "-m", "pip", *words])
+    if words[:1] == ["install"]:
+        target = os.environ["PIP_TARGET"]
+        if target not in sys.path:
+            site.addsitedir(target)
+        importlib.invalidate_caches()  # the directory may be new: look again
+    if status != 0:
+        raise RuntimeError(f"pip {' '.join(words[:1])} failed (exit status {status}): see above")
+
+
+# Where pip goes by default: the index, and the host PyPI serves its files from.
+PYPI_HOSTS = ("https://pypi.org/simple", "https://files.pythonhosted.org/")
+
+
+def _check_indexes_allowed(words: list[str]) -> None:
+    """Refuse at once, with the reason, an install from an index the policy does not allow
+    (pip would only say it found no such package)."""
+    from urllib.parse import urlsplit
+
+    from codeinterp.sandbox import domains
+
+    urls = _index_urls(words)
+    rules = [
+        domains.Rule.parse(entry)
+        for entry in os.environ.get("CODEINTERP_ALLOWED_DOMAINS", "").split(",")
+        if entry
+    ]
+    for address in urls:
+        parts = urlsplit(address)
+        if parts.scheme not in domains.DEFAULT_PORTS or not parts.hostname:
+            continue  # a local path or a file: URL: nothing to reach
+        port = parts.port or domains.DEFAULT_PORTS[parts.scheme]
+        refusal = domains.refusal(rules, parts.hostname, port, parts.scheme)
+        if refusal is not None:
+            allowed = os.environ.get("CODEINTERP_ALLOWED_DOMAINS", "").replace(",", ", ")
+            raise RuntimeError(
+                f"cannot install from {address}: {refusal} of this session's network policy "
+                f"(allowed: {allowed})"
+            )
+
+
+def _index_urls(words: list[str]) -> list[str]:
+    """The index URLs an install reads: its options, else pip's variables, else PyPI."""
+    urls: list[str] = []
+    primary: str | None = None
+    for i, word in enumerate(words):
+        for flag in ("--index-url", "-i", "--extra-index-url"):
+            value = None
+            if word == flag and i + 1 < len(words):
+                value = words[i + 1]
+            elif word.startswith(flag + "="):
+                value = word.split("=", 1)[1]
+            if value is not None:
+                if flag == "--extra-index-url":
+                    urls.append(value)
+                else:
+                    primary = value
+    if "--no-index" in words:
+        return urls
+    primary = primary or os.environ.get("PIP_INDEX_URL")
+    urls += os.environ.get("PIP_EXTRA_INDEX_URL", "").split()
+    return [primary, *urls] if primary else [*PYPI_HOSTS, *urls]
 
 
 def build_shell(matplotlib: bool = True) -> SandboxShell:

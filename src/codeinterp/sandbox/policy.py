@@ -52,8 +52,11 @@ SANDBOX_HOSTNAME = "sandbox"
 # Where a session with a network policy finds the egress proxy: a listener the host puts on the
 # session's own loopback (sandbox/netns.py), relaying to the proxy the server owns.
 EGRESS_PROXY_PORT = 3128
+# Where `%pip install` (and `pip install`) put packages in a session that may reach an index:
+# its own home (a tmpfs of the policy's /tmp size), after the default set on the import path.
+SESSION_PACKAGES = "/home/sandbox/.local/site-packages"
 NETWORK_MODES: tuple[str, ...] = ("loopback", "proxy")
-# Variables a proxied session's own settings must not be overwritten by (a secret's name).
+# The variables that name a CA bundle, for the libraries that read one or the other.
 CA_BUNDLE_VARIABLES: tuple[str, ...] = (
     "SSL_CERT_FILE",
     "REQUESTS_CA_BUNDLE",
@@ -63,6 +66,7 @@ CA_BUNDLE_VARIABLES: tuple[str, ...] = (
 )
 PROXY_VARIABLES: tuple[str, ...] = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 NO_PROXY_VARIABLES: tuple[str, ...] = ("NO_PROXY", "no_proxy")
+ALLOWED_DOMAINS_VARIABLE = "CODEINTERP_ALLOWED_DOMAINS"
 
 # The seccomp profiles a policy can name (seccomp.PROFILES): "deny" lets through everything not
 # refused; "allow" keeps those refusals and lets through only the syscalls on the allow-list
@@ -170,16 +174,24 @@ class SandboxPolicy:
         """This policy with an environment's packages (None: the default set only)."""
         return dataclasses.replace(self, packages=site_packages)
 
-    def with_egress(self, ca_bundle: str, variables: dict[str, str]) -> SandboxPolicy:
+    def with_egress(
+        self, ca_bundle: str, allowed: tuple[str, ...], variables: dict[str, str]
+    ) -> SandboxPolicy:
         """This policy reaching out through the egress proxy: its address in the usual proxy
         variables, `ca_bundle` (the system's CAs plus the proxy's) bound read-only and named by
-        the usual CA variables, and `variables` (a secret's placeholder, by its name) set."""
+        the usual CA variables, the `allowed` entries (sandbox/domains.py) in ALLOWED_DOMAINS
+        (for `%pip`, which says at once when an index is not among them), and `variables` (a
+        secret's placeholder, by its name) set."""
         proxy = f"http://127.0.0.1:{EGRESS_PROXY_PORT}"
         env = dict(self.env)
         env.pop("PIP_NO_INDEX", None)  # pip may reach an allowed index now
+        env["PIP_TARGET"] = SESSION_PACKAGES
+        env["PIP_RETRIES"] = "0"  # a refused index is said at once, not after a minute
+        env["PIP_TIMEOUT"] = "30"
         env.update({name: proxy for name in PROXY_VARIABLES})
         env.update({name: "localhost,127.0.0.1,::1" for name in NO_PROXY_VARIABLES})
         env.update({name: ca_bundle for name in CA_BUNDLE_VARIABLES})
+        env[ALLOWED_DOMAINS_VARIABLE] = ",".join(allowed)
         env.update(variables)
         return dataclasses.replace(
             self,

@@ -315,7 +315,9 @@ class SessionManager:
         lease = await self.egress.lease(network)
         try:
             return await self.sandbox.create_session(
-                policy.with_egress(self.egress.ca_bundle, network.placeholders()),
+                policy.with_egress(
+                    self.egress.ca_bundle, network.allowed_domains, network.placeholders()
+                ),
                 restore_from=restore_from,
                 network=lease,
             )
