@@ -569,9 +569,7 @@ def test_pip_installs_from_an_allowed_index_into_the_session_and_fails_at_once_o
         network_policy=allowlist(outside, f"index.test:{https}"),  # type: ignore[arg-type]
     )
     run(client, container.id, preamble(outside) + TRUST_TEST_CA)
-    installed = execute(
-        client, container.id, f"%pip install --index-url {index} ci_netpkg"
-    )
+    installed = execute(client, container.id, f"%pip install --index-url {index} ci_netpkg")
     assert installed["status"] == "ok", installed["stdout"]
     assert "Successfully installed ci_netpkg-1.0" in installed["stdout"], installed["stdout"]
     assert text_result(execute(client, container.id, "import ci_netpkg\nci_netpkg.VALUE")) == "7"
@@ -589,9 +587,7 @@ def test_pip_installs_from_an_allowed_index_into_the_session_and_fails_at_once_o
     )
     run(client, closed.id, preamble(outside) + TRUST_TEST_CA)
     started = time.monotonic()
-    refused = execute(
-        client, closed.id, f"%pip install --index-url {index} ci_netpkg"
-    )
+    refused = execute(client, closed.id, f"%pip install --index-url {index} ci_netpkg")
     assert time.monotonic() - started < 20
     assert refused["status"] == "error", refused
     assert "index.test is not in the allowed domains" in refused["error"]["value"], refused

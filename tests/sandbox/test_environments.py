@@ -3,6 +3,7 @@ in subprocesses too, through the task door, and invisible to sessions without it
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,37 @@ async def test_packages_that_are_not_there_fail_the_session_clearly(tmp_path: Pa
     async with await Sandbox.start(SandboxConfig(pool_size=0)) as sandbox:
         with pytest.raises(Exception, match="gone"):
             await sandbox.create_session(policy)
+
+
+async def test_an_environment_has_a_zygote_with_its_modules_and_a_warm_pool(
+    environment: Environment,
+) -> None:
+    """The first session of an environment starts its zygote, which has imported its modules;
+    the sessions after it come from a pool of their own, as the default ones do."""
+    policy = SandboxPolicy().with_packages(environment.site_packages)
+    config = SandboxConfig(pool_size=1, env_pool_size=1, environment_zygotes=1)
+    async with await Sandbox.start(config) as sandbox:
+        first = await sandbox.create_session(policy)
+        preloaded = await first.run("import sys\nprint('ci_demo' in sys.modules)")
+        assert preloaded.stdout == "True\n", preloaded
+        default = await sandbox.create_session()
+        plain = await default.run("import sys\nprint('ci_demo' in sys.modules)")
+        assert plain.stdout == "False\n", plain  # the main zygote never imported it
+        for _ in range(200):
+            if sandbox.warm_sessions == 2:  # the default pool's and the environment's
+                break
+            await asyncio.sleep(0.05)
+        assert sandbox.warm_sessions == 2
+        second = await sandbox.create_session(policy)
+        assert sandbox.warm_sessions == 1  # it came from the environment's pool
+        assert (await second.run("import ci_demo\nprint(ci_demo.VALUE)")).stdout == "42\n"
+        assert sandbox.describe()["environment_zygotes"] == 1
+        # Another policy of the same environment: the same zygote, and no pool of its own (no
+        # room for one: environment_zygotes=1).
+        other = SandboxPolicy().with_packages(environment.site_packages).with_limits(cpus=0.5)
+        third = await sandbox.create_session(other)
+        assert (await third.run("import sys\nprint('ci_demo' in sys.modules)")).stdout == "True\n"
+        await asyncio.sleep(0.5)
+        assert sandbox.warm_sessions == 2 and sandbox.describe()["environment_zygotes"] == 1
+        for session in (first, default, second, third):
+            await session.close()

@@ -26,7 +26,7 @@ from typing import Any
 
 from codeinterp.errors import InvalidRequest, IsolationUnavailable, LimitReached, SandboxError
 
-from . import doctor, leftovers, linux, oneshot
+from . import doctor, environments, leftovers, linux, oneshot
 from .cgroups import CgroupManager
 from .oneshot import Task, TaskResult
 from .policy import SECCOMP_PROFILES, SandboxPolicy
@@ -101,6 +101,12 @@ class SandboxConfig:
     )  # interpreter of the sandbox environment (any venv with codeinterp)
     policy: SandboxPolicy = field(default_factory=SandboxPolicy)  # default for new sessions
     pool_size: int = 16  # ready sessions for the default policy (~11 MB each); 0: no pool
+    # An environment's sessions (policy.packages) fork from a zygote of its own that has its
+    # modules imported, started on its first session, for at most this many environments (the
+    # others fork from the main zygote); each keeps env_pool_size ready sessions of the policy
+    # they were first asked with.
+    environment_zygotes: int = 4
+    env_pool_size: int = 2
     runtime_dir: str | None = None  # default: /run/codeinterp/<instance>
     cache_dir: str | None = None  # persistent caches (matplotlib's font list)
     interrupt_grace: float = 2.0  # seconds between SIGINT and SIGKILL on timeout or cancel
@@ -116,8 +122,8 @@ class SandboxConfig:
                 f"seccomp_profile must be one of {', '.join(SECCOMP_PROFILES)} "
                 f"(got {self.seccomp_profile!r})"
             )
-        if self.pool_size < 0:
-            raise InvalidRequest("pool_size must be zero or more")
+        if self.pool_size < 0 or self.env_pool_size < 0 or self.environment_zygotes < 0:
+            raise InvalidRequest("pool sizes and environment_zygotes must be zero or more")
         if self.interrupt_grace <= 0:
             raise InvalidRequest("interrupt_grace must be positive")
 
@@ -144,7 +150,11 @@ class Sandbox:
         self.sessions: dict[str, Session] = {}
         self._uid_base = UID_FLOOR + secrets.randbelow((1 << 30) // UID_BLOCK) * UID_BLOCK
         self._free_uids: deque[int] = deque(range(self._uid_base, self._uid_base + UID_BLOCK))
-        self._pool: deque[Session] = deque()
+        # Warm pools, by the policy their sessions have: the default one's, then one per
+        # environment asked for (see SandboxConfig.env_pool_size); and how full each should be.
+        self._pools: dict[SandboxPolicy, deque[Session]] = {config.policy: deque()}
+        self._pool_targets: dict[SandboxPolicy, int] = {config.policy: config.pool_size}
+        self._env_zygotes: dict[str, ZygoteClient] = {}  # by the environment's site-packages
         self._pool_task: asyncio.Task[None] | None = None
         self._pool_wakeup = asyncio.Event()
         self._demand = 0  # sessions being created for callers right now: the pool waits for them
@@ -201,7 +211,7 @@ class Sandbox:
             await self.close()
             raise
         if self.config.pool_size:
-            self._pool_task = asyncio.create_task(self._keep_pool_full())
+            self._start_pool_task()
 
     def _remove_leftovers(self) -> None:
         """Clean up after Sandboxes that died without closing (see leftovers.py). Only under
@@ -223,10 +233,13 @@ class Sandbox:
             # Bounded: a refill that lost its cancellation (see session.next_item) must not
             # hold up shutdown; _closed stops its loop at the next turn anyway.
             await asyncio.wait({self._pool_task}, timeout=5)
-        for session in list(self._pool) + list(self.sessions.values()):
+        pooled = [session for pool in self._pools.values() for session in pool]
+        for session in pooled + list(self.sessions.values()):
             with contextlib.suppress(Exception):
                 await session.close()
-        self._pool.clear()
+        self._pools.clear()
+        for zygote in self._env_zygotes.values():
+            await zygote.close()
         if self.task_jails is not None:
             await self.task_jails.close()
         if self.task_zygote is not None:
@@ -247,7 +260,7 @@ class Sandbox:
     @property
     def warm_sessions(self) -> int:
         """Sessions started ahead, waiting in the pool to be handed out."""
-        return len(self._pool)
+        return sum(len(pool) for pool in self._pools.values())
 
     async def create_session(
         self,
@@ -268,9 +281,11 @@ class Sandbox:
             raise SandboxError("the sandbox was not started: make it with `await Sandbox.start()`")
         policy = policy or self.config.policy
         session: Session | None = None
-        if policy == self.config.policy and restore_from is None and network is None:
-            while self._pool and session is None:
-                candidate = self._pool.popleft()
+        if restore_from is None and network is None:
+            self._want_pool_for(policy)
+            pool = self._pools.get(policy, deque())
+            while pool and session is None:
+                candidate = pool.popleft()
                 if candidate.process is not None and not candidate.process.exit_status.done():
                     session = candidate
                 else:
@@ -419,7 +434,9 @@ class Sandbox:
             raise
         return session
 
-    def _new_zygote(self, *, light: bool = False) -> ZygoteClient:
+    def _new_zygote(
+        self, *, light: bool = False, packages: str | None = None, preload: tuple[str, ...] = ()
+    ) -> ZygoteClient:
         # With a sandbox the zygote keeps its own mount namespace, where the workspaces mounted
         # here never show: each session's jail copies that namespace, and copying (and tearing
         # down) every live session's workspace made each new session slower than the last.
@@ -436,6 +453,8 @@ class Sandbox:
                 else os.path.join(self.runtime_dir, "sessions"),
             ),
             light=light,
+            packages=packages,
+            preload=preload,
         )
 
     async def _live_zygote(self) -> ZygoteClient:
@@ -449,6 +468,37 @@ class Sandbox:
                 self.zygote = self._new_zygote()
                 await self.zygote.start()
         return self.zygote
+
+    async def _zygote_for(self, policy: SandboxPolicy) -> ZygoteClient:
+        """The zygote a session of `policy` forks from: its environment's (started on the
+        first, and again if it died), or the main one (no environment, or no room for another
+        environment's zygote: SandboxConfig.environment_zygotes)."""
+        packages = policy.packages
+        if packages is None or not os.path.isdir(packages):  # (the jail says it is missing)
+            return await self._live_zygote()
+        zygote = self._env_zygotes.get(packages)
+        if zygote is not None and zygote.alive:
+            return zygote
+        async with self._zygote_lock:
+            zygote = self._env_zygotes.get(packages)
+            if zygote is not None and not zygote.alive:
+                log.warning("the zygote of environment %s exited; starting a new one", packages)
+                await zygote.close()
+                del self._env_zygotes[packages]
+                zygote = None
+            if zygote is None and len(self._env_zygotes) < self.config.environment_zygotes:
+                zygote = self._new_zygote(
+                    packages=packages, preload=environments.modules_of(packages)
+                )
+                self._env_zygotes[packages] = zygote
+                try:
+                    await zygote.start()
+                except BaseException:
+                    del self._env_zygotes[packages]
+                    raise
+        if zygote is None or self._closed:
+            return await self._live_zygote()
+        return zygote
 
     async def _live_task_zygote(self) -> ZygoteClient:
         """The light zygote of one-shot tasks, started on first use and again if it died."""
@@ -468,8 +518,8 @@ class Sandbox:
     async def _spawn(
         self, session: Session, zygote: ZygoteClient | None = None, jail: TaskJail | None = None
     ) -> KernelProcess:
-        """Fork `session`'s kernel: by the main zygote, or by `zygote` into a task `jail`."""
-        zygote = zygote or await self._live_zygote()
+        """Fork `session`'s kernel: by its policy's zygote, or by `zygote` into a task `jail`."""
+        zygote = zygote or await self._zygote_for(session.policy)
         # The zygote cannot see the workspace's mount (see _new_zygote): a detached copy of it
         # goes along with the request, and the jail attaches that at /mnt/data.
         mount_fd = linux.clone_mount(session.workspace.path) if session.workspace.mounted else -1
@@ -546,23 +596,46 @@ class Sandbox:
 
     # -- warm pool ------------------------------------------------------------------------------
 
+    def _want_pool_for(self, policy: SandboxPolicy) -> None:
+        """An environment's first session asks for a pool of its policy (if there is room)."""
+        if policy in self._pool_targets or policy.packages is None:
+            return
+        if self.config.env_pool_size and len(self._pool_targets) <= self.config.environment_zygotes:
+            self._pools[policy] = deque()
+            self._pool_targets[policy] = self.config.env_pool_size
+            self._start_pool_task()
+
+    def _start_pool_task(self) -> None:
+        if self._pool_task is None and not self._closed:
+            self._pool_task = asyncio.create_task(self._keep_pool_full())
+
+    def _pool_to_fill(self) -> SandboxPolicy | None:
+        """The policy of the emptiest pool below its target (the default one first)."""
+        short = [
+            (len(self._pools[policy]) / target, policy)
+            for policy, target in self._pool_targets.items()
+            if len(self._pools[policy]) < target
+        ]
+        return min(short, key=lambda item: item[0])[1] if short else None
+
     async def _keep_pool_full(self) -> None:
         while not self._closed:
             # Callers first: a refill would queue behind (and delay) their own forks.
-            while self._demand == 0 and len(self._pool) < self.config.pool_size:
+            while self._demand == 0 and (policy := self._pool_to_fill()) is not None:
+                pool = self._pools[policy]
                 # Right after a hand-out the caller is busy starting to use its session: a fork
                 # now would compete with it for the CPU. Wait for a quiet moment, unless empty.
-                while self._pool and time.monotonic() - self._last_handout < REFILL_QUIET:
+                while pool and time.monotonic() - self._last_handout < REFILL_QUIET:
                     await asyncio.sleep(REFILL_QUIET / 2)
                 try:
-                    session = await self._new_session(self.config.policy)
+                    session = await self._new_session(policy)
                     try:
                         await session.warm()
                     except BaseException:  # the sandbox is closing, or warming failed
                         with contextlib.suppress(Exception):
                             await session.close()
                         raise
-                    self._pool.append(session)
+                    pool.append(session)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -575,14 +648,15 @@ class Sandbox:
     async def wait_pool_full(self, timeout: float = 60.0) -> None:
         """Wait until the warm pool holds `pool_size` ready sessions (for tests and benches)."""
         deadline = time.monotonic() + timeout
-        while len(self._pool) < self.config.pool_size:
+        while self.pool_ready < self.config.pool_size:
             if time.monotonic() > deadline:
                 raise TimeoutError("warm pool did not fill in time")
             await asyncio.sleep(0.005)
 
     @property
     def pool_ready(self) -> int:
-        return len(self._pool)
+        """Ready sessions of the default policy."""
+        return len(self._pools.get(self.config.policy, ()))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -591,6 +665,7 @@ class Sandbox:
             "seccomp_profile": self.config.seccomp_profile,
             "zygote": self.zygote.hello,
             "sessions": len(self.sessions),
-            "pool_ready": len(self._pool),
+            "pool_ready": self.pool_ready,
+            "environment_zygotes": len(self._env_zygotes),
             "task_jails": self.task_jails.count if self.task_jails else 0,
         }

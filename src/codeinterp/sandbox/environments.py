@@ -94,6 +94,16 @@ class Environment:
         return cls(**body, root=root)
 
 
+def modules_of(site_packages: str) -> tuple[str, ...]:
+    """The top-level modules of the environment whose site-packages this is (none if it is
+    not one, or its env.json cannot be read)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(site_packages)))
+    try:
+        return tuple(Environment.load(root).modules)
+    except (OSError, ValueError, KeyError, TypeError):
+        return ()
+
+
 def base_directory(data_dir: str) -> str:
     return os.path.join(data_dir, DIRECTORY)
 

@@ -44,6 +44,7 @@ import os
 import resource
 import select
 import signal
+import site
 import socket
 import sys
 import sysconfig
@@ -60,8 +61,13 @@ MAX_PACKET = 1 << 20
 MAX_FDS = 4  # descriptors accepted with one request (a spawn sends up to two)
 
 
-def _preload(light: bool = False) -> Any:
-    for name in () if light else PRELOAD:
+def _preload(light: bool = False, packages: str | None = None, extra: tuple[str, ...] = ()) -> Any:
+    """Import the library set (none if `light`), then an environment's modules (`extra`, from
+    its site-packages `packages`, after the default set on the path): what every session
+    forked from here finds already imported."""
+    if packages is not None:
+        site.addsitedir(packages)
+    for name in () if light else (*PRELOAD, *extra):
         try:
             importlib.import_module(name)
         except ImportError as exc:  # a custom environment may lack some; sessions still work
@@ -596,6 +602,17 @@ def main(argv: list[str] | None = None) -> None:
         help="do not preload the library set (the zygote of one-shot tasks)",
     )
     parser.add_argument(
+        "--packages",
+        metavar="SITE",
+        help="an environment's site-packages: its sessions' zygote (see --preload)",
+    )
+    parser.add_argument(
+        "--preload",
+        default="",
+        metavar="MODULES",
+        help="with --packages: the environment's modules to import too (comma separated)",
+    )
+    parser.add_argument(
         "--init-root",
         metavar="DIR",
         help="an empty directory: the mount point of the empty root the sessions' inits share",
@@ -620,7 +637,8 @@ def main(argv: list[str] | None = None) -> None:
     inits = InitFactory.start(lifeline_r, args.init_root)
     os.close(lifeline_r)
     started = time.perf_counter()
-    shell = _preload(light=args.light)
+    extra = tuple(name for name in args.preload.split(",") if name)
+    shell = _preload(light=args.light, packages=args.packages, extra=extra)
     preload_ms = (time.perf_counter() - started) * 1000
     Zygote(control, shell, preload_ms, inits).serve()
 

@@ -62,18 +62,23 @@ class ZygoteClient:
         hidden_mounts: tuple[str, ...] = (),
         init_root: str | None = None,
         light: bool = False,
+        packages: str | None = None,
+        preload: tuple[str, ...] = (),
     ) -> None:
         """`private_mounts`: the zygote lives in a mount namespace of its own, and each spawn
         must bring its workspace as a detached mount; `hidden_mounts`: directories whose
         mounts are detached in that namespace when the zygote starts; `init_root`: an empty
         directory where the sessions' inits get their empty root (see init.py); `light`: no
-        library set preloaded (the zygote of one-shot tasks)."""
+        library set preloaded (the zygote of one-shot tasks); `packages`, `preload`: an
+        environment's site-packages and the modules of it to import too (its sessions' zygote)."""
         self.python = python
         self.cache_dir = cache_dir
         self.private_mounts = private_mounts
         self.hidden_mounts = hidden_mounts
         self.init_root = init_root
         self.light = light
+        self.packages = packages
+        self.preload = preload
         self.hello: dict[str, Any] = {}
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -106,6 +111,8 @@ class ZygoteClient:
                 *(f"--hide-mounts={d}" for d in self.hidden_mounts),
                 *([f"--init-root={self.init_root}"] if self.init_root else []),
                 *(["--light"] if self.light else []),
+                *([f"--packages={self.packages}"] if self.packages else []),
+                *([f"--preload={','.join(self.preload)}"] if self.preload else []),
             ],
             pass_fds=[zygote_end.fileno()],
             env=zygote_environment(self.cache_dir),
