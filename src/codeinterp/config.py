@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     session_price_usd: float = 0.03
     execution_timeout: float = 120.0
     pool_size: int = 4
+    # Environments with a zygote of their own (their modules imported; ~200 MB each), and the
+    # ready sessions each keeps; past the count, an environment's sessions fork from the main one
+    environment_zygotes: int = Field(default=4, ge=0)
+    env_pool_size: int = Field(default=2, ge=0)
     # One-shot executions (/v1/executions) running at once, each in a session of its own; more
     # wait their turn, for at most queue_wait_seconds (then a 503 with Retry-After)
     task_concurrency: int = Field(default_factory=default_task_concurrency, ge=1)

@@ -109,6 +109,8 @@ def create_app(settings: Settings) -> FastAPI:
         sandbox = await Sandbox.start(
             SandboxConfig(
                 pool_size=settings.pool_size,
+                environment_zygotes=settings.environment_zygotes,
+                env_pool_size=settings.env_pool_size,
                 unsafe_no_sandbox=settings.unsafe_no_sandbox,
                 seccomp_profile=settings.seccomp_profile,
             )
