@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 from codeinterp import Client
 from tests.contract.helpers import assert_envelope, server_env
 from tests.contract.test_containers import execute, text_result, unique
+from tests.contract.test_trace_store import text_of, viewer
 from tests.support.outside import Outside, outside_world
 from tests.support.server import ServerProcess
 from tests.support.upstream import Request, ScriptedUpstream, Text, ToolCalls, python_call
@@ -326,8 +328,8 @@ json.dumps({{
     assert found == {"environ": 0, "files": [], "memory": 0}, found
 
 
-def test_every_attempt_is_reported_with_the_execution(
-    client: openai.OpenAI, outside: Outside
+def test_every_attempt_is_reported_with_the_execution_and_its_trace(
+    client: openai.OpenAI, server: ServerProcess, outside: Outside
 ) -> None:
     container = client.containers.create(
         name=unique("net"),
@@ -347,6 +349,21 @@ def test_every_attempt_is_reported_with_the_execution(
     ], attempts
     assert attempts[1]["reason"] == "other.test is not in the allowed domains"
     assert run(client, container.id, "1 + 1")["network"] == []
+    # The trace viewer shows them on the execution's step.
+    with viewer(server, key="local") as ui:
+        page = ""
+        deadline = time.monotonic() + 10  # traces are stored a moment after the answer
+        while "other.test" not in page and time.monotonic() < deadline:
+            listed = ui.get("/ui", params={"item_id": container.id}).text
+            pages = [
+                " ".join(text_of(ui.get(f"/ui/traces/{trace_id}").text).split())
+                for trace_id in re.findall(r'data-trace="([0-9a-f]{16})"', listed)
+            ]
+            page = next((p for p in pages if "other.test" in p), "")
+            time.sleep(0.2)
+    assert f"GET https://allowed.test:{outside.https_port}" not in page  # passthrough: no path
+    assert f"CONNECT https://allowed.test:{outside.https_port}" in page
+    assert "refused" in page and "other.test is not in the allowed domains" in page
     # A container without a policy says nothing of a network it does not have.
     plain = client.containers.create(name=unique("plain"))
     assert "network" not in run(client, plain.id, "1 + 1")

@@ -58,6 +58,8 @@ class Execution:
     traceback: str | None
     files: list[dict[str, Any]]
     files_omitted: int
+    network: list[dict[str, Any]]  # what the code tried to reach, allowed or refused
+    network_omitted: int
     images: list[dict[str, Any]]
     memory_peak_bytes: int | None
     cost_usd: float | None
@@ -137,6 +139,8 @@ def _execution(span: dict[str, Any], container_id: str | None) -> Execution:
         traceback=a.get("codeinterp.execution.error.traceback"),
         files=_json_list(a.get("codeinterp.execution.files")),
         files_omitted=int(a.get("codeinterp.execution.files_omitted") or 0),
+        network=_json_list(a.get("codeinterp.execution.network")),
+        network_omitted=int(a.get("codeinterp.execution.network_omitted") or 0),
         images=_json_list(a.get("codeinterp.execution.image_files")),
         memory_peak_bytes=a.get("codeinterp.session.memory_peak_bytes"),
         cost_usd=a.get("codeinterp.session.cost_usd"),
