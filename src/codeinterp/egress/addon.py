@@ -25,6 +25,7 @@ becomes the placeholder again. No other request ever carries a value.
 # No `from __future__ import annotations`: mitmproxy loads this file outside sys.modules,
 # where dataclasses cannot resolve string annotations.
 import asyncio
+import concurrent.futures
 import importlib.util
 import ipaddress
 import json
@@ -56,7 +57,7 @@ def _load_domains() -> Any:
 
 domains = _load_domains()
 
-RESOLVE_SECONDS = 10.0
+RESOLVER_THREADS = 64
 MAX_NAME = 253  # a longer Host is not a name
 MAX_EVENT_TEXT = 300  # characters of any one value in an event (the lines stay < PIPE_BUF)
 
@@ -114,6 +115,11 @@ class Egress:
     # -- the control channel ------------------------------------------------------------------
 
     def running(self) -> None:
+        # Names are resolved in the loop's executor (asyncio does so): enough threads that a
+        # few slow lookups do not hold up every session's.
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(RESOLVER_THREADS, "egress-resolve")
+        )
         threading.Thread(target=self._read_commands, name="egress-commands", daemon=True).start()
         asyncio.get_running_loop().create_task(self._announce())
 
@@ -220,24 +226,13 @@ class Egress:
         # Intercept only where a secret must be put in; the rest stays end-to-end encrypted.
         data.ignore_connection = not policy.secrets_for(host)
 
-    async def server_connect(self, data: ServerConnectionHookData) -> None:
-        """Refuse, with its reason, a connection whose name has no address the policy may
-        reach. (The connection itself resolves through `addresses`, which filters again: a name
-        that changes its answer in between gains nothing.) Resolution runs in a thread, never
-        in the loop every session's traffic goes through, and gives up after a while."""
-        if data.server.address is None:
-            return
-        host, port = data.server.address
-        try:
-            await asyncio.wait_for(
-                asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM),
-                RESOLVE_SECONDS,
-            )
-        except (OSError, TimeoutError) as e:
-            data.server.error = f"cannot reach {domains.normal(host)}: {e}"
-            self._attempt(
-                data.client.peername[0], "dns", domains.normal(host), port, data.server.error
-            )
+    def server_connect_error(self, data: ServerConnectionHookData) -> None:
+        """A connection that could not be made (its name has no address the policy may reach,
+        say: see `addresses`) is reported with the reason."""
+        if data.server.address is not None:
+            host, port = data.server.address
+            name = domains.normal(str(host))
+            self._attempt(data.client.peername[0], "connect", name, port, data.server.error)
 
     def addresses(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
         """socket.getaddrinfo for this process: a name resolves to the server's override for it,

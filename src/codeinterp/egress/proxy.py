@@ -76,12 +76,17 @@ class Lease:
     _attempts: list[dict[str, Any]] = field(default_factory=list)
     _dropped: int = 0
     _relays: set[asyncio.Task[None]] = field(default_factory=set)
+    # A connection to the proxy made ahead of the session's next one (see _connection_to_proxy)
+    _spare: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None = None
     closed: bool = False
 
     async def attach(self, pid: int) -> Callable[[], None]:
         """A listener in `pid`'s network namespace, relayed to the proxy (SessionNetwork)."""
         listener = listen_in_namespace_of(pid, EGRESS_PROXY_PORT)
-        accepting = asyncio.get_running_loop().create_task(self._accept(listener))
+        loop = asyncio.get_running_loop()
+        accepting = loop.create_task(self._accept(listener))
+        if self._spare is None:
+            self._spare = loop.create_task(self._connect())
 
         def detach() -> None:
             accepting.cancel()
@@ -124,9 +129,7 @@ class Lease:
             inside.close()
             return
         try:
-            b_reader, b_writer = await asyncio.open_connection(
-                "127.0.0.1", self.proxy.port, local_addr=(self.client, 0)
-            )
+            b_reader, b_writer = await self._connection_to_proxy()
         except OSError as e:
             log.warning("egress: cannot reach the proxy: %s", e)
             a_writer.close()
@@ -136,6 +139,30 @@ class Lease:
         finally:
             # Counted until its sockets are gone: a peer that never reads cannot keep them.
             await asyncio.gather(*(_close(w) for w in (a_writer, b_writer)))
+
+    async def _connection_to_proxy(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the proxy from this lease's address: the spare one made ahead (the
+        proxy has done its part of accepting it: about half of a new connection's cost), then
+        another spare is made for the next."""
+        spare, self._spare = self._spare, None
+        if spare is not None and not spare.done():
+            spare.cancel()
+            spare = None
+        if spare is None or spare.cancelled() or spare.exception() is not None:
+            connection = await self._connect()
+        else:
+            connection = spare.result()
+            if connection[0].at_eof():
+                connection[1].close()
+                connection = await self._connect()
+        if not self.closed:
+            self._spare = asyncio.get_running_loop().create_task(self._connect())
+        return connection
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(
+            "127.0.0.1", self.proxy.port, local_addr=(self.client, 0)
+        )
 
     def record(self, event: dict[str, Any]) -> None:
         if len(self._attempts) < MAX_ATTEMPTS_KEPT:
@@ -157,6 +184,11 @@ class Lease:
             self.closed = True
             for relay in list(self._relays):
                 relay.cancel()
+            spare, self._spare = self._spare, None
+            if spare is not None:
+                spare.cancel()
+                if spare.done() and not spare.cancelled() and spare.exception() is None:
+                    spare.result()[1].close()
             await self.proxy.release(self)
 
 
