@@ -4,10 +4,12 @@ in subprocesses too, through the task door, and invisible to sessions without it
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
 
+from codeinterp.errors import InvalidRequest
 from codeinterp.sandbox import Sandbox, SandboxConfig, SandboxPolicy, environments
 from codeinterp.sandbox.environments import Environment
 from tests.support.wheels import make_demo_wheels
@@ -99,3 +101,15 @@ async def test_an_environment_has_a_zygote_with_its_modules_and_a_warm_pool(
         assert sandbox.warm_sessions == 2 and sandbox.describe()["environment_zygotes"] == 1
         for session in (first, default, second, third):
             await session.close()
+
+
+def test_an_environment_built_for_another_python_is_refused_clearly(
+    environment: Environment, tmp_path: Path
+) -> None:
+    body = json.loads(Path(environment.root, "env.json").read_text())
+    body.update(name="old", python="3.10")
+    root = tmp_path / "environments" / "old" / "1"
+    root.mkdir(parents=True)
+    (root / "env.json").write_text(json.dumps(body))
+    with pytest.raises(InvalidRequest, match=r"built for Python 3\.10; this server runs 3\."):
+        environments.for_session(str(tmp_path), "old")

@@ -181,10 +181,18 @@ def for_session(data_dir: str, reference: str, param: str = "environment") -> En
     """The environment a request names, for a session: `resolve`, with an unknown or malformed
     name as a bad request (`param`), not a missing object."""
     try:
-        return resolve(data_dir, reference)
+        environment = resolve(data_dir, reference)
     except (NotFound, InvalidRequest) as exc:
         known = ", ".join(e.id for e in list_all(data_dir)) or "none (codeinterp env build)"
         raise InvalidRequest(f"{exc} Environments here: {known}.", param=param) from None
+    here = "{}.{}".format(*sys.version_info[:2])
+    if environment.python != here:
+        raise InvalidRequest(
+            f"Environment {environment.id} was built for Python {environment.python}; this "
+            f"server runs {here}. Build it again here (codeinterp env build).",
+            param=param,
+        )
+    return environment
 
 
 def list_all(data_dir: str) -> list[Environment]:
