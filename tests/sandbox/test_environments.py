@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,14 @@ def test_an_environment_built_for_another_python_is_refused_clearly(
     (root / "env.json").write_text(json.dumps(body))
     with pytest.raises(InvalidRequest, match=r"built for Python 3\.10; this server runs 3\."):
         environments.for_session(str(tmp_path), "old")
+
+
+def test_a_dead_build_s_stage_is_swept_and_a_live_one_is_kept(tmp_path: Path) -> None:
+    base = tmp_path / "environments"
+    dead, live = base / ".staging-dead", base / ".staging-live"
+    for stage in (dead, live):
+        (stage / "lib").mkdir(parents=True)
+        (stage / "lib" / "x.py").write_text("")
+    os.utime(dead, (0, 0))
+    assert environments.sweep_stale_stages(str(base)) == [".staging-dead"]
+    assert not dead.exists() and live.exists()

@@ -46,6 +46,7 @@ from codeinterp.errors import Conflict, InvalidRequest, NotFound
 
 DIRECTORY = "environments"
 STAGING_PREFIX = ".staging-"
+STALE_STAGE_SECONDS = 24 * 3600  # a build takes minutes; a day-old stage is a dead one's
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 REFERENCE = re.compile(r"^(?P<name>[a-z][a-z0-9_-]{0,62})(?:@(?P<version>[1-9][0-9]{0,8}))?$")
 BUILD_TIMEOUT = 1800.0
@@ -139,6 +140,7 @@ def build(
         raise InvalidRequest(f"{requirements_file} names no package to install")
     base = base_directory(data_dir)
     os.makedirs(base, mode=0o755, exist_ok=True)
+    sweep_stale_stages(base)
     stage = os.path.join(base, STAGING_PREFIX + secrets.token_hex(8))
     os.mkdir(stage, 0o755)
     try:
@@ -161,6 +163,21 @@ def build(
     finally:
         if os.path.exists(stage):
             _remove_tree(stage)
+
+
+def sweep_stale_stages(base: str, older_than: float = STALE_STAGE_SECONDS) -> list[str]:
+    """Remove what builds that died (a crash, a kill) left in the staging area; a build still
+    running is younger than `older_than` seconds. The names removed."""
+    removed = []
+    for name in os.listdir(base):
+        path = os.path.join(base, name)
+        if not name.startswith(STAGING_PREFIX):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - os.lstat(path).st_mtime > older_than:
+                _remove_tree(path)
+                removed.append(name)
+    return removed
 
 
 def resolve(data_dir: str, reference: str) -> Environment:
