@@ -91,6 +91,16 @@ def fetch(url, **kw):
 """
 
 
+def ready_container(client: openai.OpenAI, outside: Outside, **policy: Any) -> Any:
+    """A container with the test's allowlist (`policy`: allowlist's options), the preamble run."""
+    container = client.containers.create(
+        name=unique("net"),
+        network_policy=allowlist(outside, **policy),  # type: ignore[arg-type]
+    )
+    run(client, container.id, preamble(outside))
+    return container
+
+
 def run(client: openai.OpenAI, container_id: str, code: str) -> dict[str, Any]:
     body = execute(client, container_id, code)
     assert body["status"] == "ok", body.get("error") or body
@@ -140,11 +150,7 @@ def test_an_allowed_domain_is_reached_and_everything_else_is_refused(
 def test_no_name_resolution_and_no_route_but_the_proxy(
     client: openai.OpenAI, outside: Outside
 ) -> None:
-    container = client.containers.create(
-        name=unique("net"),
-        network_policy=allowlist(outside),  # type: ignore[arg-type]
-    )
-    run(client, container.id, preamble(outside))
+    container = ready_container(client, outside)
     seen = value(
         client,
         container.id,
@@ -176,11 +182,7 @@ json.dumps({
 def test_smuggling_another_host_through_an_allowed_one_is_refused(
     client: openai.OpenAI, outside: Outside
 ) -> None:
-    container = client.containers.create(
-        name=unique("net"),
-        network_policy=allowlist(outside),  # type: ignore[arg-type]
-    )
-    run(client, container.id, preamble(outside))
+    container = ready_container(client, outside)
     https, http = outside.https_port, outside.http_port
     seen = value(
         client,
@@ -331,11 +333,7 @@ json.dumps({{
 def test_every_attempt_is_reported_with_the_execution_and_its_trace(
     client: openai.OpenAI, server: ServerProcess, outside: Outside
 ) -> None:
-    container = client.containers.create(
-        name=unique("net"),
-        network_policy=allowlist(outside),  # type: ignore[arg-type]
-    )
-    run(client, container.id, preamble(outside))
+    container = ready_container(client, outside)
     body = run(
         client,
         container.id,
