@@ -22,6 +22,7 @@ import openai
 import pytest
 
 from codeinterp import Client
+from codeinterp.egress.proxy import MAX_CONNECTIONS_PER_SESSION as CAP
 from tests.contract.helpers import assert_envelope, server_env
 from tests.contract.test_containers import execute, text_result, unique
 from tests.contract.test_trace_store import text_of, viewer
@@ -606,3 +607,42 @@ def test_pip_installs_from_an_allowed_index_into_the_session_and_fails_at_once_o
     assert time.monotonic() - started < 20
     assert refused["status"] == "error", refused
     assert "index.test is not in the allowed domains" in refused["error"]["value"], refused
+
+
+def test_a_session_cannot_make_the_server_hold_more_than_its_connections(
+    client: openai.OpenAI, outside: Outside
+) -> None:
+    """Connections past the cap are closed as they come, and reported; the session can go on
+    once it lets some go; and the cap is the session's, not the server's."""
+    container = ready_container(client, outside)
+    neighbour = ready_container(client, outside)
+    body = run(
+        client,
+        container.id,
+        f"""
+import select, time
+held = [socket.create_connection(("127.0.0.1", 3128), timeout=5) for _ in range({CAP + 8})]
+closed, started = set(), time.monotonic()
+while time.monotonic() - started < 3:  # past the cap, each is closed as it is accepted
+    readable, _, _ = select.select([s for s in held if s not in closed], [], [], 0.2)
+    closed.update(s for s in readable if s.recv(1) == b"")
+print(len(closed))
+for s in held:
+    s.close()
+for _ in range(50):  # the relays of the closed connections end a moment later
+    if fetch("https://allowed.test:{outside.https_port}/after-cap")[0] == 200:
+        print("fetched")
+        break
+    time.sleep(0.1)""",
+    )
+    assert body["stdout"].split() == ["8", "fetched"], body["stdout"]
+    over = [a for a in body["network"] if "connections open at once" in (a.get("reason") or "")]
+    assert len(over) >= 8, body["network"]  # and any retry that came before a slot was free
+    assert (
+        value(
+            client,
+            neighbour.id,
+            f"json.dumps(fetch('https://allowed.test:{outside.https_port}/n'))",
+        )[0]
+        == 200
+    )
