@@ -210,7 +210,9 @@ def test_tasks_cannot_see_each_other(client: openai.OpenAI, server: ServerProces
         "    'files': listing('/mnt/data') + listing('/tmp') + listing('/dev/shm')\n"
         "             + listing(os.path.expanduser('~')),\n"
         "    'variable': 'SECRET_VARIABLE' in globals(),\n"
-        "    'process': any('417' in c for c in cmdlines()),\n"
+        # the argv of the leaver's `sleep 417`: '417' alone also matches the task's own pid 1,
+        # whose cmdline is the zygote's (the server's pid, the sandbox's instance id)
+        "    'process': any(c.split(chr(0))[:2] == ['sleep', '417'] for c in cmdlines()),\n"
         "    'shm': libc.shmget(0x5EC2E7, 0, 0) >= 0,\n"
         "    'uid': os.getuid(),\n"
         "}))\n"
