@@ -145,16 +145,17 @@ class Lease:
         proxy has done its part of accepting it: about half of a new connection's cost), then
         another spare is made for the next."""
         spare, self._spare = self._spare, None
-        if spare is not None and not spare.done():
-            spare.cancel()
-            spare = None
-        if spare is None or spare.cancelled() or spare.exception() is not None:
-            connection = await self._connect()
-        else:
-            connection = spare.result()
-            if connection[0].at_eof():
+        connection = None
+        if spare is not None:
+            try:
+                connection = await spare  # under way already: sooner than starting again
+            except (OSError, asyncio.CancelledError):
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+        if connection is None or connection[0].at_eof():
+            if connection is not None:
                 connection[1].close()
-                connection = await self._connect()
+            connection = await self._connect()
         if not self.closed:
             self._spare = asyncio.get_running_loop().create_task(self._connect())
         return connection
