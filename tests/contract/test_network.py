@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +37,7 @@ pytestmark = pytest.mark.root
 
 NAMES = ["allowed.test", "secret.test", "other.test", "api.wild.test", "index.test"]
 SECRET_VALUE = "s3cr3t-value-7f0c2a"
+URL = "https://allowed.test:{}/again"  # .format(outside.https_port)
 
 
 @pytest.fixture(scope="module")
@@ -646,3 +649,34 @@ for _ in range(50):  # the relays of the closed connections end a moment later
         )[0]
         == 200
     )
+
+
+def test_the_proxy_starts_again_if_it_dies_and_sessions_go_on(
+    client: openai.OpenAI, server: ServerProcess, outside: Outside
+) -> None:
+    container = ready_container(client, outside)
+    assert (
+        value(client, container.id, f"json.dumps(fetch('{URL}'))".format(outside.https_port))[0]
+        == 200
+    )
+    (proxy,) = [
+        pid
+        for pid in os.listdir("/proc")
+        if pid.isdigit()
+        and "mitmdump" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        and Path(f"/proc/{pid}/stat").read_text().split()[3] == str(server.pid)
+    ]
+    os.kill(int(proxy), signal.SIGKILL)
+    seen = value(
+        client,
+        container.id,
+        f"""
+import time
+for _ in range(50):
+    answer = fetch('{URL}')
+    if answer[0] == 200:
+        break
+    time.sleep(0.1)
+json.dumps(answer)""".format(outside.https_port),
+    )
+    assert seen[0] == 200, seen

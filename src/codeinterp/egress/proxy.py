@@ -130,7 +130,7 @@ class Lease:
             return
         try:
             b_reader, b_writer = await self._connection_to_proxy()
-        except OSError as e:
+        except (OSError, EgressUnavailable) as e:
             log.warning("egress: cannot reach the proxy: %s", e)
             a_writer.close()
             return
@@ -149,7 +149,7 @@ class Lease:
         if spare is not None:
             try:
                 connection = await spare  # under way already: sooner than starting again
-            except (OSError, asyncio.CancelledError):
+            except (OSError, EgressUnavailable, asyncio.CancelledError):
                 if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                     raise
         if connection is None or connection[0].at_eof():
@@ -161,6 +161,7 @@ class Lease:
         return connection
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        await self.proxy.ensure_running()  # a proxy that died starts again for the next one
         return await asyncio.open_connection(
             "127.0.0.1", self.proxy.port, local_addr=(self.client, 0)
         )
@@ -238,7 +239,7 @@ class EgressProxy:
 
     async def lease(self, policy: NetworkPolicy) -> Lease:
         """A client address with `policy` at the proxy, which is started if it is not running."""
-        await self._ensure_running()
+        await self.ensure_running()
         client = str(next(self._free, None) or self._new_range())
         lease = Lease(self, client, policy)
         self._leases[client] = lease
@@ -252,13 +253,13 @@ class EgressProxy:
     async def release(self, lease: Lease) -> None:
         if self._leases.pop(lease.client, None) is None:
             return
-        if self._process is not None and self._process.returncode is None:
+        if self.running:
             with contextlib.suppress(EgressUnavailable, OSError):
                 await self._command({"op": "drop", "client": lease.client})
 
     async def sync(self) -> None:
         """Return once every attempt the proxy has reported so far is in its lease."""
-        if self._process is not None and self._process.returncode is None:
+        if self.running:
             with contextlib.suppress(EgressUnavailable, OSError):
                 await self._command({"op": "sync"})
 
@@ -268,9 +269,16 @@ class EgressProxy:
 
     # -- the process ----------------------------------------------------------------------
 
-    async def _ensure_running(self) -> None:
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    async def ensure_running(self) -> None:
+        """Start the proxy if it is not running (the first lease, or it died since)."""
+        if self.running:
+            return
         async with self._starting:
-            if self._process is not None and self._process.returncode is None:
+            if self.running:
                 return
             if not self.available:
                 raise EgressUnavailable(
