@@ -1,5 +1,6 @@
 """The egress proxy's rules, as a mitmproxy addon: loaded by `mitmdump -s` in the proxy's own
-venv (.venv-egress), so it imports only the standard library and mitmproxy, never codeinterp.
+venv (.venv-egress), so it imports only the standard library and mitmproxy, and of codeinterp
+only sandbox/domains.py, by its path.
 
 The server (egress/proxy.py) owns the process and talks to it over two pipes:
 - commands in, on stdin, one JSON object a line: `config` (name overrides, private addresses),
@@ -12,14 +13,16 @@ A client is a session: the server relays each session's connections from a disti
 address (127.64.0.0/10), which is the key of its policy here. A client with no policy gets
 nothing. What a policy allows:
 - HTTPS through CONNECT to an allowed name and port (443 unless the entry names one), where the
-  TLS ClientHello names the same host (no domain fronting, no smuggling another name through);
+  TLS ClientHello names the same host (no other name smuggled through the tunnel's handshake;
+  what passes inside an end-to-end tunnel is not seen);
 - HTTP in absolute form to an allowed name and port (80 unless named), Host header agreeing;
 - never an IP literal, never a name that resolves only to non-public addresses (unless the
   server's configuration maps it or allows private ones); the proxy resolves names itself.
 Connections to a domain with secrets are intercepted (TLS with the proxy's own CA, which the
 session trusts); everything else passes through encrypted, untouched. In an intercepted request
-to the secret's domain, each placeholder becomes the secret's value; in its response, the value
-becomes the placeholder again. No other request ever carries a value.
+to the secret's domain, each placeholder in the request line and headers becomes the secret's
+value; in its response, the value becomes the placeholder again. No other request ever carries
+a value.
 """
 
 # No `from __future__ import annotations`: mitmproxy loads this file outside sys.modules,
