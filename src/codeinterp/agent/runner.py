@@ -225,9 +225,8 @@ class RunExecutor:
         messages = await self._thread_messages()
         self._file_ids = self._file_ids_of(assistant, thread, messages) if uses_python else []
         paths = await self._plan_paths(self._file_ids)
-        domains = (assistant.network_policy or {}).get("allowed_domains") or []
         system = prompt.system_message(
-            run.instructions, None, uses_python, sorted(paths.values()), domains
+            run.instructions, None, uses_python, sorted(paths.values()), assistant.allowed_domains
         )
         truncation = run.truncation_strategy or {}
         last = (

@@ -76,6 +76,11 @@ class SessionFields(WireModel):
         """The object as the database keeps it (its secrets too)."""
         return self.model_dump(mode="json", context=STORED)
 
+    @property
+    def allowed_domains(self) -> list[str]:
+        """What the network policy lets the sessions reach (none: no network)."""
+        return list((self.network_policy or {}).get("allowed_domains") or [])
+
     def network_request(self) -> dict[str, Any] | None:
         """The network policy as it was asked for, secrets included (None: none asked)."""
         if self.network_policy is None:

@@ -151,9 +151,8 @@ class Sandbox:
         self._uid_base = UID_FLOOR + secrets.randbelow((1 << 30) // UID_BLOCK) * UID_BLOCK
         self._free_uids: deque[int] = deque(range(self._uid_base, self._uid_base + UID_BLOCK))
         # Warm pools, by the policy their sessions have: the default one's, then one per
-        # environment asked for (see SandboxConfig.env_pool_size); and how full each should be.
+        # environment asked for (see SandboxConfig.env_pool_size and _pool_target).
         self._pools: dict[SandboxPolicy, deque[Session]] = {config.policy: deque()}
-        self._pool_targets: dict[SandboxPolicy, int] = {config.policy: config.pool_size}
         self._env_zygotes: dict[str, ZygoteClient] = {}  # by the environment's site-packages
         self._pool_task: asyncio.Task[None] | None = None
         self._pool_wakeup = asyncio.Event()
@@ -598,12 +597,17 @@ class Sandbox:
 
     def _want_pool_for(self, policy: SandboxPolicy) -> None:
         """An environment's first session asks for a pool of its policy (if there is room)."""
-        if policy in self._pool_targets or policy.packages is None:
+        if policy in self._pools or policy.packages is None:
             return
-        if self.config.env_pool_size and len(self._pool_targets) <= self.config.environment_zygotes:
+        if self.config.env_pool_size and len(self._pools) <= self.config.environment_zygotes:
             self._pools[policy] = deque()
-            self._pool_targets[policy] = self.config.env_pool_size
             self._start_pool_task()
+
+    def _pool_target(self, policy: SandboxPolicy) -> int:
+        """How many ready sessions the pool of `policy` keeps."""
+        if policy == self.config.policy:
+            return self.config.pool_size
+        return self.config.env_pool_size
 
     def _start_pool_task(self) -> None:
         if self._pool_task is None and not self._closed:
@@ -612,9 +616,9 @@ class Sandbox:
     def _pool_to_fill(self) -> SandboxPolicy | None:
         """The policy of the emptiest pool below its target (the default one first)."""
         short = [
-            (len(self._pools[policy]) / target, policy)
-            for policy, target in self._pool_targets.items()
-            if len(self._pools[policy]) < target
+            (len(pool) / target, policy)
+            for policy, pool in self._pools.items()
+            if len(pool) < (target := self._pool_target(policy))
         ]
         return min(short, key=lambda item: item[0])[1] if short else None
 

@@ -140,7 +140,7 @@ class ContainersService:
         else:
             record = await self.store.get_object("container", project, container_id)
             container = Container.model_validate(record.body)
-        return list((container.network_policy or {}).get("allowed_domains") or [])
+        return container.allowed_domains
 
     async def list_containers(
         self,

@@ -78,7 +78,6 @@ class ManagedSession:
     idle_seconds: float | None = None  # None: the manager's default
     memory_limit: str = "1g"
     packages: str | None = None  # an environment's site-packages (sandbox/environments.py)
-    network: NetworkPolicy = NO_NETWORK  # loopback only
     # called (before the session closes) when the session expires for being idle
     on_expire: Callback | None = None
     # called (before the process ends) when the session goes to sleep on disk
@@ -646,7 +645,6 @@ class SessionOptions:
             idle_seconds=self.idle_seconds,
             memory_limit=self.memory_limit,
             packages=self.packages,
-            network=self.network,
             on_expire=self.on_expire,
             on_sleep=self.on_sleep,
             keep=self.keep,
