@@ -14,10 +14,10 @@ https_direct_*, https_proxied_*, proxy_added_ms_*
     end-to-end), against the same requests to the same kind of server run inside the session
     on its own loopback (no proxy). `keepalive`: one `requests.Session`, the connection kept;
     `new_connection`: a fresh connection (TCP, CONNECT, TLS handshake) per request. Each
-    figure is the mean per request over a timed loop, the median of several loops; the added
-    cost is proxied minus direct, from the same run. (Requests to a domain with a secret,
-    which the proxy intercepts, are not measured yet: a long keep-alive loop of them stalled
-    here once.)
+    figure is the mean per request over a timed batch, the median of several; direct and
+    proxied batches take turns, and the added cost is the median of the paired differences.
+    (Requests to a domain with a secret, which the proxy intercepts, are not measured yet: a
+    long keep-alive loop of them stalled here once.)
 """
 
 from __future__ import annotations
@@ -127,25 +127,39 @@ context.load_cert_chain("/tmp/cert.pem", "/tmp/key.pem")
 local.socket = context.wrap_socket(local.socket, server_side=True)
 threading.Thread(target=local.serve_forever, daemon=True).start()
 
-def per_request(url, n, keep, verify="/tmp/ca.pem", proxied=True):
+def batch(url, n, keep, proxied):  # mean ms per request over n GETs of url, once warm
     kept = requests.Session()
     def get():
         session = kept if keep else requests.Session()
         session.trust_env = proxied  # the proxy variables, or none: straight to the server
         try:
-            return session.get(url, verify=verify).status_code
+            return session.get(url, verify="/tmp/ca.pem").status_code
         finally:
             if not keep:
                 session.close()
     for _ in range(3):
         get()
-    loops = []
-    for _ in range({loops}):
-        started = time.perf_counter()
-        for _ in range(n):
-            assert get() == 200
-        loops.append((time.perf_counter() - started) / n * 1000)
-    return statistics.median(loops)
+    started = time.perf_counter()
+    for _ in range(n):
+        assert get() == 200
+    return (time.perf_counter() - started) / n * 1000
+
+# Direct and proxied batches in turn (which goes first alternates), so what the machine does
+# meanwhile weighs on both: the medians, and the median of the paired differences.
+def side_by_side(kind, n, keep):
+    direct_ms, proxied_ms, added = [], [], []
+    for loop in range({loops}):
+        pair = {{}}
+        for proxied in ((False, True) if loop % 2 else (True, False)):
+            pair[proxied] = batch({proxied!r} if proxied else direct, n, keep, proxied)
+        direct_ms.append(pair[False])
+        proxied_ms.append(pair[True])
+        added.append(pair[True] - pair[False])
+    return {{
+        "https_direct_" + kind: statistics.median(direct_ms),
+        "https_proxied_" + kind: statistics.median(proxied_ms),
+        "proxy_added_ms_" + kind: statistics.median(added),
+    }}
 
 direct = "https://plain.bench:%d/" % local.server_address[1]
 import socket
@@ -153,12 +167,8 @@ _resolve = socket.getaddrinfo
 def _local(host, *args, **kwargs):  # the name of the direct server is this loopback
     return _resolve("127.0.0.1" if host == "plain.bench" else host, *args, **kwargs)
 socket.getaddrinfo = _local
-figures = {{
-    "https_direct_keepalive": per_request(direct, {n}, True, proxied=False),
-    "https_proxied_keepalive": per_request({proxied!r}, {n}, True),
-    "https_direct_new_connection": per_request(direct, {n_new}, False, proxied=False),
-    "https_proxied_new_connection": per_request({proxied!r}, {n_new}, False),
-}}
+figures = side_by_side("keepalive", {n}, True)
+figures.update(side_by_side("new_connection", {n_new}, False))
 print(repr(figures))
 """
 
@@ -190,7 +200,7 @@ async def measure_proxy(base: Path, quick: bool) -> dict[str, Any]:
             secret=f"https://secret.bench:{port}/",
             n=50 if quick else 200,
             n_new=10 if quick else 40,
-            loops=3 if quick else 7,
+            loops=5 if quick else 15,
         )
         try:
             lease = await proxy.lease(policy)
@@ -208,10 +218,6 @@ async def measure_proxy(base: Path, quick: bool) -> dict[str, Any]:
     if execution.status != "ok":
         raise RuntimeError(f"the measuring code failed: {execution.error or execution.message}")
     figures: dict[str, float] = eval(execution.stdout)  # a dict literal printed by our own code
-    for kind in ("keepalive", "new_connection"):
-        figures[f"proxy_added_ms_{kind}"] = (
-            figures[f"https_proxied_{kind}"] - figures[f"https_direct_{kind}"]
-        )
     return figures
 
 

@@ -11,10 +11,12 @@ trusts; the code in a session gets that CA's PEM to verify the passthrough conne
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -659,14 +661,8 @@ def test_the_proxy_starts_again_if_it_dies_and_sessions_go_on(
         value(client, container.id, f"json.dumps(fetch('{URL}'))".format(outside.https_port))[0]
         == 200
     )
-    (proxy,) = [
-        pid
-        for pid in os.listdir("/proc")
-        if pid.isdigit()
-        and "mitmdump" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        and Path(f"/proc/{pid}/stat").read_text().split()[3] == str(server.pid)
-    ]
-    os.kill(int(proxy), signal.SIGKILL)
+    proxy = proxy_pid(server)
+    os.kill(proxy, signal.SIGKILL)
     seen = value(
         client,
         container.id,
@@ -680,3 +676,78 @@ for _ in range(50):
 json.dumps(answer)""".format(outside.https_port),
     )
     assert seen[0] == 200, seen
+
+
+def proxy_pid(server: ServerProcess) -> int:
+    """The pid of the server's egress proxy (mitmdump, its child)."""
+    (pid,) = [
+        int(pid)
+        for pid in os.listdir("/proc")
+        if pid.isdigit()
+        and "mitmdump" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        and Path(f"/proc/{pid}/stat").read_text().split()[3] == str(server.pid)
+    ]
+    return pid
+
+
+def tcp_sockets(pid: int) -> list[tuple[str, int, str, int, str]]:
+    """(local address, port, remote address, port, state) of the host's IPv4 TCP sockets that
+    process `pid` holds."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+
+    def address(field: str) -> tuple[str, int]:
+        host, port = field.split(":")
+        return socket.inet_ntoa(bytes.fromhex(host)[::-1]), int(port, 16)
+
+    found = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[9] in inodes:
+            state = {"01": "established", "0A": "listen"}.get(fields[3], fields[3])
+            found.append((*address(fields[1]), *address(fields[2]), state))
+    return found
+
+
+def test_the_server_carries_no_session_traffic_and_the_proxy_serves_sessions_only(
+    client: openai.OpenAI, server: ServerProcess, outside: Outside
+) -> None:
+    """Each session's listener is handed to the proxy, which accepts there itself: while a
+    session holds connections open through it, the server holds none to the proxy. And the
+    proxy's own listener on the host's loopback serves no one, whatever address one comes from
+    (a session's address is only a name the proxy gives the connections it accepts for it)."""
+    container = ready_container(client, outside)
+    assert (
+        value(client, container.id, f"json.dumps(fetch('{URL}'))".format(outside.https_port))[0]
+        == 200
+    )
+    run(
+        client,
+        container.id,
+        f"""
+held = []
+for _ in range(3):  # tunnels open, and left open
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+    s.sendall(b"CONNECT allowed.test:{outside.https_port} HTTP/1.1\\r\\n\\r\\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 200"), "tunnel"
+    held.append(s)""",
+    )
+    proxy = proxy_pid(server)
+    (port,) = {p for _, p, _, _, state in tcp_sockets(proxy) if state == "listen"}
+    assert [s for s in tcp_sockets(server.pid) if port in (s[1], s[3])] == []
+    # From the host, under every address a session of this server may have had: nothing.
+    for last in range(1, 256):
+        with socket.create_connection(
+            ("127.0.0.1", port), timeout=5, source_address=(f"127.64.0.{last}", 0)
+        ) as intruder:
+            intruder.sendall(f"CONNECT allowed.test:{outside.https_port} HTTP/1.1\r\n\r\n".encode())
+            try:
+                answer = intruder.recv(100)
+            except ConnectionResetError:
+                answer = b""
+            assert answer == b"", (last, answer)
+    run(client, container.id, "for s in held: s.close()")

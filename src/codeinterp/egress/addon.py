@@ -2,16 +2,20 @@
 venv (.venv-egress), so it imports only the standard library and mitmproxy, and of codeinterp
 only sandbox/domains.py, by its path.
 
-The server (egress/proxy.py) owns the process and talks to it over two pipes:
-- commands in, on stdin, one JSON object a line: `config` (name overrides, private addresses),
-  `set` a client's policy, `drop` it, `sync` (answered once every earlier event is written);
+The server (egress/proxy.py) owns the process and talks to it over two channels:
+- commands in, on stdin (a Unix socket), one JSON object a line: `config` (name overrides,
+  private addresses, the connection cap), `set` a client's policy, `listen` on a listener the
+  server made in a session's network namespace (its descriptor comes with the line), `unlisten`,
+  `drop` a client (its listeners and connections too), `sync` (answered once every earlier
+  event is written);
 - events out, on the descriptor named by CODEINTERP_EGRESS_EVENTS_FD: `ready` with the port,
   `ack` of a command, and one `attempt` for every connection or request a session tried,
   allowed or refused.
 
-A client is a session: the server relays each session's connections from a distinct loopback
-address (127.64.0.0/10), which is the key of its policy here. A client with no policy gets
-nothing. What a policy allows:
+A client is a session, named by a distinct address in 127.64.0.0/10 that is the key of its
+policy here. Its connections arrive only on the listeners handed over for it, and each one is
+given that address as its peer before mitmproxy sees it; a connection that reached mitmproxy's
+own listener on the host's loopback belongs to no one and gets nothing. What a policy allows:
 - HTTPS through CONNECT to an allowed name and port (443 unless the entry names one), where the
   TLS ClientHello names the same host (no other name smuggled through the tunnel's handshake;
   what passes inside an end-to-end tunnel is not seen);
@@ -29,9 +33,11 @@ a value.
 # where dataclasses cannot resolve string annotations.
 import asyncio
 import concurrent.futures
+import contextvars
 import importlib.util
 import ipaddress
 import json
+import logging
 import os
 import socket
 import sys
@@ -40,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import ctx, http, tls
+from mitmproxy import addonmanager, ctx, http, tls
 from mitmproxy.connection import Client
 from mitmproxy.net.http import url
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
@@ -62,7 +68,19 @@ domains = _load_domains()
 
 RESOLVER_THREADS = 64
 MAX_NAME = 253  # a longer Host is not a name
+# What mitmdump loads and the proxy needs; every other addon is dropped, since every hook of
+# every connection is offered to every addon in turn.
+NEEDED_ADDONS = frozenset(
+    {"termlog", "core", "block", "disableh2c", "proxyserver", "scriptloader", "nextlayer",
+     "tlsconfig", "errorcheck"}
+)  # fmt: skip
+MAX_COMMAND = 4 << 20  # bytes of one command line (a policy with every secret at its largest)
 MAX_EVENT_TEXT = 300  # characters of any one value in an event (the lines stay < PIPE_BUF)
+
+
+# The client a connection was handed over for, in the task that hands it to mitmproxy (whose
+# client_connected hook runs in that task): a connection without it came some other way.
+HANDED_OVER: contextvars.ContextVar[str] = contextvars.ContextVar("handed_over")
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,10 @@ class Egress:
         self.resolve: dict[str, str] = {}
         self.allow_private = False
         self.tunnels: dict[str, str] = {}  # client connection id -> the host CONNECT opened
+        self.max_connections = 0  # open at once per client (0: no cap); set by `config`
+        self.listeners: dict[str, tuple[str, asyncio.Server]] = {}  # id -> (client, server)
+        self.open: dict[str, set[asyncio.StreamWriter]] = {}  # client -> its connections
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Events never block the proxy: a server that stops reading loses them, not the proxy.
         self._events = int(os.environ["CODEINTERP_EGRESS_EVENTS_FD"])
         os.set_blocking(self._events, False)
@@ -117,7 +139,20 @@ class Egress:
 
     # -- the control channel ------------------------------------------------------------------
 
+    def load(self, loader: Any) -> None:
+        # Dropped before the proxy runs (none of them has started anything to stop), and by
+        # name: the rest of the chain, ours included, stays as mitmdump made it.
+        addons = ctx.master.addons
+        unneeded = [a for a in addons.chain if addonmanager._get_name(a) not in NEEDED_ADDONS]
+        addons.chain = [a for a in addons.chain if a not in unneeded]
+        for addon in addonmanager.traverse(unneeded):
+            addons.lookup.pop(addonmanager._get_name(addon), None)
+        # mitmdump sets the root logger to DEBUG and filters at its handler: each connection
+        # would build a dozen records only to drop them. Warnings still reach the server's log.
+        logging.getLogger("mitmproxy").setLevel(logging.WARNING)
+
     def running(self) -> None:
+        self._loop = asyncio.get_running_loop()
         # Names are resolved in the loop's executor (asyncio does so): enough threads that a
         # few slow lookups do not hold up every session's.
         asyncio.get_running_loop().set_default_executor(
@@ -133,19 +168,90 @@ class Egress:
         self._emit({"event": "ready", "port": proxyserver.listen_addrs()[0][1]})
 
     def _read_commands(self) -> None:
-        for line in sys.stdin:
-            command = json.loads(line)
-            op = command["op"]
-            if op == "config":
-                self.resolve = {domains.normal(k): v for k, v in command.get("resolve", {}).items()}
-                self.allow_private = bool(command.get("allow_private", False))
-            elif op == "set":
-                self.policies[command["client"]] = Policy.parse(command["policy"])
-            elif op == "drop":
-                self.policies.pop(command["client"], None)
-            self._emit({"event": "ack", "id": command.get("id")})
+        """Read commands until the server goes away. A `listen` line's descriptor comes with
+        the line's first bytes, so descriptors are taken in order, one per `listen`."""
+        channel = socket.socket(fileno=0)
+        channel.setblocking(True)
+        pending = b""
+        descriptors: list[int] = []
+        while True:
+            data, fds, _, _ = socket.recv_fds(channel, 1 << 16, 16)
+            if not data:
+                break
+            descriptors += fds
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            if len(pending) > MAX_COMMAND:
+                break
+            for line in lines:
+                command = json.loads(line)
+                fd = descriptors.pop(0) if command["op"] == "listen" else None
+                self._command(command, fd)
         # The server is gone: so is the reason to exist.
         os._exit(0)
+
+    def _command(self, command: dict[str, Any], fd: int | None) -> None:
+        op = command["op"]
+        if op == "config":
+            self.resolve = {domains.normal(k): v for k, v in command.get("resolve", {}).items()}
+            self.allow_private = bool(command.get("allow_private", False))
+            self.max_connections = int(command.get("max_connections", 0))
+        elif op == "set":
+            self.policies[command["client"]] = Policy.parse(command["policy"])
+        elif op in ("listen", "unlisten", "drop"):
+            # The loop's own: its servers and connections are touched there only; the ack
+            # follows once done.
+            assert self._loop is not None
+            future = asyncio.run_coroutine_threadsafe(self._on_loop(command, fd), self._loop)
+            future.result()
+        self._emit({"event": "ack", "id": command.get("id")})
+
+    async def _on_loop(self, command: dict[str, Any], fd: int | None) -> None:
+        op, client = command["op"], command["client"]
+        if op == "listen":
+            assert fd is not None
+            listener = socket.socket(fileno=fd)
+            if command["listener"] in self.listeners or client not in self.policies:
+                listener.close()  # handed over twice (the proxy was starting), or too late
+                return
+            server = await asyncio.start_server(
+                lambda reader, writer: self._handed_over(client, reader, writer), sock=listener
+            )
+            self.listeners[command["listener"]] = (client, server)
+        elif op == "unlisten":
+            if (listening := self.listeners.pop(command["listener"], None)) is not None:
+                listening[1].close()
+        elif op == "drop":
+            self.policies.pop(client, None)
+            for key in [k for k, (owner, _) in self.listeners.items() if owner == client]:
+                self.listeners.pop(key)[1].close()
+            for writer in self.open.pop(client, set()):
+                writer.transport.abort()
+
+    async def _handed_over(
+        self, client: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """A connection from a session's namespace: to mitmproxy as one from `client`."""
+        live = self.open.setdefault(client, set())
+        if self.max_connections and len(live) >= self.max_connections:
+            writer.transport.abort()
+            reason = f"more than {self.max_connections} connections open at once"
+            self._emit({"event": "attempt", "client": client, "allowed": False, "reason": reason})
+            return
+        port = writer.get_extra_info("peername")[1]
+        real = writer.get_extra_info
+
+        def get_extra_info(name: str, default: Any = None) -> Any:
+            return (client, port) if name == "peername" else real(name, default)
+
+        writer.get_extra_info = get_extra_info  # type: ignore[method-assign]
+        live.add(writer)
+        HANDED_OVER.set(client)
+        try:
+            regular = next(iter(ctx.master.addons.get("proxyserver").servers))
+            await regular.handle_stream(reader, writer)
+        finally:
+            live.discard(writer)
 
     def _emit(self, event: dict[str, Any]) -> None:
         # One write of at most PIPE_BUF bytes is atomic: a line is whole or not there.
@@ -176,7 +282,9 @@ class Egress:
 
     def client_connected(self, client: Client) -> None:
         policy = self.policies.get(client.peername[0])
-        if policy is None:
+        if HANDED_OVER.get(None) != client.peername[0]:  # not from a session's listener
+            client.error = "not a session's connection"
+        elif policy is None:
             client.error = "no network policy for this client"
         else:
             self.connections[client.id] = policy

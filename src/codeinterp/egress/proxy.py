@@ -5,23 +5,27 @@ ours) running `addon.py`, which holds the rules. It listens on the host's loopba
 session with an allowlist gets a `Lease`:
 - a client address of its own in 127.64.0.0/10, under which the proxy keeps its policy;
 - a listener on 127.0.0.1:3128 inside the session's network namespace (sandbox/netns.py),
-  made for each of its processes before any code runs;
-- a relay, in this process, from each connection accepted there to the proxy, made from the
-  lease's client address: that address is how the proxy knows whose rules apply.
+  made here for each of its processes before any code runs and handed to the proxy (its
+  descriptor passed over the command channel), which accepts the session's connections there
+  itself: no byte of a session's traffic passes through the server. The proxy treats each
+  connection from that listener as one from the lease's address, whose rules apply.
 The proxy reports every attempt a session makes; a lease keeps those since it was last asked,
 so an execution can say what its code tried (`Lease.attempts`).
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import json
 import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +45,16 @@ SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 CLIENT_NETWORK = ipaddress.ip_network("127.64.0.0/10")
 START_SECONDS = 30.0
 COMMAND_SECONDS = 10.0
-# What one session can make the server hold open for it at once; more are closed at accept.
+# What one session can make the proxy hold open for it at once; more are closed at accept.
 MAX_CONNECTIONS_PER_SESSION = 32
 BODY_SIZE_LIMIT = "16m"
 # The attempts a lease keeps between two executions; past it they are counted, not kept.
 MAX_ATTEMPTS_KEPT = 1000
-RELAY_CHUNK = 256 * 1024
-CLOSE_SECONDS = 10.0  # what is left to send when a relay ends gets this long, then is dropped
+# A proxy that died is started again after this, doubled each time it dies young (up to the
+# most), so a proxy that cannot stay up is not restarted in a tight loop.
+RESTART_SECONDS = 0.2
+MAX_RESTART_SECONDS = 30.0
+YOUNG_SECONDS = 10.0
 
 
 def default_mitmdump() -> str:
@@ -68,103 +75,39 @@ class EgressSettings:
 
 @dataclass
 class Lease:
-    """One session's way out: its policy at the proxy, and its relays."""
+    """One session's way out: its policy at the proxy, and the listeners handed to it."""
 
     proxy: EgressProxy
     client: str
     policy: NetworkPolicy
     _attempts: list[dict[str, Any]] = field(default_factory=list)
     _dropped: int = 0
-    _relays: set[asyncio.Task[None]] = field(default_factory=set)
-    # A connection to the proxy made ahead of the session's next one (see _connection_to_proxy)
-    _spare: asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None = None
+    # Kept open here too, so a proxy started again can be handed them again.
+    listeners: dict[str, socket.socket] = field(default_factory=dict)
+    _numbers: itertools.count[int] = field(default_factory=itertools.count)
     closed: bool = False
 
     async def attach(self, pid: int) -> Callable[[], None]:
-        """A listener in `pid`'s network namespace, relayed to the proxy (SessionNetwork)."""
+        """A listener in `pid`'s network namespace, handed to the proxy (SessionNetwork)."""
         listener = listen_in_namespace_of(pid, EGRESS_PROXY_PORT)
-        loop = asyncio.get_running_loop()
-        accepting = loop.create_task(self._accept(listener))
-        if self._spare is None:
-            self._spare = loop.create_task(self._connect())
+        key = f"{self.client}/{next(self._numbers)}"
+        self.listeners[key] = listener
+        try:
+            await self.proxy.listen(self, key)
+        except EgressUnavailable as e:
+            # The proxy is being started again, which hands it every lease's listeners; the
+            # session's connections wait in the backlog meanwhile.
+            log.warning("egress: the proxy takes process %d's listener once back: %s", pid, e)
+        except BaseException:
+            self.listeners.pop(key).close()
+            raise
 
         def detach() -> None:
-            accepting.cancel()
-            listener.close()
-            for relay in list(self._relays):
-                relay.cancel()
+            if (gone := self.listeners.pop(key, None)) is not None:
+                gone.close()
+                self.proxy.unlisten(self, key)
 
         return detach
-
-    async def _accept(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                inside, _ = await loop.sock_accept(listener)
-            except OSError as e:  # out of descriptors, say: wait, and take connections again
-                log.warning("egress: accepting a session's connection failed: %s", e)
-                await asyncio.sleep(0.5)
-                continue
-            if len(self._relays) >= MAX_CONNECTIONS_PER_SESSION:
-                inside.close()
-                self.record(
-                    {
-                        "event": "attempt",
-                        "allowed": False,
-                        "reason": (
-                            f"more than {MAX_CONNECTIONS_PER_SESSION} connections open at once"
-                        ),
-                    }
-                )
-                continue
-            relay = loop.create_task(self._relay(inside))
-            self._relays.add(relay)
-            relay.add_done_callback(self._relays.discard)
-
-    async def _relay(self, inside: socket.socket) -> None:
-        try:
-            inside.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            a_reader, a_writer = await asyncio.open_connection(sock=inside)
-        except OSError:
-            inside.close()
-            return
-        try:
-            b_reader, b_writer = await self._connection_to_proxy()
-        except (OSError, EgressUnavailable) as e:
-            log.warning("egress: cannot reach the proxy: %s", e)
-            a_writer.close()
-            return
-        try:
-            await asyncio.gather(_pipe(a_reader, b_writer), _pipe(b_reader, a_writer))
-        finally:
-            # Counted until its sockets are gone: a peer that never reads cannot keep them.
-            await asyncio.gather(*(_close(w) for w in (a_writer, b_writer)))
-
-    async def _connection_to_proxy(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A connection to the proxy from this lease's address: the spare one made ahead (the
-        proxy has done its part of accepting it: about half of a new connection's cost), then
-        another spare is made for the next."""
-        spare, self._spare = self._spare, None
-        connection = None
-        if spare is not None:
-            try:
-                connection = await spare  # under way already: sooner than starting again
-            except (OSError, EgressUnavailable, asyncio.CancelledError):
-                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise
-        if connection is None or connection[0].at_eof():
-            if connection is not None:
-                connection[1].close()
-            connection = await self._connect()
-        if not self.closed:
-            self._spare = asyncio.get_running_loop().create_task(self._connect())
-        return connection
-
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        await self.proxy.ensure_running()  # a proxy that died starts again for the next one
-        return await asyncio.open_connection(
-            "127.0.0.1", self.proxy.port, local_addr=(self.client, 0)
-        )
 
     def record(self, event: dict[str, Any]) -> None:
         if len(self._attempts) < MAX_ATTEMPTS_KEPT:
@@ -184,35 +127,10 @@ class Lease:
     async def close(self) -> None:
         if not self.closed:
             self.closed = True
-            for relay in list(self._relays):
-                relay.cancel()
-            spare, self._spare = self._spare, None
-            if spare is not None:
-                spare.cancel()
-                if spare.done() and not spare.cancelled() and spare.exception() is None:
-                    spare.result()[1].close()
-            await self.proxy.release(self)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy until end of stream, then pass the end on (half-close), so either side may finish
-    sending first."""
-    try:
-        while data := await reader.read(RELAY_CHUNK):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except OSError:
-        writer.close()
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    try:
-        await asyncio.wait_for(writer.wait_closed(), CLOSE_SECONDS)
-    except (TimeoutError, OSError):
-        writer.transport.abort()
+            for listener in self.listeners.values():
+                listener.close()
+            self.listeners.clear()
+            await self.proxy.release(self)  # the proxy closes its copies and connections
 
 
 class EgressProxy:
@@ -232,6 +150,13 @@ class EgressProxy:
         self._free = CLIENT_NETWORK.hosts()
         self._next_id = 0
         self._waiting: dict[int, asyncio.Future[None]] = {}
+        self._channel: socket.socket | None = None  # commands (and listeners) to the proxy
+        self._sending = asyncio.Lock()  # one command's bytes at a time on the channel
+        self._started_at = 0.0
+        self._restart_delay = RESTART_SECONDS
+        self._restarting: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     @property
     def available(self) -> bool:
@@ -249,6 +174,27 @@ class EgressProxy:
             self._leases.pop(client, None)
             raise
         return lease
+
+    async def listen(self, lease: Lease, key: str) -> None:
+        """Hand the proxy `lease`'s listener `key`: it accepts the session's connections there."""
+        await self._command(
+            {"op": "listen", "client": lease.client, "listener": key},
+            fd=lease.listeners[key].fileno(),
+        )
+
+    def unlisten(self, lease: Lease, key: str) -> None:
+        """The proxy closes its copy of the listener (in the background: a process that ended
+        need not wait for it)."""
+        if self.running:
+            task = asyncio.get_running_loop().create_task(
+                self._quietly({"op": "unlisten", "client": lease.client, "listener": key})
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _quietly(self, command: dict[str, Any]) -> None:
+        with contextlib.suppress(EgressUnavailable, OSError):
+            await self._command(command)
 
     async def release(self, lease: Lease) -> None:
         if self._leases.pop(lease.client, None) is None:
@@ -274,7 +220,8 @@ class EgressProxy:
         return self._process is not None and self._process.returncode is None
 
     async def ensure_running(self) -> None:
-        """Start the proxy if it is not running (the first lease, or it died since)."""
+        """Start the proxy if it is not running (the first lease, or it died since: see
+        `_restart`)."""
         if self.running:
             return
         async with self._starting:
@@ -287,15 +234,20 @@ class EgressProxy:
                 )
             await self._start()
             await self.configure()
-            # A proxy started again knows no one: tell it every live lease again.
+            # A proxy started again knows no one: tell it every live lease again, and hand it
+            # their listeners (connections made meanwhile waited in their backlogs).
             for lease in list(self._leases.values()):
                 await self._command(
                     {"op": "set", "client": lease.client, "policy": lease.policy.for_proxy()}
                 )
+                for key in list(lease.listeners):
+                    await self.listen(lease, key)
 
     async def _start(self) -> None:
         os.makedirs(self.settings.confdir, mode=0o700, exist_ok=True)
         read_end, write_end = os.pipe()
+        # Commands go over a Unix socket, not a pipe: a listener's descriptor can go with one.
+        channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         options = {
             "confdir": self.settings.confdir,
             # Connect upstream only once the rules allowed the request, never before.
@@ -325,13 +277,22 @@ class EgressProxy:
         try:
             process = await asyncio.create_subprocess_exec(
                 *args,
-                stdin=asyncio.subprocess.PIPE,
+                stdin=theirs.fileno(),
                 env=env,
                 pass_fds=(write_end,),
                 start_new_session=True,
             )
+        except BaseException:
+            channel.close()
+            raise
         finally:
             os.close(write_end)
+            theirs.close()
+        channel.setblocking(False)
+        if self._channel is not None:
+            self._channel.close()
+        self._channel = channel
+        self._started_at = time.monotonic()
         loop = asyncio.get_running_loop()
         events = asyncio.StreamReader(limit=1 << 20)
         await loop.connect_read_pipe(
@@ -386,24 +347,46 @@ class EgressProxy:
                 lease = self._leases.get(event.get("client", ""))
                 if lease is not None:
                     lease.record(event)
-        if self._process is not None:  # not stopped by close()
-            log.warning("egress proxy exited; it starts again on the next use")
         for waiter in self._waiting.values():
             if not waiter.done():
                 waiter.set_exception(EgressUnavailable("the egress proxy exited"))
         self._waiting.clear()
+        if not self._closing:
+            self._restarting = asyncio.get_running_loop().create_task(self._restart())
 
-    async def _command(self, command: dict[str, Any]) -> None:
-        process = self._process
-        if process is None or process.stdin is None or process.returncode is not None:
+    async def _restart(self) -> None:
+        """The proxy died: start it again, soon, with every live lease (sessions' connections
+        wait in their listeners' backlogs meanwhile)."""
+        if self._process is not None:
+            await self._process.wait()
+        while not self._closing:
+            young = time.monotonic() - self._started_at < YOUNG_SECONDS
+            self._restart_delay = (
+                min(self._restart_delay * 2, MAX_RESTART_SECONDS) if young else RESTART_SECONDS
+            )
+            log.warning("egress proxy exited; starting it again in %.1f s", self._restart_delay)
+            await asyncio.sleep(self._restart_delay)
+            try:
+                await self.ensure_running()
+                return
+            except (EgressUnavailable, OSError) as e:
+                log.error("egress proxy: starting it again failed: %s", e)
+
+    async def _command(self, command: dict[str, Any], fd: int | None = None) -> None:
+        """Send `command` (with the descriptor `fd`, if any) and wait for its ack."""
+        channel = self._channel
+        if not self.running or channel is None:
             raise EgressUnavailable("the egress proxy is not running")
         self._next_id += 1
         command["id"] = self._next_id
-        waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         self._waiting[self._next_id] = waiter
-        process.stdin.write(json.dumps(command).encode() + b"\n")
+        line = json.dumps(command).encode() + b"\n"
         try:
-            await process.stdin.drain()
+            async with self._sending:
+                sent = 0 if fd is None else await _send_with_descriptor(channel, line, fd)
+                await asyncio.wait_for(loop.sock_sendall(channel, line[sent:]), COMMAND_SECONDS)
             await asyncio.wait_for(waiter, COMMAND_SECONDS)
         except (TimeoutError, ConnectionError) as e:
             raise EgressUnavailable(f"the egress proxy did not answer ({e!r})") from e
@@ -417,10 +400,14 @@ class EgressProxy:
                 "op": "config",
                 "resolve": self.settings.resolve,
                 "allow_private": self.settings.allow_private,
+                "max_connections": MAX_CONNECTIONS_PER_SESSION,
             }
         )
 
     async def close(self) -> None:
+        self._closing = True
+        if self._restarting is not None:
+            self._restarting.cancel()
         process, self._process = self._process, None
         if process is not None and process.returncode is None:
             process.terminate()
@@ -431,3 +418,20 @@ class EgressProxy:
                 await process.wait()
         if self._reader is not None:
             self._reader.cancel()
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+
+async def _send_with_descriptor(channel: socket.socket, data: bytes, fd: int) -> int:
+    """Send the start of `data` with a copy of descriptor `fd` attached (SCM_RIGHTS), when the
+    non-blocking `channel` has room; returns how many bytes went."""
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+    deadline = time.monotonic() + COMMAND_SECONDS
+    while True:
+        try:
+            return channel.sendmsg([data], rights)
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the command channel stayed full") from None
+            await asyncio.sleep(0.01)

@@ -3,8 +3,8 @@
 A session's namespace has only `lo` and no route out. To give it a way to the egress proxy
 without a veth, a bridge or a route, the host joins the namespace in a thread of its own, binds a
 TCP listener on the session's 127.0.0.1, and leaves again: the socket stays in that namespace
-(where the session's code connects to it) while the host, which accepts on it, relays each
-connection to the proxy. The socket keeps the namespace alive: close it when the session ends.
+(where the session's code connects to it) while the host hands it to the proxy, which accepts
+there (egress/proxy.py). The socket keeps the namespace alive: close it when the session ends.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ SESSION_ENV: tuple[tuple[str, str], ...] = (
 SANDBOX_HOSTNAME = "sandbox"
 
 # Where a session with a network policy finds the egress proxy: a listener the host puts on the
-# session's own loopback (sandbox/netns.py), relaying to the proxy the server owns.
+# session's own loopback (sandbox/netns.py) and hands to the proxy the server owns.
 EGRESS_PROXY_PORT = 3128
 # Where `%pip install` (and `pip install`) put packages in a session that may reach an index:
 # its own home (a tmpfs of the policy's /tmp size), after the default set on the import path.
