@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     egress_allow_private: bool = False
     # A CA bundle the proxy trusts for upstream servers, besides the system's
     egress_upstream_ca: str | None = None
+    # The proxy's memory, every session's connections together (a cgroup): past it the proxy is
+    # killed and started again, not the host's memory spent
+    egress_memory_mib: int = Field(default=2048, ge=256)
 
     # Containers: an operator's cap on any container's idle time, whatever it asks (None: no cap)
     container_idle_cap_minutes: float | None = Field(default=None, gt=0)

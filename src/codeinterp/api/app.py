@@ -128,7 +128,9 @@ def create_app(settings: Settings) -> FastAPI:
                 resolve=settings.egress_resolve,
                 allow_private=settings.egress_allow_private,
                 upstream_ca=settings.egress_upstream_ca,
-            )
+                memory_limit=settings.egress_memory_mib * 2**20,
+            ),
+            cgroups=sandbox.cgroups,
         )
         sessions = SessionManager(
             sandbox,

@@ -65,6 +65,7 @@ def _load_domains() -> Any:
 
 
 domains = _load_domains()
+log = logging.getLogger("codeinterp.egress.addon")
 
 RESOLVER_THREADS = 64
 MAX_NAME = 253  # a longer Host is not a name
@@ -148,7 +149,7 @@ class Egress:
         for addon in addonmanager.traverse(unneeded):
             addons.lookup.pop(addonmanager._get_name(addon), None)
         # mitmdump sets the root logger to DEBUG and filters at its handler: each connection
-        # would build a dozen records only to drop them. Warnings still reach the server's log.
+        # would build log records only to drop them. Warnings still reach the server's log.
         logging.getLogger("mitmproxy").setLevel(logging.WARNING)
 
     def running(self) -> None:
@@ -186,7 +187,14 @@ class Egress:
             for line in lines:
                 command = json.loads(line)
                 fd = descriptors.pop(0) if command["op"] == "listen" else None
-                self._command(command, fd)
+                try:
+                    self._command(command, fd)
+                except Exception as e:  # said in the ack; the channel goes on
+                    log.warning("egress: command %s failed: %r", command["op"], e)
+                    error = f"{command['op']} failed: {e!r}"
+                    self._emit({"event": "ack", "id": command.get("id"), "error": error})
+                else:
+                    self._emit({"event": "ack", "id": command.get("id")})
         # The server is gone: so is the reason to exist.
         os._exit(0)
 
@@ -204,13 +212,16 @@ class Egress:
             assert self._loop is not None
             future = asyncio.run_coroutine_threadsafe(self._on_loop(command, fd), self._loop)
             future.result()
-        self._emit({"event": "ack", "id": command.get("id")})
 
     async def _on_loop(self, command: dict[str, Any], fd: int | None) -> None:
         op, client = command["op"], command["client"]
         if op == "listen":
             assert fd is not None
-            listener = socket.socket(fileno=fd)
+            try:
+                listener = socket.socket(fileno=fd)
+            except OSError:
+                os.close(fd)
+                raise
             if command["listener"] in self.listeners or client not in self.policies:
                 listener.close()  # handed over twice (the proxy was starting), or too late
                 return

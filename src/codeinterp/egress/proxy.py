@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from codeinterp.errors import EgressUnavailable
+from codeinterp.sandbox.cgroups import CgroupManager, SessionCgroup
 from codeinterp.sandbox.netns import listen_in_namespace_of
-from codeinterp.sandbox.policy import EGRESS_PROXY_PORT
+from codeinterp.sandbox.policy import EGRESS_PROXY_PORT, Limits, MiB
 
 from .policy import NetworkPolicy
 
@@ -55,6 +56,8 @@ MAX_ATTEMPTS_KEPT = 1000
 RESTART_SECONDS = 0.2
 MAX_RESTART_SECONDS = 30.0
 YOUNG_SECONDS = 10.0
+# Threads of the proxy's group (its resolver threads are 64 of them).
+PROXY_THREADS = 256
 
 
 def default_mitmdump() -> str:
@@ -71,6 +74,9 @@ class EgressSettings:
     # Let names resolve to private addresses (10/8, 192.168/16, ...): an internal API, say.
     allow_private: bool = False
     upstream_ca: str | None = None  # a CA bundle the proxy trusts upstream, besides the system's
+    # The proxy's memory (with CgroupManager): what every session's connections together can
+    # make it hold. Past it the kernel kills the proxy, which is started again.
+    memory_limit: int = 2048 * MiB
 
 
 @dataclass
@@ -95,8 +101,11 @@ class Lease:
         try:
             await self.proxy.listen(self, key)
         except EgressUnavailable as e:
-            # The proxy is being started again, which hands it every lease's listeners; the
-            # session's connections wait in the backlog meanwhile.
+            if self.proxy.running:  # it is there and did not take it: no way out
+                self.listeners.pop(key).close()
+                raise
+            # It is being started again, which hands it every lease's listeners; the session's
+            # connections wait in the backlog meanwhile.
             log.warning("egress: the proxy takes process %d's listener once back: %s", pid, e)
         except BaseException:
             self.listeners.pop(key).close()
@@ -136,8 +145,10 @@ class Lease:
 class EgressProxy:
     """The proxy process, started on first use and again if it died."""
 
-    def __init__(self, settings: EgressSettings) -> None:
+    def __init__(self, settings: EgressSettings, cgroups: CgroupManager | None = None) -> None:
         self.settings = settings
+        self._cgroups = cgroups  # None: the proxy runs in the server's own group, uncapped
+        self._group: SessionCgroup | None = None
         self.port = 0
         self.ca_bundle = os.path.join(settings.confdir, "sandbox-ca-bundle.crt")
         self._process: asyncio.subprocess.Process | None = None
@@ -157,6 +168,7 @@ class EgressProxy:
         self._restarting: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._oom_kills = 0
 
     @property
     def available(self) -> bool:
@@ -284,10 +296,19 @@ class EgressProxy:
             )
         except BaseException:
             channel.close()
+            os.close(read_end)
             raise
         finally:
             os.close(write_end)
             theirs.close()
+        try:
+            self._confine(process.pid)
+        except OSError as e:
+            process.kill()
+            await process.wait()
+            channel.close()
+            os.close(read_end)
+            raise EgressUnavailable(f"the egress proxy could not be given its limits: {e}") from e
         channel.setblocking(False)
         if self._channel is not None:
             self._channel.close()
@@ -308,8 +329,25 @@ class EgressProxy:
             self._process = None
             raise EgressUnavailable(f"the egress proxy did not start ({e!r}); see the log") from e
         self._write_ca_bundle()
-        self._reader = loop.create_task(self._read_events(events))
+        self._reader = loop.create_task(self._read_events(events, process))
         log.info("egress proxy: mitmproxy on 127.0.0.1:%d (pid %d)", self.port, process.pid)
+
+    def _confine(self, pid: int) -> None:
+        """Put the proxy in a group of its own, capped: one group for every proxy this server
+        starts, made with the first."""
+        if self._cgroups is None:
+            return
+        if self._group is None:
+            self._group = self._cgroups.create(
+                "egress-proxy",
+                Limits(
+                    memory=self.settings.memory_limit,
+                    processes=PROXY_THREADS,
+                    cpus=float(os.cpu_count() or 1),  # not a CPU cap: a group of its own
+                    socket_buffers=self.settings.memory_limit // 4,
+                ),
+            )
+        self._group.add_process(pid)
 
     def _write_ca_bundle(self) -> None:
         """The system's CAs and the proxy's, world-readable: what a session trusts."""
@@ -327,7 +365,9 @@ class EgressProxy:
         os.replace(temporary, self.ca_bundle)
         os.chmod(self.settings.confdir, 0o711)  # the bundle is bound by path; the key stays 0600
 
-    async def _read_events(self, events: asyncio.StreamReader) -> None:
+    async def _read_events(
+        self, events: asyncio.StreamReader, process: asyncio.subprocess.Process
+    ) -> None:
         while True:
             try:
                 line = await events.readline()
@@ -342,7 +382,12 @@ class EgressProxy:
             if event.get("event") == "ack":
                 waiter = self._waiting.pop(event.get("id"), None)
                 if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
+                    if event.get("error"):
+                        waiter.set_exception(
+                            EgressUnavailable(f"the egress proxy: {event['error']}")
+                        )
+                    else:
+                        waiter.set_result(None)
             elif event.get("event") == "attempt":
                 lease = self._leases.get(event.get("client", ""))
                 if lease is not None:
@@ -352,13 +397,18 @@ class EgressProxy:
                 waiter.set_exception(EgressUnavailable("the egress proxy exited"))
         self._waiting.clear()
         if not self._closing:
-            self._restarting = asyncio.get_running_loop().create_task(self._restart())
+            self._restarting = asyncio.get_running_loop().create_task(self._restart(process))
 
-    async def _restart(self) -> None:
-        """The proxy died: start it again, soon, with every live lease (sessions' connections
+    async def _restart(self, died: asyncio.subprocess.Process) -> None:
+        """The proxy `died`: start it again, soon, with every live lease (sessions' connections
         wait in their listeners' backlogs meanwhile)."""
-        if self._process is not None:
-            await self._process.wait()
+        await died.wait()
+        if self._group is not None and self._group.oom_kills() > self._oom_kills:
+            self._oom_kills = self._group.oom_kills()
+            log.error(
+                "egress proxy: killed at its memory limit (%d MiB, CODEINTERP_EGRESS_MEMORY_MIB)",
+                self.settings.memory_limit // MiB,
+            )
         while not self._closing:
             young = time.monotonic() - self._started_at < YOUNG_SECONDS
             self._restart_delay = (
@@ -421,6 +471,10 @@ class EgressProxy:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+        if self._group is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._group.remove, 5.0)
+            self._group = None
 
 
 async def _send_with_descriptor(channel: socket.socket, data: bytes, fd: int) -> int:

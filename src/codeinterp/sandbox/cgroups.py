@@ -95,6 +95,12 @@ class SessionCgroup:
         name = "cgroup.procs" if self.version == 2 else "tasks"
         return [os.path.join(d, name) for d in dict.fromkeys(self.dirs.values())]
 
+    def add_process(self, pid: int) -> None:
+        """Move process `pid`, every thread of it, into the groups: for a process that was
+        not made to join them itself (what it was charged before stays where it was)."""
+        for directory in dict.fromkeys(self.dirs.values()):
+            _write(os.path.join(directory, "cgroup.procs"), str(pid))
+
     def _file(self, controller: str, name: str) -> str:
         return os.path.join(self.dirs["unified" if self.version == 2 else controller], name)
 
