@@ -250,6 +250,10 @@ async def test_proc_1_is_the_sandbox_init(sandbox: Sandbox, session: Session) ->
     assert host_init != zygote
     out = await probe(session, PROC_ONE)
     assert out["cmdline"] == zygote
+    # ... which names nothing of the host: not the server's pid, not its runtime directory.
+    words = out["cmdline"].split("\0")
+    assert str(os.getpid()) not in words, words
+    assert not [w for w in words if "/run/" in w or sandbox.runtime_dir in w], words
     leaked = [name for name in os.environ if f"{name}=" in out["environ"]]
     assert leaked == []
     assert out["environ"] in ("ERR:PermissionError", "")

@@ -581,64 +581,41 @@ def private_mount_namespace(hidden: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="codeinterp-zygote")
+    parser = argparse.ArgumentParser(
+        prog="codeinterp-zygote",
+        description=(
+            "Its settings come as the first message on the control socket, a JSON object "
+            "(see ZygoteClient.start): every session forked from it reads this process's "
+            "command line as its own /proc/1/cmdline, which must name nothing of the host."
+        ),
+    )
     parser.add_argument("--control-fd", type=int, required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
-    parser.add_argument(
-        "--private-mounts",
-        action="store_true",
-        help="live in a private mount namespace (the sessions' workspaces come as descriptors)",
-    )
-    parser.add_argument(
-        "--hide-mounts",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="with --private-mounts: detach the mounts below DIR in that namespace",
-    )
-    parser.add_argument(
-        "--light",
-        action="store_true",
-        help="do not preload the library set (the zygote of one-shot tasks)",
-    )
-    parser.add_argument(
-        "--packages",
-        metavar="SITE",
-        help="an environment's site-packages: its sessions' zygote (see --preload)",
-    )
-    parser.add_argument(
-        "--preload",
-        default="",
-        metavar="MODULES",
-        help="with --packages: the environment's modules to import too (comma separated)",
-    )
-    parser.add_argument(
-        "--init-root",
-        metavar="DIR",
-        help="an empty directory: the mount point of the empty root the sessions' inits share",
-    )
     args = parser.parse_args(argv)
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the host
-    if os.getppid() != args.parent_pid:
-        sys.exit(1)  # the host died before the line above took effect
+    control = socket.socket(fileno=args.control_fd)
+    control.set_inheritable(False)
+    settings = json.loads(control.recv(1 << 16))
+    if os.getppid() != settings["parent_pid"]:
+        sys.exit(1)  # the host died before the death signal took effect
     # Sessions close every descriptor below linux.FD_CEILING they do not keep (jail, init): the
     # zygote must never hold one above it, whatever limit it inherited.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     ceiling = linux.FD_CEILING if hard == resource.RLIM_INFINITY else min(hard, linux.FD_CEILING)
     resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
-    if args.private_mounts:
+    if settings.get("private_mounts"):
         # Before the init factory forks: it and every init share this namespace's copy.
-        private_mount_namespace(args.hide_mounts)
-    control = socket.socket(fileno=args.control_fd)
-    control.set_inheritable(False)
+        private_mount_namespace(settings.get("hide_mounts", []))
     # Before the heavy imports, so that the factory's forks stay cheap. The lifeline's write end
     # stays here (every session closes its copy); its read end goes to every init.
     lifeline_r, _lifeline_w = os.pipe()
-    inits = InitFactory.start(lifeline_r, args.init_root)
+    inits = InitFactory.start(lifeline_r, settings.get("init_root"))
     os.close(lifeline_r)
     started = time.perf_counter()
-    extra = tuple(name for name in args.preload.split(",") if name)
-    shell = _preload(light=args.light, packages=args.packages, extra=extra)
+    shell = _preload(
+        light=bool(settings.get("light")),
+        packages=settings.get("packages"),
+        extra=tuple(settings.get("preload", ())),
+    )
     preload_ms = (time.perf_counter() - started) * 1000
     Zygote(control, shell, preload_ms, inits).serve()
 

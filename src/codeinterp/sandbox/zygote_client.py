@@ -98,6 +98,18 @@ class ZygoteClient:
         loop = asyncio.get_running_loop()
         os.makedirs(self.cache_dir, mode=0o755, exist_ok=True)
         host_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # Its settings go over the socket, not in its command line: each session forked from
+        # it can read that (as its /proc/1/cmdline), and must not learn the host's pid, paths
+        # or instance from it.
+        settings = {
+            "parent_pid": os.getpid(),
+            "private_mounts": self.private_mounts,
+            "hide_mounts": list(self.hidden_mounts),
+            "init_root": self.init_root,
+            "light": self.light,
+            "packages": self.packages,
+            "preload": list(self.preload),
+        }
         self._proc = subprocess.Popen(
             [
                 self.python,
@@ -105,14 +117,6 @@ class ZygoteClient:
                 "codeinterp.sandbox.zygote",
                 "--control-fd",
                 str(zygote_end.fileno()),
-                "--parent-pid",
-                str(os.getpid()),
-                *(["--private-mounts"] if self.private_mounts else []),
-                *(f"--hide-mounts={d}" for d in self.hidden_mounts),
-                *([f"--init-root={self.init_root}"] if self.init_root else []),
-                *(["--light"] if self.light else []),
-                *([f"--packages={self.packages}"] if self.packages else []),
-                *([f"--preload={','.join(self.preload)}"] if self.preload else []),
             ],
             pass_fds=[zygote_end.fileno()],
             env=zygote_environment(self.cache_dir),
@@ -120,6 +124,7 @@ class ZygoteClient:
             cwd="/",
         )
         zygote_end.close()
+        host_end.send(json.dumps(settings).encode())
         host_end.setblocking(False)
         self._sock = host_end
         self._hello = loop.create_future()
