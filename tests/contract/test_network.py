@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -527,6 +528,34 @@ def test_a_secret_survives_a_restart_and_never_shows(
     assert {k.lower(): v for k, v in sent["headers"].items()}["x-key"] == SECRET_VALUE
     # The database keeps it; the saved state and the log do not.
     assert SECRET_VALUE not in (tmp_path / "server.log").read_text()
+
+
+def test_an_expired_container_s_secrets_are_not_kept(
+    outside: Outside, upstream: ScriptedUpstream, tmp_path: Path
+) -> None:
+    """A container that can never wake again (here: idle past its time, persistence off) is
+    stored without its secrets; the rest of it stays."""
+    env = {
+        **network_env(outside, upstream),
+        "CODEINTERP_SESSION_PERSISTENCE": "false",
+        "CODEINTERP_SESSION_IDLE_MINUTES": str(1.5 / 60),
+        "CODEINTERP_CONTAINER_IDLE_CAP_MINUTES": str(1.5 / 60),
+    }
+    with ServerProcess(env, tmp_path) as server, server.client() as client:
+        container = client.containers.create(
+            name=unique("gone"),
+            network_policy=allowlist(outside, secret=True),  # type: ignore[arg-type]
+        )
+        run(client, container.id, "1")
+        time.sleep(1.5 + 1.5)  # past its idle time, untouched (a retrieve is activity)
+        assert client.containers.retrieve(container.id).status == "expired"
+        with sqlite3.connect(tmp_path / "codeinterp.db") as db:
+            (body,) = db.execute(
+                "SELECT body FROM containers WHERE id = ?", (container.id,)
+            ).fetchone()
+    stored = json.loads(body)
+    assert stored["status"] == "expired" and stored["name"] == container.name
+    assert "domain_secrets" not in stored and SECRET_VALUE not in body
 
 
 def test_an_assistant_s_policy_is_its_threads_sessions_and_never_shows_its_secret(

@@ -71,8 +71,12 @@ async def test_states_list_oldest_first_and_by_age(store: Store) -> None:
     assert [s.owner_id for s in old] == ["thr_z", "thr_a", "cntr_c"]
 
 
+SECRETS = [{"domain": "api.test", "name": "KEY", "value": "v"}]
+
+
 async def test_discarding_expires_the_container_and_ends_the_usage_record(store: Store) -> None:
-    body = {"id": "cntr_1", "name": "box", "status": "running"}
+    """... and drops its network policy's secrets, which nothing can use any more."""
+    body = {"id": "cntr_1", "name": "box", "status": "running", "domain_secrets": SECRETS}
     await store.create_object("container", "p1", "cntr_1", body)
     await store.record_session_start("p1", "sess_cntr_1", "container", "cntr_1", 10, 0.03)
     await store.save_session_state(state("cntr_1"), archive(store, b"x"))
@@ -82,6 +86,8 @@ async def test_discarding_expires_the_container_and_ends_the_usage_record(store:
 
     container = await store.get_object("container", "p1", "cntr_1")
     assert container.status == container.body["status"] == "expired"
+    assert "domain_secrets" not in container.body
+    assert container.body["name"] == "box"
     [session] = await store.list_sessions("p1", start_time=0)
     assert session.ended_at is not None
     assert [s.owner_id for s in await store.list_session_states()] == ["thr_2"]
@@ -94,7 +100,7 @@ async def test_a_restart_spares_what_a_state_keeps(tmp_path: Path) -> None:
     data_dir = str(tmp_path / "data")
     store = await Store.open(data_dir)
     for owner in ("cntr_saved", "cntr_lost"):
-        body = {"id": owner, "name": owner, "status": "running"}
+        body = {"id": owner, "name": owner, "status": "running", "domain_secrets": SECRETS}
         await store.create_object("container", "p1", owner, body)
         await store.record_session_start("p1", f"sess_{owner}", "container", owner, 10, 0.03)
     await store.save_session_state(state("cntr_saved"), archive(store, b"x"))
@@ -106,6 +112,11 @@ async def test_a_restart_spares_what_a_state_keeps(tmp_path: Path) -> None:
         assert await store.end_open_sessions(20) == 1
         statuses = {c.id: c.status for c in (await store.list_objects("container", "p1")).items}
         assert statuses == {"cntr_saved": "running", "cntr_lost": "expired"}
+        secrets = {
+            c.id: c.body.get("domain_secrets")
+            for c in (await store.list_objects("container", "p1")).items
+        }
+        assert secrets == {"cntr_saved": SECRETS, "cntr_lost": None}  # kept while it can wake
         ended = {s.id: s.ended_at for s in await store.list_sessions("p1", start_time=0)}
         assert ended == {"sess_cntr_saved": None, "sess_cntr_lost": 20}
         saved = await store.find_session_state("p1", "cntr_saved")

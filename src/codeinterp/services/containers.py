@@ -37,7 +37,7 @@ from codeinterp.sandbox.workspace import FileReader, WorkspaceFile, clean_relati
 from codeinterp.sessions import ManagedSession, SessionManager, SessionOptions, execution
 from codeinterp.sessions.execution import ExecutionEvent, ReportChanges, SaveImage
 from codeinterp.sessions.options import options_for
-from codeinterp.store import Store
+from codeinterp.store import Store, expired_container
 
 from .common import check_limit, check_order, dict_envelope, now
 from .files import clean_filename, file_to_wire
@@ -417,8 +417,7 @@ class ContainersService:
             project, "container", container_id, self._session_options(container)
         )
         if managed is None:  # nothing saved: its state is gone for good
-            container.status = "expired"
-            await self.store.update_object("container", project, container_id, container.stored())
+            await self._mark_expired(project, container_id, container)
             raise _expired_error(container_id, container.model_dump(mode="json"))
         live = self._live.get(container_id)
         if live is not None and live.managed is managed:  # another caller woke it first
@@ -453,9 +452,12 @@ class ContainersService:
         live = self._live.pop(managed.owner_id, None)
         if live is None:
             return
-        live.container.status = "expired"
+        await self._mark_expired(managed.project, managed.owner_id, live.container)
+
+    async def _mark_expired(self, project: str, container_id: str, container: Container) -> None:
+        container.status = "expired"
         await self.store.update_object(
-            "container", managed.project, managed.owner_id, live.container.stored()
+            "container", project, container_id, expired_container(container.stored())
         )
 
     async def _on_session_asleep(self, managed: ManagedSession) -> None:

@@ -25,6 +25,7 @@ from .records import (
     TraceRecord,
 )
 from .store import Store
+from .tables import expired_container
 
 __all__ = [
     "FileRecord",
@@ -35,4 +36,5 @@ __all__ = [
     "Store",
     "TraceFilter",
     "TraceRecord",
+    "expired_container",
 ]

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Table, bindparam, select, update
 
 from . import session_states, statements
 from .records import ObjectRecord
-from .tables import ContainerRow, MessageRow, RunRow, RunStepRow, table_of
+from .tables import ContainerRow, MessageRow, RunRow, RunStepRow, expired_container, table_of
 
 INTERRUPTED_RUN_STATUSES = ("queued", "in_progress", "cancelling", "requires_action")
 
@@ -80,7 +80,7 @@ def expire_running_containers(connection: Connection) -> int:
         containers.c.status == "running",
         containers.c.id.not_in(session_states.owners_with_state()),
     )
-    bodies = {seq: {**body, "status": "expired"} for seq, body in connection.execute(query)}
+    bodies = {seq: expired_container(body) for seq, body in connection.execute(query)}
     _set_bodies(connection, containers, bodies, status="expired")
     return len(bodies)
 

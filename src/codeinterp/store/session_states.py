@@ -14,7 +14,13 @@ from typing import Any
 from sqlalchemy import Connection, Select, delete, func, select, update
 
 from .records import SessionStateRecord
-from .tables import ContainerRow, SandboxSessionRow, SessionStateRow, table_of
+from .tables import (
+    ContainerRow,
+    SandboxSessionRow,
+    SessionStateRow,
+    expired_container,
+    table_of,
+)
 
 STATES = table_of(SessionStateRow)
 CONTAINERS = table_of(ContainerRow)
@@ -127,7 +133,7 @@ def discard_states(connection: Connection, owner_ids: Collection[str], now: int)
         connection.execute(
             update(CONTAINERS)
             .where(CONTAINERS.c.seq == seq)
-            .values(status="expired", body={**body, "status": "expired"})
+            .values(status="expired", body=expired_container(body))
         )
     connection.execute(
         update(SESSIONS)

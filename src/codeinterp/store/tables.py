@@ -102,6 +102,13 @@ class ContainerRow(Row):
     status: Mapped[str] = mapped_column(Text, index=True)  # "running" | "expired"
 
 
+def expired_container(body: dict[str, Any]) -> dict[str, Any]:
+    """A container's body once it has expired. It can never wake again, so nothing needs the
+    secrets of its network policy any more: they are not kept past this."""
+    kept = {key: value for key, value in body.items() if key != "domain_secrets"}
+    return {**kept, "status": "expired"}
+
+
 class ResponseRow(Row):
     """A stored response of the Responses API: `body` holds the response and its context."""
 
