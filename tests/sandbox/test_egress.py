@@ -7,6 +7,7 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,18 +41,27 @@ def outside(tmp_path: Path) -> Iterator[Outside]:
         yield world
 
 
-async def test_a_process_started_while_the_proxy_is_down_gets_out_once_it_is_back(
-    tmp_path: Path, outside: Outside, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(egress_proxy, "RESTART_SECONDS", 1.0)  # a window to start one in
-    proxy = EgressProxy(
+def proxy_to(
+    outside: Outside, tmp_path: Path, cgroups: CgroupManager | None = None, **settings: Any
+) -> EgressProxy:
+    """A proxy that resolves allowed.test to the outside world's servers and trusts its CA."""
+    return EgressProxy(
         EgressSettings(
             mitmdump=default_mitmdump(),
             confdir=str(tmp_path / "egress"),
             resolve={"allowed.test": "127.0.0.1"},
             upstream_ca=outside.ca_file,
-        )
+            **settings,
+        ),
+        cgroups=cgroups,
     )
+
+
+async def test_a_process_started_while_the_proxy_is_down_gets_out_once_it_is_back(
+    tmp_path: Path, outside: Outside, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(egress_proxy, "RESTART_SECONDS", 1.0)  # a window to start one in
+    proxy = proxy_to(outside, tmp_path)
     policy = NetworkPolicy.from_request(
         {"type": "allowlist", "allowed_domains": [f"allowed.test:{outside.https_port}"]}
     )
@@ -124,16 +134,7 @@ async def test_the_proxy_is_capped_as_a_whole_and_filling_it_only_starts_it_agai
     server or the host, and the proxy is back for the next request."""
     limit = 256 * MiB
     cgroups = CgroupManager(f"test-egress-{os.getpid()}")
-    proxy = EgressProxy(
-        EgressSettings(
-            mitmdump=default_mitmdump(),
-            confdir=str(tmp_path / "egress"),
-            resolve={"allowed.test": "127.0.0.1"},
-            upstream_ca=outside.ca_file,
-            memory_limit=limit,
-        ),
-        cgroups=cgroups,
-    )
+    proxy = proxy_to(outside, tmp_path, cgroups, memory_limit=limit)
     policy = NetworkPolicy.from_request(
         {
             "type": "allowlist",
