@@ -602,19 +602,17 @@ def main(argv: list[str] | None = None) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     ceiling = linux.FD_CEILING if hard == resource.RLIM_INFINITY else min(hard, linux.FD_CEILING)
     resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
-    if settings.get("private_mounts"):
+    if settings["private_mounts"]:
         # Before the init factory forks: it and every init share this namespace's copy.
-        private_mount_namespace(settings.get("hide_mounts", []))
+        private_mount_namespace(settings["hide_mounts"])
     # Before the heavy imports, so that the factory's forks stay cheap. The lifeline's write end
     # stays here (every session closes its copy); its read end goes to every init.
     lifeline_r, _lifeline_w = os.pipe()
-    inits = InitFactory.start(lifeline_r, settings.get("init_root"))
+    inits = InitFactory.start(lifeline_r, settings["init_root"])
     os.close(lifeline_r)
     started = time.perf_counter()
     shell = _preload(
-        light=bool(settings.get("light")),
-        packages=settings.get("packages"),
-        extra=tuple(settings.get("preload", ())),
+        light=settings["light"], packages=settings["packages"], extra=tuple(settings["preload"])
     )
     preload_ms = (time.perf_counter() - started) * 1000
     Zygote(control, shell, preload_ms, inits).serve()
