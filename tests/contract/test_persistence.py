@@ -277,6 +277,34 @@ def test_a_stop_saves_live_sessions_and_a_restart_wakes_them(no_checkpoints: Ser
         client.containers.delete(box)
 
 
+def test_a_container_never_used_is_saved_without_an_archive(
+    no_checkpoints: ServerProcess,
+) -> None:
+    """Made and left alone, its state is a new session's: the stop saves it as a row alone (no
+    archive, nothing asked of its kernel), the restart keeps it running, and its first use
+    gets a new session, which then sleeps with an archive like any other."""
+    server = no_checkpoints
+    with server.client() as client:
+        before = blobs(server)
+        box = client.containers.create(name=unique("untouched")).id
+    server.restart()
+    logs = server.logs()
+    assert "saved 1 of 1 live session(s)" in logs
+    assert f"saved the session of container {box}: unchanged since it was made" in logs
+    assert blobs(server) == before
+    with server.client() as client:
+        assert client.containers.retrieve(box).status == "running"
+        woken = metric(server, "codeinterp_sessions_woken_total")
+        first = execute(client, box, "x = 5; x")
+        assert text_result(first) == "5" and first["execution_count"] == 1
+        assert metric(server, "codeinterp_sessions_woken_total") == woken + 1
+        slept = metric(server, "codeinterp_sessions_slept_total")
+        wait_for_sleeps(server, slept)
+        assert len(blobs(server) - before) == 1  # it changed: saved with its archive
+        assert text_result(execute(client, box, "x + 1")) == "6"
+        client.containers.delete(box)
+
+
 def test_the_quota_discards_the_oldest_sleeping_state(no_checkpoints: ServerProcess) -> None:
     """1 MiB per project: a second 0.6 MB state pushes out the first (that container expires);
     a state over the quota by itself is not made (that container expires at its idle time);

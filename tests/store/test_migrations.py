@@ -49,12 +49,14 @@ async def test_downgrade_then_upgrade(tmp_path: Path) -> None:
 
 
 async def test_sqlite_settings(tmp_path: Path) -> None:
-    """The database file is in WAL mode and ids use AUTOINCREMENT (seqs are never reused)."""
+    """The database file is in WAL mode and every table's seq uses AUTOINCREMENT (seqs are
+    never reused), also in the tables a migration has since copied to alter them."""
     db = sqlite3.connect(await migrated_db(tmp_path))
     try:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
-        assert "seq INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT" in sql
+        for name in Base.metadata.tables:
+            sql = db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+            assert "seq INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT" in sql[0], (name, sql)
     finally:
         db.close()
 

@@ -60,6 +60,28 @@ async def test_a_state_is_kept_replaced_and_deleted(store: Store) -> None:
     assert blob_names(store) == set()
 
 
+async def test_a_state_without_an_archive(store: Store) -> None:
+    """A session that had not changed is saved as a row alone (path ""): it replaces an archive
+    (which goes), is counted and discarded like any state, and no sweep looks for its blob."""
+    await store.save_session_state(state("thr_1"), archive(store, b"old"))
+    await store.save_session_state(state("thr_1", saved_at=200, size=0), None)
+    found = await store.find_session_state("p1", "thr_1")
+    assert found is not None and (found.path, found.bytes, found.saved_at) == ("", 0, 200)
+    assert found.body == state("thr_1").body
+    assert blob_names(store) == set()  # the archive it replaced is gone
+
+    await store.save_session_state(state("thr_2", size=0), None)  # two without: no clash
+    assert [s.path for s in await store.list_session_states("p1")] == ["", ""]
+    await store.sweep_blobs()
+    await store.save_session_state(state("thr_2", saved_at=300), archive(store, b"new"))
+    assert len(blob_names(store)) == 1  # and an archive can replace it
+
+    await store.delete_session_state("p1", "thr_1")
+    assert await store.find_session_state("p1", "thr_1") is None
+    assert await store.discard_session_states(["thr_2"]) == 1
+    assert await store.list_session_states() == [] and blob_names(store) == set()
+
+
 async def test_states_list_oldest_first_and_by_age(store: Store) -> None:
     for owner, saved_at in (("thr_b", 300), ("thr_a", 100), ("cntr_c", 200)):
         await store.save_session_state(state(owner, saved_at=saved_at), archive(store, b"x"))

@@ -13,7 +13,9 @@ count and history), kept by the store as the owner's *saved state*, one per owne
   states of the project's sleeping sessions are discarded oldest first.
 
 A session that cannot be saved (too large, or its kernel failed) is not put to sleep: it ends
-as before, and its container expires.
+as before, and its container expires. A session that has not changed since it was made (no code
+ran, no file came) is saved without an archive: its state is a new session's, so it wakes as one
+(from the warm pool), and saving it asks nothing of its kernel or of the disk but one row.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from codeinterp.errors import CodeInterpError
+from codeinterp.sandbox import SnapshotInfo
 from codeinterp.store import SessionStateRecord, Store
 
 if TYPE_CHECKING:
@@ -53,17 +56,23 @@ async def save(
     managed: ManagedSession,
     persistence: Persistence,
     live: Callable[[], Collection[str]],
+    *,
+    fresh: bool,
 ) -> bool:
     """Save `managed` as its owner's state; whether it was saved (failures are logged).
+    `fresh`: it has not changed since it was made, and is saved without an archive.
 
     Room is made under the project's quota by discarding the states of its sleeping sessions,
     oldest first (`live()`: the owners whose states are in use, live or waking, which are
     spared; asked after the snapshot, just before the room is made)."""
-    temp = store.temp_path()
+    temp = None if fresh else store.temp_path()
     limit = persistence.quota_bytes
     started = time.monotonic()
     try:
-        info = await managed.session.snapshot(temp, max_bytes=limit)
+        if temp is None:
+            info = SnapshotInfo(bytes=0, variables=0, skipped={})
+        else:
+            info = await managed.session.snapshot(temp, max_bytes=limit)
         if not await _make_room(store, managed, info.bytes, persistence, live()):
             return False
         record = SessionStateRecord(
@@ -89,13 +98,14 @@ async def save(
         )
         return False
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
+        if temp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
     log.info(
-        "saved the session of %s %s: %d bytes in %.0f ms",
+        "saved the session of %s %s: %s in %.0f ms",
         managed.owner_kind,
         managed.owner_id,
-        info.bytes,
+        "unchanged since it was made" if fresh else f"{info.bytes} bytes",
         1000 * (time.monotonic() - started),
     )
     return True
@@ -111,7 +121,7 @@ async def _make_room(
     """Whether a state of `size` bytes fits under the project's quota, after discarding the
     oldest states of its sleeping sessions if it must."""
     quota = persistence.quota_bytes
-    if quota is None:
+    if quota is None or size == 0:
         return True
     used = await store.session_state_bytes(managed.project, except_owner=managed.owner_id)
     if used + size <= quota:

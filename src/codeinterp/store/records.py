@@ -69,7 +69,8 @@ class SessionRecord:
 @dataclass(frozen=True, slots=True)
 class SessionStateRecord:
     """The saved state of a thread's or a container's session (see tables.SessionStateRow);
-    `path` is where its archive is on disk, for the sandbox to restore from."""
+    `path` is where its archive is on disk, for the sandbox to restore from; empty for a state
+    without one (a session that had not changed since it was made wakes as a new session)."""
 
     owner_id: str
     project: str

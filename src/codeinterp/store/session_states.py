@@ -35,15 +35,15 @@ PathOf = Callable[[str], str]  # blob name -> its path
 
 def _record(row: Any, path_of: PathOf) -> SessionStateRecord:
     owner_id, project, owner_kind, session_id, size, saved_at, body, blob = row
-    return SessionStateRecord(
-        owner_id, project, owner_kind, session_id, size, saved_at, body, path_of(blob)
-    )
+    path = "" if blob is None else path_of(blob)
+    return SessionStateRecord(owner_id, project, owner_kind, session_id, size, saved_at, body, path)
 
 
 def put_state(
-    connection: Connection, record: SessionStateRecord, blob: str, now: int
+    connection: Connection, record: SessionStateRecord, blob: str | None, now: int
 ) -> str | None:
-    """Insert or replace the owner's state; the blob it named before (to delete), if any."""
+    """Insert or replace the owner's state (`blob` None: a state without an archive); the blob
+    it named before (to delete), if any."""
     values = {
         "project": record.project,
         "owner_kind": record.owner_kind,
@@ -53,13 +53,12 @@ def put_state(
         "saved_at": record.saved_at,
         "body": record.body,
     }
-    old = connection.execute(
-        select(STATES.c.blob).where(STATES.c.id == record.owner_id)
-    ).scalar_one_or_none()
-    if old is None:
+    found = connection.execute(select(STATES.c.blob).where(STATES.c.id == record.owner_id)).first()
+    if found is None:
         connection.execute(STATES.insert().values(id=record.owner_id, created_at=now, **values))
-    else:
-        connection.execute(update(STATES).where(STATES.c.id == record.owner_id).values(**values))
+        return None
+    connection.execute(update(STATES).where(STATES.c.id == record.owner_id).values(**values))
+    old: str | None = found.blob
     return old
 
 
@@ -104,17 +103,21 @@ def bytes_used(connection: Connection, project: str, except_owner: str) -> int:
 
 def delete_state(connection: Connection, project: str, owner_id: str) -> str | None:
     """Delete the owner's state row; its blob name (for the caller to delete), if it had one."""
-    blob = connection.execute(
+    found = connection.execute(
         select(STATES.c.blob).where(STATES.c.project == project, STATES.c.id == owner_id)
-    ).scalar_one_or_none()
-    if blob is not None:
-        connection.execute(delete(STATES).where(STATES.c.id == owner_id))
+    ).first()
+    if found is None:
+        return None
+    connection.execute(delete(STATES).where(STATES.c.id == owner_id))
+    blob: str | None = found.blob
     return blob
 
 
-def discard_states(connection: Connection, owner_ids: Collection[str], now: int) -> list[str]:
+def discard_states(
+    connection: Connection, owner_ids: Collection[str], now: int
+) -> list[str | None]:
     """Delete these states for good: their containers expire and their usage records end.
-    Returns the blob names to delete."""
+    Returns each state's blob name (to delete; None for a state without an archive)."""
     if not owner_ids:
         return []
     rows = connection.execute(
@@ -144,8 +147,9 @@ def discard_states(connection: Connection, owner_ids: Collection[str], now: int)
 
 
 def all_blobs(connection: Connection) -> set[str]:
-    """The blob name of every saved state."""
-    return set(connection.execute(select(STATES.c.blob)).scalars())
+    """The blob name of every saved state that has an archive."""
+    query = select(STATES.c.blob).where(STATES.c.blob.is_not(None))
+    return set(connection.execute(query).scalars())
 
 
 def owners_with_state() -> Select[Any]:

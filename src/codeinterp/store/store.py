@@ -353,19 +353,21 @@ class Store:
         without copying: a temporary name in the blob directory, swept if left behind."""
         return self._blobs.temp_path()
 
-    async def save_session_state(self, record: SessionStateRecord, temp: str) -> None:
+    async def save_session_state(self, record: SessionStateRecord, temp: str | None) -> None:
         """Keep the archive at `temp` (a `temp_path`) as the owner's saved state, replacing the
-        one it had. `record.path` is ignored (the store names the blob)."""
-        blob, _ = await self._blobs.adopt(temp)
+        one it had; `temp` None: a state without an archive (a session that had not changed
+        since it was made). `record.path` is ignored (the store names the blob)."""
+        blob = None if temp is None else (await self._blobs.adopt(temp))[0]
         # Shielded as a whole: once the blob is in place, the row names it (and the old blob
         # goes) or the blob goes, even if the caller is cancelled meanwhile.
         await asyncio.shield(self._put_session_state(record, blob))
 
-    async def _put_session_state(self, record: SessionStateRecord, blob: str) -> None:
+    async def _put_session_state(self, record: SessionStateRecord, blob: str | None) -> None:
         try:
             old = await self._db.write(lambda c: session_states.put_state(c, record, blob, _now()))
         except BaseException:
-            await self._blobs.delete(blob)
+            if blob is not None:
+                await self._blobs.delete(blob)
             raise
         if old is not None:
             await self._blobs.delete(old)
@@ -411,7 +413,8 @@ class Store:
         stamp = _now()
         blobs = await self._db.write(lambda c: session_states.discard_states(c, owner_ids, stamp))
         for blob in blobs:
-            await self._blobs.delete(blob)
+            if blob is not None:
+                await self._blobs.delete(blob)
         return len(blobs)
 
     # Traces (the trace viewer's)

@@ -134,13 +134,14 @@ class SessionStateRow(Row):
     """The saved state of a thread's or a container's session, its snapshot archive a blob: what
     a session asleep on disk wakes from, and what a crash falls back to. One per owner: `id` is
     the owner's id (a thread's or a container's). `body` holds what the owner keeps beside the
-    archive (its file ids, the session's memory tier and idle time, what could not be saved)."""
+    archive (its file ids, the session's memory tier and idle time, what could not be saved).
+    No `blob`: the session had not changed since it was made, and wakes as a new one."""
 
     __tablename__ = "session_states"
 
     owner_kind: Mapped[str] = mapped_column(Text)  # "thread" | "container"
     session_id: Mapped[str] = mapped_column(Text, index=True)  # the usage record it continues
-    blob: Mapped[str] = mapped_column(Text, unique=True)  # name under blobs/, from `secrets`
+    blob: Mapped[str | None] = mapped_column(Text, unique=True)  # name under blobs/
     size: Mapped[int] = mapped_column("bytes", BigInteger)
     saved_at: Mapped[int] = mapped_column(BigInteger, index=True)  # retention goes by this
 
