@@ -94,6 +94,17 @@ async def test_a_restored_session_has_the_variables_files_count_and_history(
         await restored.close()
 
 
+async def test_a_session_finds_the_snapshot_code_already_imported() -> None:
+    """The zygote imports what a save and a restore run, before it forks: a session that had
+    to import it paid for it at every save (and, without cached bytecode, compiled it)."""
+    async with await Sandbox.start(SandboxConfig(pool_size=0)) as sandbox:
+        session = await sandbox.create_session()
+        names = "'codeinterp.sandbox.snapshot', 'cloudpickle', 'tarfile'"
+        execution = await session.run(f"import sys\nprint([n in sys.modules for n in ({names})])")
+        assert execution.stdout == "[True, True, True]\n", execution
+        await session.close()
+
+
 async def test_what_cannot_be_saved_is_named_with_the_reason(tmp_path: Path) -> None:
     archive = str(tmp_path / "partial.snapshot")
     async with await Sandbox.start(SandboxConfig(pool_size=0)) as sandbox:

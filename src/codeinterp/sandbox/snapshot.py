@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+import cloudpickle
+
 FORMAT = 1
 MAX_REASON_CHARS = 300
 MAX_HISTORY = 10_000  # inputs kept, the latest
@@ -100,8 +102,6 @@ def user_variables(shell: Any) -> dict[str, Any]:
 
 def _picklable(variables: dict[str, Any]) -> tuple[bytes, list[str], dict[str, str]]:
     """One pickle of every variable that pickles; the names saved; the others with why."""
-    import cloudpickle
-
     try:
         return cloudpickle.dumps(variables), sorted(variables), {}
     except Exception:  # find which ones, then pickle the rest together
@@ -187,8 +187,6 @@ def restore_archive(shell: Any, source: BinaryIO, workspace: str, home: str) -> 
     """Unpack a snapshot into this (fresh) session: files first, then the variables, the
     count, the history and the working directory. What could not be restored is reported,
     never raised: a bad archive leaves a working session with whatever it managed."""
-    import cloudpickle
-
     report: dict[str, Any] = {"variables": 0, "skipped": {}, "errors": []}
     pickled: bytes | None = None
     manifest: dict[str, Any] = {}
