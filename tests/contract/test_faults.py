@@ -309,9 +309,9 @@ def test_a_full_disk_is_a_clear_error_and_loses_nothing(
             assert len(stored) < 20, "the disk never filled"
         error = assert_envelope(response, 507, type_="server_error")
         assert error["code"] == "storage_full" and "full" in error["message"]
-        # small writes may still fail while the disk is full: each is an answer, not a crash
+        # blobs left the database its reserve: small writes still work on a disk full of files
         made = http.post("/assistants", json={"model": "gpt-4o"})
-        assert made.status_code in (200, 507), made.text
+        assert made.status_code == 200, made.text
         assert httpx2.get(f"{server.url}/health").status_code == 200
         listed = {f["id"] for f in http.get("/files", params={"limit": 100}).json()["data"]}
         assert listed == set(stored)

@@ -6,6 +6,10 @@ name and a crash leaves at worst a temporary file or an unreferenced blob, which
 the next start. Names come from `secrets`, never from the client's file name, so they reveal
 nothing and cannot be steered into another path. Blocking calls run in a worker thread
 (`asyncio.to_thread`) so that the event loop keeps serving other requests.
+
+Blobs leave the last DATABASE_RESERVE bytes of the disk to the database: a blob that would
+eat into them is refused (StorageFull), so that on a disk full of blobs the database can still
+write, above all the deletes that make room again.
 """
 
 from __future__ import annotations
@@ -23,6 +27,15 @@ from codeinterp.errors import QuotaExceeded, StorageFull
 
 TEMP_PREFIX = ".tmp-"
 _WRITE_SIZE = 1 << 20  # gather small chunks into writes of about this size
+DATABASE_RESERVE = 1 << 20  # free bytes blobs leave on the disk, for the database's writes
+
+
+def _check_room(directory: str, more: int = 0) -> None:
+    """ENOSPC if writing `more` bytes in `directory` would leave less than DATABASE_RESERVE
+    bytes free for unprivileged writers (root may have more: its reserve is not ours)."""
+    stat = os.statvfs(directory)
+    if stat.f_bavail * stat.f_frsize - more < DATABASE_RESERVE:
+        raise OSError(errno.ENOSPC, "the disk is full: the rest is the database's reserve")
 
 
 def _open_private(path: str, flags: int) -> int:
@@ -34,10 +47,12 @@ def _create(path: str) -> BinaryIO:
 
 
 def _publish(file: BinaryIO, temp: str, final: str, directory: str) -> None:
-    """Make the bytes durable, then give them their final name, then make the name durable."""
+    """Make the bytes durable, then give them their final name, then make the name durable;
+    ENOSPC if they ate into the database's reserve (the caller discards them)."""
     file.flush()
     os.fsync(file.fileno())
     file.close()
+    _check_room(directory)
     os.replace(temp, final)
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -90,13 +105,14 @@ class BlobDir:
         name = secrets.token_hex(16)
         temp = self.path_of(TEMP_PREFIX + name)
         try:
+            _check_room(self.path, len(data) if isinstance(data, bytes) else 0)
             file = await asyncio.to_thread(_create, temp)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageFull() from exc
             raise
         try:
-            size = await _copy(data, file, max_bytes)
+            size = await _copy(data, file, max_bytes, self.path)
             await asyncio.to_thread(_publish, file, temp, self.path_of(name), self.path)
         except BaseException as exc:
             await asyncio.to_thread(_discard, file, temp)
@@ -112,9 +128,15 @@ class BlobDir:
 
     async def adopt(self, temp: str) -> tuple[str, int]:
         """Publish the finished file at `temp` (a `temp_path`) as a new blob, without copying
-        it; its name and size."""
+        it; its name and size. StorageFull if the disk is full (`temp` is then left to the
+        caller)."""
         name = secrets.token_hex(16)
-        size = await asyncio.to_thread(_publish_path, temp, self.path_of(name), self.path)
+        try:
+            size = await asyncio.to_thread(_publish_path, temp, self.path_of(name), self.path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull() from exc
+            raise
         return name, size
 
     async def read(self, name: str) -> bytes:
@@ -148,11 +170,19 @@ class BlobDir:
         return sorted(removed)
 
 
-async def _copy(data: AsyncIterable[bytes] | bytes, file: BinaryIO, max_bytes: int) -> int:
-    """Write `data` to `file` in large writes off the event loop; return the byte count."""
+async def _copy(
+    data: AsyncIterable[bytes] | bytes, file: BinaryIO, max_bytes: int, directory: str
+) -> int:
+    """Write `data` to `file` in large writes off the event loop; return the byte count. A
+    write that would eat into the database's reserve raises ENOSPC instead."""
     if isinstance(data, bytes):
         await asyncio.to_thread(file.write, data)
         return len(data)
+
+    def write(data: bytes) -> None:
+        _check_room(directory, len(data))
+        file.write(data)
+
     size = 0
     pending: list[bytes] = []
     pending_size = 0
@@ -163,8 +193,8 @@ async def _copy(data: AsyncIterable[bytes] | bytes, file: BinaryIO, max_bytes: i
         pending.append(chunk)
         pending_size += len(chunk)
         if pending_size >= _WRITE_SIZE:
-            await asyncio.to_thread(file.write, b"".join(pending))
+            await asyncio.to_thread(write, b"".join(pending))
             pending, pending_size = [], 0
     if pending:
-        await asyncio.to_thread(file.write, b"".join(pending))
+        await asyncio.to_thread(write, b"".join(pending))
     return size
