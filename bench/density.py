@@ -61,8 +61,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -71,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 from codeinterp.sandbox import Sandbox, SandboxConfig, Session
-from stats import percentile
+from stats import machine, percentile
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -253,13 +251,7 @@ def build_report(measured: dict[str, Any], args: argparse.Namespace) -> dict[str
         "targets": {name: f"{op} {bound:g}" for name, (op, bound) in TARGETS.items()},
         "targets_met": met,
         "quick": args.quick,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "memory_total_gib": total_kb * 1024 / GiB,
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": {**machine(), "memory_total_gib": total_kb * 1024 / GiB},
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

@@ -40,7 +40,6 @@ import gc
 import importlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,8 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+from stats import machine
 
 LIBRARIES = ("cloudpickle", "dill")  # the first is the baseline
 PROTOCOL = 5  # pickle.HIGHEST_PROTOCOL on Python 3.11+
@@ -293,12 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         "protocol": PROTOCOL,
         "import_ms": imports,
         "versions": versions,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

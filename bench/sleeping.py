@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -57,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.server import ServerProcess
 
-from stats import percentile
+from stats import machine, percentile
 
 MiB = 1 << 20
 CONCURRENCY = 8
@@ -237,11 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         **figures,
         "target": f"used_ratio <= {TARGET_RATIO} with 10,000 containers asleep",
         "target_met": count >= 10_000 and figures["used_ratio"] <= TARGET_RATIO,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codeinterp.sandbox import Sandbox, SandboxConfig, SandboxPolicy
 from codeinterp.sandbox.policy import MEMORY_TIERS
+from stats import machine
 
 STATES = {
     "empty": "",
@@ -125,12 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         "targets_met": frame["restore_ms"] <= TARGET_RESTORE_MS
         and frame["restore_over_cold"] <= TARGET_RESTORE_OVER_COLD
         and frame["snapshot_ms"] <= TARGET_SNAPSHOT_MS,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

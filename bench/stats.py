@@ -4,6 +4,19 @@ this directory is first on their path)."""
 from __future__ import annotations
 
 import math
+import os
+import platform
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: cores, kernel, Python, and the load at the end."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import re
 import statistics
 import sys
@@ -40,6 +38,8 @@ import httpx2
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.server import ServerProcess
+
+from stats import machine
 
 CONCURRENCY = 16
 STOP_TIMEOUT = 60.0
@@ -127,11 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     figures = measure(args.sessions, args.rounds)
     report = {
         **figures,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

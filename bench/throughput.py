@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.support.server import ServerProcess
 
 from codeinterp.sandbox import Sandbox, SandboxConfig, Task
+from stats import machine
 
 PYTHON = sys.executable
 SNIPPETS = {
@@ -141,15 +141,6 @@ def measure_subprocess(passes: int) -> dict[str, float]:
     return rates
 
 
-def machine_info() -> dict[str, Any]:
-    return {
-        "cpu_count": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--json", required=True, type=Path, help="where to write the results")
@@ -171,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         "target_met": best_trivial >= TARGET_TRIVIAL_PER_S,
         "tasks_per_pass": passes,
         "quick": args.quick,
-        "machine": machine_info(),
+        "machine": machine(),
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
