@@ -28,7 +28,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # the states without an archive go (their containers wake as new sessions no more)
+    # the old schema cannot hold a state without an archive: those go (their containers expire
+    # at the next start, as they did before)
     op.execute("DELETE FROM session_states WHERE blob IS NULL")
     with op.batch_alter_table("session_states", table_kwargs=KEEP_AUTOINCREMENT) as batch:
         batch.alter_column("blob", existing_type=sa.Text(), nullable=False)
