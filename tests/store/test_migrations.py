@@ -81,3 +81,35 @@ async def test_explicit_url(tmp_path: Path) -> None:
     assert db.is_file()
     assert not (tmp_path / "data" / DATABASE_FILE).exists()
     assert (tmp_path / "data" / "blobs").is_dir()
+
+
+async def test_a_state_saved_before_0006_survives_the_upgrade(tmp_path: Path) -> None:
+    """0006 copies session_states to make `blob` nullable: the rows come through unchanged."""
+    database = await migrated_db(tmp_path)
+    engine = create_engine(f"sqlite:///{database}")
+    try:
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0005")
+        db = sqlite3.connect(database)
+        with db:
+            db.execute(
+                "INSERT INTO session_states (id, project, created_at, owner_kind, session_id, "
+                "blob, bytes, saved_at, body) VALUES ('cntr_1', 'p1', 1, 'container', 'sess_1', "
+                "'blob-1', 10, 2, '{\"files\": {}}')"
+            )
+        db.close()
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "head")
+    finally:
+        engine.dispose()
+    db = sqlite3.connect(database)
+    try:
+        rows = db.execute(
+            "SELECT seq, id, project, owner_kind, session_id, blob, bytes, saved_at, body "
+            "FROM session_states"
+        ).fetchall()
+        assert rows == [
+            (1, "cntr_1", "p1", "container", "sess_1", "blob-1", 10, 2, '{"files": {}}')
+        ]
+    finally:
+        db.close()
