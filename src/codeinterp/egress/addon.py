@@ -39,6 +39,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -48,15 +49,16 @@ from typing import Any
 
 from mitmproxy import addonmanager, ctx, http, tls
 from mitmproxy.connection import Client
-from mitmproxy.net.http import url
+from mitmproxy.net.http import http1, url
+from mitmproxy.proxy.layers import tls as tls_layer
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 
-def _load_domains() -> Any:
-    """codeinterp/sandbox/domains.py, the one definition of what an entry allows, by its path:
-    this venv has no codeinterp package. (In sys.modules first: dataclasses look it up.)"""
-    path = Path(__file__).resolve().parent.parent / "sandbox" / "domains.py"
-    spec = importlib.util.spec_from_file_location("codeinterp_egress_domains", path)
+def _load(relative: str, name: str) -> Any:
+    """A standard-library module of codeinterp, by its path from this file's package: this venv
+    has no codeinterp package. (In sys.modules first: dataclasses look it up.)"""
+    path = Path(__file__).resolve().parent.parent / relative
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -64,7 +66,9 @@ def _load_domains() -> Any:
     return module
 
 
-domains = _load_domains()
+# The one definition of what an entry allows, and the tunnels' byte relay.
+domains = _load("sandbox/domains.py", "codeinterp_egress_domains")
+relay = _load("egress/relay.py", "codeinterp_egress_relay")
 log = logging.getLogger("codeinterp.egress.addon")
 
 RESOLVER_THREADS = 64
@@ -77,6 +81,11 @@ NEEDED_ADDONS = frozenset(
 )  # fmt: skip
 MAX_COMMAND = 4 << 20  # bytes of one command line (a policy with every secret at its largest)
 MAX_EVENT_TEXT = 300  # characters of any one value in an event (the lines stay < PIPE_BUF)
+# A tunnel's start, and the most of its head and of its TLS ClientHello read before deciding.
+TUNNEL_START = b"CONNECT "
+HEAD_END = re.compile(rb"\n\r?\n")
+MAX_TUNNEL_HEAD = 64 << 10
+MAX_CLIENT_HELLO = 64 << 10
 
 
 # The client a connection was handed over for, in the task that hands it to mitmproxy (whose
@@ -130,7 +139,8 @@ class Egress:
         self.tunnels: dict[str, str] = {}  # client connection id -> the host CONNECT opened
         self.max_connections = 0  # open at once per client (0: no cap); set by `config`
         self.listeners: dict[str, tuple[str, asyncio.Server]] = {}  # id -> (client, server)
-        self.open: dict[str, set[asyncio.StreamWriter]] = {}  # client -> its connections
+        self.open: dict[str, set[SessionConnection]] = {}  # client -> its connections
+        self.serving: set[asyncio.Task[None]] = set()  # connections in mitmproxy's hands
         self._loop: asyncio.AbstractEventLoop | None = None
         # Events never block the proxy: a server that stops reading loses them, not the proxy.
         self._events = int(os.environ["CODEINTERP_EGRESS_EVENTS_FD"])
@@ -225,8 +235,8 @@ class Egress:
             if command["listener"] in self.listeners or client not in self.policies:
                 listener.close()  # handed over twice (the proxy was starting), or too late
                 return
-            server = await asyncio.start_server(
-                lambda reader, writer: self._handed_over(client, reader, writer), sock=listener
+            server = await asyncio.get_running_loop().create_server(
+                lambda: SessionConnection(self, client), sock=listener
             )
             self.listeners[command["listener"]] = (client, server)
         elif op == "unlisten":
@@ -236,19 +246,33 @@ class Egress:
             self.policies.pop(client, None)
             for key in [k for k, (owner, _) in self.listeners.items() if owner == client]:
                 self.listeners.pop(key)[1].close()
-            for writer in self.open.pop(client, set()):
-                writer.transport.abort()
+            for connection in self.open.pop(client, set()):
+                connection.abort()
 
-    async def _handed_over(
-        self, client: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """A connection from a session's namespace: to mitmproxy as one from `client`."""
-        live = self.open.setdefault(client, set())
+    def admit(self, connection: "SessionConnection") -> bool:
+        """Count a new connection of its client, unless the client has its most open."""
+        live = self.open.setdefault(connection.client, set())
         if self.max_connections and len(live) >= self.max_connections:
-            writer.transport.abort()
             reason = f"more than {self.max_connections} connections open at once"
-            self._emit({"event": "attempt", "client": client, "allowed": False, "reason": reason})
-            return
+            self._emit(
+                {"event": "attempt", "client": connection.client, "allowed": False,
+                 "reason": reason}
+            )  # fmt: skip
+            return False
+        live.add(connection)
+        return True
+
+    def release(self, connection: "SessionConnection") -> None:
+        self.open.get(connection.client, set()).discard(connection)
+
+    async def to_mitmproxy(
+        self,
+        connection: "SessionConnection",
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """A connection from a session's namespace: to mitmproxy as one from its client."""
+        client = connection.client
         port = writer.get_extra_info("peername")[1]
         real = writer.get_extra_info
 
@@ -256,13 +280,12 @@ class Egress:
             return (client, port) if name == "peername" else real(name, default)
 
         writer.get_extra_info = get_extra_info  # type: ignore[method-assign]
-        live.add(writer)
         HANDED_OVER.set(client)
         try:
             regular = next(iter(ctx.master.addons.get("proxyserver").servers))
             await regular.handle_stream(reader, writer)
         finally:
-            live.discard(writer)
+            self.release(connection)
 
     def _emit(self, event: dict[str, Any]) -> None:
         # One write of at most PIPE_BUF bytes is atomic: a line is whole or not there.
@@ -326,12 +349,8 @@ class Egress:
         target = data.context.server.address
         host = domains.normal(target[0]) if target else ""
         sni = domains.normal(data.client_hello.sni or "")
-        if policy is None or sni != host:
-            reason = (
-                "no network policy"
-                if policy is None
-                else f"TLS names {sni or 'no server'} inside a tunnel to {host}"
-            )
+        reason = "no network policy" if policy is None else _sni_refusal(host, sni)
+        if policy is None or reason is not None:
             self._attempt(
                 client.peername[0],
                 "https",
@@ -474,6 +493,202 @@ class Egress:
                 response.content = content.replace(
                     secret.value.encode(), secret.placeholder.encode()
                 )
+
+
+def _sni_refusal(host: str, sni: str) -> str | None:
+    """Why a tunnel to `host` whose TLS names `sni` is refused: it must name the same host."""
+    if sni != host:
+        return f"TLS names {sni or 'no server'} inside a tunnel to {host}"
+    return None
+
+
+class SessionConnection(asyncio.Protocol):
+    """One connection from a session's listener.
+
+    The common case, a CONNECT that the session's policy allows to a domain without secrets, is
+    served here: the answer, then the tunnel's TLS ClientHello, which must name the host, then
+    the connection upstream and its bytes relayed untouched (relay.py). mitmproxy's layers would
+    do the same at several times the cost per connection (docs/notes.md). Everything else (plain
+    HTTP, a domain with secrets, a refusal, a request that does not parse) goes to mitmproxy
+    with what was read so far, and is served by the hooks of `Egress`.
+    """
+
+    def __init__(self, egress: Egress, client: str) -> None:
+        self.egress = egress
+        self.client = client
+        self.policy: Policy | None = None
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.step = self._sniff  # what to do with what came in
+        self.ended = False  # the session sent its end
+        self.host, self.port = "", 0
+        self.idle: Any = None  # relay.Idle
+        self.connecting: asyncio.Task[None] | None = None
+        self.joined: Any = None  # relay.Relay, made with the connection upstream
+        self.connected = False  # the connection upstream is made
+        self.handed_over = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if not self.egress.admit(self):
+            transport.abort()
+            self.step = self._ignore
+            return
+        self.idle = relay.Idle(relay.IDLE_SECONDS, self.abort)
+        self.policy = self.egress.policies.get(self.client)
+        if self.policy is None:  # dropped meanwhile: mitmproxy's hooks refuse it
+            self._to_mitmproxy()
+
+    def data_received(self, data: bytes) -> None:
+        self.idle.touch()
+        self.buffer += data
+        self.step()
+
+    def eof_received(self) -> bool:
+        self.ended = True
+        if self.step in (self._sniff, self._head):
+            self._to_mitmproxy()  # it reads the end after what was sent
+            return True
+        self.abort()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.handed_over:
+            return
+        if self.connecting is not None:
+            self.connecting.cancel()
+        if self.idle is not None:
+            self.idle.cancel()
+        self.egress.release(self)
+
+    def abort(self) -> None:
+        if self.joined is not None:  # the session's connection and the one made for it
+            self.joined.abort()
+        elif self.transport is not None:
+            self.transport.abort()
+
+    # -- the steps ------------------------------------------------------------------------------
+
+    def _ignore(self) -> None:
+        self.buffer.clear()
+
+    def _sniff(self) -> None:
+        """A tunnel starts with CONNECT; anything else is mitmproxy's at once."""
+        start = bytes(self.buffer[: len(TUNNEL_START)])
+        if not TUNNEL_START.startswith(start):
+            self._to_mitmproxy()
+        elif len(start) == len(TUNNEL_START):
+            self.step = self._head
+            self._head()
+
+    def _head(self) -> None:
+        end = HEAD_END.search(self.buffer)
+        if end is None:
+            if len(self.buffer) > MAX_TUNNEL_HEAD:
+                self._to_mitmproxy()  # which refuses it as it refuses any such head
+            return
+        lines = [line.rstrip(b"\r") for line in bytes(self.buffer[: end.start()]).split(b"\n")]
+        try:
+            request = http1.read_request_head(lines)
+        except ValueError:
+            self._to_mitmproxy()
+            return
+        host, port = domains.normal(request.host), request.port
+        policy = self.policy
+        if (
+            request.method != "CONNECT"
+            or policy is None
+            or self.client not in self.egress.policies
+            or policy.refusal(host, port, "https") is not None
+            or policy.secrets_for(host)
+        ):
+            self._to_mitmproxy()
+            return
+        self.host, self.port = host, port
+        assert self.transport is not None
+        self.transport.write(request.data.http_version + b" 200 Connection established\r\n\r\n")
+        # The connection upstream is made while the session starts its TLS: the host and port
+        # are allowed, and nothing goes up it before the ClientHello is checked.
+        self.joined = relay.Relay(self.transport, self.idle, lambda: self.egress.release(self))
+        self.connecting = asyncio.get_running_loop().create_task(self._connect())
+        self.egress._attempt(self.client, "https", host, port, None, method="CONNECT")
+        del self.buffer[: end.end()]
+        self.step = self._hello
+        self._hello()
+
+    def _hello(self) -> None:
+        """The tunnel's first bytes: a TLS ClientHello that names the CONNECT's host."""
+        try:
+            hello = tls_layer.parse_client_hello(bytes(self.buffer))
+        except Exception:  # not TLS, or a ClientHello that does not parse (the parser's own)
+            self._refuse(f"no TLS handshake inside a tunnel to {self.host}", self.host)
+            return
+        if hello is None:
+            if len(self.buffer) > MAX_CLIENT_HELLO:
+                self._refuse(f"a TLS handshake past {MAX_CLIENT_HELLO} bytes", self.host)
+            return
+        sni = domains.normal(hello.sni or "")
+        if self.client not in self.egress.policies:
+            self._refuse("no network policy", sni or self.host)
+        elif (refusal := _sni_refusal(self.host, sni)) is not None:
+            self._refuse(refusal, sni or self.host)
+        else:
+            # What comes after waits in the socket until the relay starts.
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self.step = self._checked
+            self._join()
+
+    def _checked(self) -> None:
+        """Bytes that came with the ClientHello's last chunk stay in the buffer."""
+
+    def _refuse(self, reason: str, host: str) -> None:
+        self.egress._attempt(self.client, "https", host, self.port, reason, method="TLS")
+        self.step = self._ignore
+        self.abort()
+
+    async def _connect(self) -> None:
+        assert self.joined is not None
+        try:
+            # Names resolve through `Egress.addresses`, as mitmproxy's own connections do.
+            await asyncio.get_running_loop().create_connection(
+                lambda: self.joined.server, self.host, self.port
+            )
+        except OSError as e:
+            self.egress._attempt(self.client, "connect", self.host, self.port, str(e))
+            self.abort()
+            return
+        self.connected = True
+        self._join()
+
+    def _join(self) -> None:
+        """Start the relay once the ClientHello was checked and the connection is made."""
+        if self.step == self._checked and self.connected:
+            self.step = self._ignore
+            first, self.buffer = bytes(self.buffer), bytearray()
+            self.joined.start(first)
+
+    def _to_mitmproxy(self) -> None:
+        """The connection, with what was read of it, to mitmproxy (`Egress.to_mitmproxy`)."""
+        assert self.transport is not None
+        self.step = self._ignore
+        self.handed_over = True
+        self.idle.cancel()  # mitmproxy has its own
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        writer = asyncio.StreamWriter(self.transport, protocol, reader, loop)
+        if self.buffer:
+            reader.feed_data(bytes(self.buffer))
+            self.buffer.clear()
+        if self.ended:
+            reader.feed_eof()
+        task = loop.create_task(self.egress.to_mitmproxy(self, reader, writer))
+        self.egress.serving.add(task)
+        task.add_done_callback(self.egress.serving.discard)
 
 
 def _replace_in_headers(message: http.Message, old: str, new: str) -> None:
