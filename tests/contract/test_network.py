@@ -98,11 +98,12 @@ def fetch(url, **kw):
 """
 
 
-def ready_container(client: openai.OpenAI, outside: Outside, **policy: Any) -> Any:
-    """A container with the test's allowlist (`policy`: allowlist's options), the preamble run."""
+def ready_container(client: openai.OpenAI, outside: Outside, *extra: str, **policy: Any) -> Any:
+    """A container with the test's allowlist (`extra` entries, `policy`: allowlist's options),
+    the preamble run."""
     container = client.containers.create(
         name=unique("net"),
-        network_policy=allowlist(outside, **policy),  # type: ignore[arg-type]
+        network_policy=allowlist(outside, *extra, **policy),  # type: ignore[arg-type]
     )
     run(client, container.id, preamble(outside))
     return container
@@ -230,6 +231,142 @@ json.dumps({{
 
     paths = [r["path"] for r in outside.received]
     assert not {"/smuggled", "/ip", "/fronted", "/huge"} & set(paths), paths
+
+
+TUNNEL_CODE = """
+import json, ssl, time
+def tunnel(port, first=b""):
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+    s.sendall(b"CONNECT allowed.test:%d HTTP/1.1\\r\\nHost: allowed.test\\r\\n\\r\\n" % port + first)
+    return s
+def answer_then_end(s, data):
+    head = b""
+    while b"\\r\\n\\r\\n" not in head:
+        head += s.recv(4096)
+    s.sendall(data)
+    try:
+        rest = s.recv(4096)
+    except OSError as e:
+        rest = type(e).__name__.encode()
+    return [head.split(b"\\r\\n")[0].decode(), rest.decode(errors="replace")]
+def by_hand(port, path, pipelined=False, trickled=False):
+    # TLS over memory buffers, so the ClientHello can go with the CONNECT or a byte at a time.
+    context = ssl.create_default_context(cafile="/tmp/ca.pem")
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="allowed.test")
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = outgoing.read()
+    s = tunnel(port, hello if pipelined else b"")
+    data = b""
+    while b"\\r\\n\\r\\n" not in data:
+        data += s.recv(4096)
+    status, rest = data.split(b"\\r\\n", 1)[0], data.split(b"\\r\\n\\r\\n", 1)[1]
+    if not pipelined:
+        for i in range(len(hello) if trickled else 1):
+            s.sendall(hello[i:i + 1] if trickled else hello)
+            time.sleep(0.001 if trickled else 0)
+    incoming.write(rest)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            s.sendall(outgoing.read())
+            chunk = s.recv(65536)
+            if not chunk:
+                return "closed in the handshake"
+            incoming.write(chunk)
+    tls.write(b"GET %s HTTP/1.1\\r\\nHost: allowed.test\\r\\n\\r\\n" % path.encode())
+    s.sendall(outgoing.read())
+    answer = b""
+    while b"\\r\\n" not in answer:
+        try:
+            answer += tls.read(65536)
+        except ssl.SSLWantReadError:
+            incoming.write(s.recv(65536))
+    s.close()
+    return status.decode() + " / " + answer.split(b"\\r\\n")[0].decode()
+"""
+
+
+def test_a_tunnel_carries_only_tls_that_names_its_host(
+    client: openai.OpenAI, outside: Outside
+) -> None:
+    """What the proxy checks of a tunnel it passes through, however the session sends it: the
+    ClientHello with the CONNECT, a byte at a time; nothing but TLS, and no endless handshake;
+    and a connection upstream that cannot be made is reported."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]  # nothing listens there once this is closed
+    container = ready_container(client, outside, f"allowed.test:{closed_port}")
+    https = outside.https_port
+    run(client, container.id, TUNNEL_CODE)
+    body = run(
+        client,
+        container.id,
+        f"""print(json.dumps({{
+    "pipelined": by_hand({https}, "/pipelined", pipelined=True),
+    "trickled": by_hand({https}, "/trickled", trickled=True),
+    "plain": answer_then_end(tunnel({https}), b"GET /in-tunnel HTTP/1.1\\r\\nHost: allowed.test\\r\\n\\r\\n"),
+    "endless": answer_then_end(tunnel({https}), b"\\x16\\x03\\x01\\xff\\xff\\x01\\xff\\xff\\xff" + bytes(65531) + b"\\x16\\x03\\x01\\x10\\x00" + bytes(4096)),
+    "unreachable": fetch("https://allowed.test:{closed_port}/nowhere"),
+}}))""",
+    )
+    seen = json.loads(body["stdout"])
+    ok = "HTTP/1.1 200 Connection established / HTTP/1.1 200 OK"
+    assert seen["pipelined"] == ok and seen["trickled"] == ok, seen
+    for name in ("plain", "endless"):
+        status, rest = seen[name]
+        assert status == "HTTP/1.1 200 Connection established", seen
+        assert rest in ("", "ConnectionResetError"), seen  # closed, nothing answered
+    assert seen["unreachable"][0] == "refused", seen
+    paths = [r["path"] for r in outside.received]
+    assert "/pipelined" in paths and "/trickled" in paths and "/in-tunnel" not in paths
+    reasons = {(a.get("method"), a["port"], a.get("reason")) for a in body["network"]}
+    assert ("TLS", https, "no TLS handshake inside a tunnel to allowed.test") in reasons, reasons
+    assert ("TLS", https, "a TLS handshake past 65536 bytes") in reasons, reasons
+    (unreachable,) = [a for a in body["network"] if a["scheme"] == "connect"]
+    assert unreachable["host"] == "allowed.test" and unreachable["port"] == closed_port
+    assert not unreachable["allowed"] and "connect call failed" in unreachable["reason"].lower()
+
+
+def test_a_session_s_tunnels_end_with_it(
+    client: openai.OpenAI, server: ServerProcess, outside: Outside
+) -> None:
+    container = ready_container(client, outside)
+    run(
+        client,
+        container.id,
+        f"""
+held = []
+for _ in range(4):  # tunnels open, and left open
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+    s.sendall(b"CONNECT allowed.test:{outside.https_port} HTTP/1.1\\r\\n\\r\\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 200"), "tunnel"
+    held.append(s)""",
+    )
+    proxy = proxy_pid(server)
+
+    def upstream() -> int:
+        return sum(
+            1
+            for _, _, _, port, state in tcp_sockets(proxy)
+            if port == outside.https_port and state == "established"
+        )
+
+    deadline = time.monotonic() + 10
+    while upstream() < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    before = upstream()
+    assert before >= 4
+    client.containers.delete(container.id)
+    deadline = time.monotonic() + 10
+    while upstream() > before - 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert upstream() <= before - 4
 
 
 def test_a_domain_secret_reaches_its_domain_only_and_never_the_session(
