@@ -10,7 +10,7 @@ env_create_warm_p50, default_create_warm_p50, env_over_default_warm
     zygote (its modules imported) and pool are made by its first session, before the samples.
 https_direct_*, https_proxied_*, proxy_added_ms_*
     Inside one session with an allowlist: GET requests (about 220 bytes back) from `requests` to an
-    HTTPS server on the host, through the egress proxy (mitmproxy passthrough: the TLS is
+    HTTPS server on the host, through the egress proxy (a passthrough tunnel: the TLS is
     end-to-end), against the same requests to the same kind of server run inside the session
     on its own loopback (no proxy). `keepalive`: one `requests.Session`, the connection kept;
     `new_connection`: a fresh connection (TCP, CONNECT, TLS handshake) per request. Each

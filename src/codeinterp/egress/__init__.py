@@ -1,9 +1,9 @@
 """Network policies: what a session may reach, through an egress proxy the server owns.
 
 `policy.py` is the checked value (OpenAI's `disabled` / `allowlist` with domain secrets),
-`proxy.py` runs the proxy and relays each session's connections to it, and `addon.py` holds the
-rules inside the proxy's own process. Used by the sessions layer; uses the sandbox's
-`netns` for the listener inside a session.
+`proxy.py` runs the proxy and hands it each session's listener, `addon.py` holds the rules
+inside the proxy's own process, and `relay.py` carries the passthrough tunnels' bytes there.
+Used by the sessions layer; uses the sandbox's `netns` for the listener inside a session.
 """
 
 from codeinterp.errors import EgressUnavailable

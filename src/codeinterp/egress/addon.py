@@ -13,12 +13,14 @@ The server (egress/proxy.py) owns the process and talks to it over two channels:
   allowed or refused.
 
 A client is a session, named by a distinct address in 127.64.0.0/10 that is the key of its
-policy here. Its connections arrive only on the listeners handed over for it, and each one is
-given that address as its peer before mitmproxy sees it; a connection that reached mitmproxy's
-own listener on the host's loopback belongs to no one and gets nothing. What a policy allows:
+policy here. Its connections arrive only on the listeners handed over for it
+(`SessionConnection`): a tunnel the policy allows to a domain without secrets is served there,
+in this loop, and every other connection goes to mitmproxy, given that address as its peer; a
+connection that reached mitmproxy's own listener on the host's loopback belongs to no one and
+gets nothing. What a policy allows:
 - HTTPS through CONNECT to an allowed name and port (443 unless the entry names one), where the
-  TLS ClientHello names the same host (no other name smuggled through the tunnel's handshake;
-  what passes inside an end-to-end tunnel is not seen);
+  tunnel carries TLS whose ClientHello names the same host (no other name smuggled through the
+  tunnel's handshake, no other protocol; what passes inside an end-to-end tunnel is not seen);
 - HTTP in absolute form to an allowed name and port (80 unless named), Host header agreeing;
 - never an IP literal, never a name that resolves only to non-public addresses (unless the
   server's configuration maps it or allows private ones); the proxy resolves names itself.
