@@ -333,21 +333,26 @@ def test_a_tunnel_carries_only_tls_that_names_its_host(
     assert not unreachable["allowed"] and "connect call failed" in unreachable["reason"].lower()
 
 
-def test_a_session_s_tunnels_end_with_it(
-    client: openai.OpenAI, server: ServerProcess, outside: Outside
-) -> None:
-    container = ready_container(client, outside)
+def hold_tunnels(client: openai.OpenAI, container_id: str, outside: Outside, count: int) -> None:
+    """`count` tunnels to allowed.test opened in the container and left open (in `held`)."""
     run(
         client,
-        container.id,
+        container_id,
         f"""
 held = []
-for _ in range(4):  # tunnels open, and left open
+for _ in range({count}):
     s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
     s.sendall(b"CONNECT allowed.test:{outside.https_port} HTTP/1.1\\r\\n\\r\\n")
     assert s.recv(100).startswith(b"HTTP/1.1 200"), "tunnel"
     held.append(s)""",
     )
+
+
+def test_a_session_s_tunnels_end_with_it(
+    client: openai.OpenAI, server: ServerProcess, outside: Outside
+) -> None:
+    container = ready_container(client, outside)
+    hold_tunnels(client, container.id, outside, 4)
     proxy = proxy_pid(server)
 
     def upstream() -> int:
@@ -891,17 +896,7 @@ def test_the_server_carries_no_session_traffic_and_the_proxy_serves_sessions_onl
         value(client, container.id, f"json.dumps(fetch('{URL}'))".format(outside.https_port))[0]
         == 200
     )
-    run(
-        client,
-        container.id,
-        f"""
-held = []
-for _ in range(3):  # tunnels open, and left open
-    s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
-    s.sendall(b"CONNECT allowed.test:{outside.https_port} HTTP/1.1\\r\\n\\r\\n")
-    assert s.recv(100).startswith(b"HTTP/1.1 200"), "tunnel"
-    held.append(s)""",
-    )
+    hold_tunnels(client, container.id, outside, 3)
     proxy = proxy_pid(server)
     (port,) = {p for _, p, _, _, state in tcp_sockets(proxy) if state == "listen"}
     assert [s for s in tcp_sockets(server.pid) if port in (s[1], s[3])] == []
