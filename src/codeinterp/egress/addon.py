@@ -68,9 +68,10 @@ def _load(relative: str, name: str) -> Any:
     return module
 
 
-# The one definition of what an entry allows, and the tunnels' byte relay.
+# The one definition of what an entry allows, the tunnels' byte relay, and background work.
 domains = _load("sandbox/domains.py", "codeinterp_egress_domains")
 relay = _load("egress/relay.py", "codeinterp_egress_relay")
+background = _load("background.py", "codeinterp_egress_background")
 log = logging.getLogger("codeinterp.egress.addon")
 
 RESOLVER_THREADS = 64
@@ -142,7 +143,7 @@ class Egress:
         self.max_connections = 0  # open at once per client (0: no cap); set by `config`
         self.listeners: dict[str, tuple[str, asyncio.Server]] = {}  # id -> (client, server)
         self.open: dict[str, set[SessionConnection]] = {}  # client -> its connections
-        self.serving: set[asyncio.Task[None]] = set()  # connections in mitmproxy's hands
+        self.serving = background.BackgroundTasks()  # connections in mitmproxy's hands
         self._loop: asyncio.AbstractEventLoop | None = None
         # Events never block the proxy: a server that stops reading loses them, not the proxy.
         self._events = int(os.environ["CODEINTERP_EGRESS_EVENTS_FD"])
@@ -688,9 +689,7 @@ class SessionConnection(asyncio.Protocol):
             self.buffer.clear()
         if self.ended:
             reader.feed_eof()
-        task = loop.create_task(self.egress.to_mitmproxy(self, reader, writer))
-        self.egress.serving.add(task)
-        task.add_done_callback(self.egress.serving.discard)
+        self.egress.serving.start(self.egress.to_mitmproxy(self, reader, writer))
 
 
 def _replace_in_headers(message: http.Message, old: str, new: str) -> None:

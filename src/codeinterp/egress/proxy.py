@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codeinterp.background import BackgroundTasks
 from codeinterp.errors import EgressUnavailable
 from codeinterp.sandbox.cgroups import CgroupManager, SessionCgroup
 from codeinterp.sandbox.netns import listen_in_namespace_of
@@ -166,7 +167,7 @@ class EgressProxy:
         self._started_at = 0.0
         self._restart_delay = RESTART_SECONDS
         self._restarting: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks()
         self._closing = False
         self._oom_kills = 0
 
@@ -198,11 +199,9 @@ class EgressProxy:
         """The proxy closes its copy of the listener (in the background: a process that ended
         need not wait for it)."""
         if self.running:
-            task = asyncio.get_running_loop().create_task(
+            self._background.start(
                 self._quietly({"op": "unlisten", "client": lease.client, "listener": key})
             )
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
 
     async def _quietly(self, command: dict[str, Any]) -> None:
         with contextlib.suppress(EgressUnavailable, OSError):

@@ -32,6 +32,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, Literal, Protocol
 
+from codeinterp.background import BackgroundTasks
 from codeinterp.errors import (
     Conflict,
     QuotaExceeded,
@@ -699,7 +700,7 @@ class Session:
         self._lock = asyncio.Lock()
         self._interrupt_requested = False
         self._closed = False
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks()
         self._idle_frames_dropped = 0  # by the processes before this one
         self.restore_from: str | None = None  # a snapshot its first process starts from
         self.restore_report: dict[str, Any] | None = None  # what that restore brought back
@@ -773,9 +774,7 @@ class Session:
             else:
                 # The caller went away mid-execution: stop the code without blocking them, and
                 # keep the session locked until it has stopped.
-                task = asyncio.get_running_loop().create_task(self._abandon())
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._background.start(self._abandon())
 
     async def _abandon(self) -> None:
         try:
@@ -1185,7 +1184,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        for task in list(self._background):
+        for task in self._background:
             task.cancel()
         await self._close_process()
         if self.network is not None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from codeinterp.background import BackgroundTasks
 from codeinterp.errors import SandboxError
 
 from . import frames
@@ -87,7 +88,7 @@ class ZygoteClient:
         self._hello: asyncio.Future[dict[str, Any]] | None = None
         self._exit_listeners: dict[int, Callable[[int], None]] = {}
         self._early_exits: dict[int, int] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = BackgroundTasks()
         self.alive = False
         # One sender at a time: the event loop keeps one writer per socket, so a second
         # sock_sendall waiting on a full socket replaced the first's, which then never finished
@@ -268,9 +269,7 @@ class ZygoteClient:
                     error = message.get("error")
                     future.set_exception(SandboxError(f"cannot make a task jail: {error}"))
             elif event == "jail_made":  # the caller gave up: nobody owns this jail
-                dropping = asyncio.get_running_loop().create_task(self.drop_jail(message["id"]))
-                self._background.add(dropping)
-                dropping.add_done_callback(self._background.discard)
+                self._background.start(self.drop_jail(message["id"]))
         elif event == "exited":
             pid, status = int(message["pid"]), int(message["status"])
             listener = self._exit_listeners.pop(pid, None)

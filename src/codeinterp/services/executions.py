@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
+from codeinterp.background import BackgroundTasks
 from codeinterp.config import Settings
 from codeinterp.errors import InvalidRequest
 from codeinterp.ids import new_id
@@ -47,7 +48,7 @@ class ExecutionsService:
         self.admission = Admission(
             settings.task_concurrency, settings.queue_wait_seconds, "one-shot executions"
         )
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing = BackgroundTasks()
 
     async def run(self, project: str, request: TaskRequest) -> dict[str, Any]:
         """One task, start to finish: the execution object."""
@@ -80,7 +81,7 @@ class ExecutionsService:
     async def stop(self) -> None:
         """Wait (bounded) for the sessions still being torn down."""
         if self._closing:
-            await asyncio.wait(set(self._closing), timeout=CLOSE_WAIT_SECONDS)
+            await asyncio.wait(list(self._closing), timeout=CLOSE_WAIT_SECONDS)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -140,9 +141,7 @@ class ExecutionsService:
             finally:
                 self.admission.release()
 
-        closing = asyncio.get_running_loop().create_task(close())
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
+        self._closing.start(close())
 
 
 def task_of(
