@@ -19,7 +19,7 @@ import signal
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -348,30 +348,58 @@ for _ in range({count}):
     )
 
 
+def upstream_connections(proxy: int, outside: Outside) -> int:
+    """How many connections the proxy holds open to the outside HTTPS server."""
+    return sum(
+        1
+        for _, _, _, port, state in tcp_sockets(proxy)
+        if port == outside.https_port and state == "established"
+    )
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
 def test_a_session_s_tunnels_end_with_it(
     client: openai.OpenAI, server: ServerProcess, outside: Outside
 ) -> None:
     container = ready_container(client, outside)
     hold_tunnels(client, container.id, outside, 4)
     proxy = proxy_pid(server)
-
-    def upstream() -> int:
-        return sum(
-            1
-            for _, _, _, port, state in tcp_sockets(proxy)
-            if port == outside.https_port and state == "established"
-        )
-
-    deadline = time.monotonic() + 10
-    while upstream() < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    before = upstream()
-    assert before >= 4
+    assert wait_for(lambda: upstream_connections(proxy, outside) >= 4)
+    before = upstream_connections(proxy, outside)
     client.containers.delete(container.id)
-    deadline = time.monotonic() + 10
-    while upstream() > before - 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert upstream() <= before - 4
+    assert wait_for(lambda: upstream_connections(proxy, outside) <= before - 4)
+
+
+def test_a_tunnel_cut_off_before_its_handshake_leaves_nothing_open_upstream(
+    client: openai.OpenAI, server: ServerProcess, outside: Outside
+) -> None:
+    """The proxy connects upstream as soon as a CONNECT is allowed; a session that then resets
+    its connection (no end, no ClientHello) must not leave that connection behind."""
+    container = ready_container(client, outside)
+    proxy = proxy_pid(server)
+    before = upstream_connections(proxy, outside)
+    hold_tunnels(client, container.id, outside, 6)
+    assert wait_for(lambda: upstream_connections(proxy, outside) >= before + 6)
+    run(
+        client,
+        container.id,
+        """
+import struct
+for s in held:  # a reset, not an end: linger on, for no time
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()""",
+    )
+    assert wait_for(lambda: upstream_connections(proxy, outside) <= before)
+    assert (
+        value(client, container.id, f"json.dumps(fetch('{URL}'))".format(outside.https_port))[0]
+        == 200
+    )
 
 
 def test_a_domain_secret_reaches_its_domain_only_and_never_the_session(

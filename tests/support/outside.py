@@ -137,6 +137,23 @@ def _handler(
 
         do_GET = do_POST = do_PUT = _answer
 
+        def setup(self) -> None:
+            # The TLS handshake here, in the connection's own thread, as a real server does:
+            # in accept() it would hold up every other client while one says nothing.
+            self.handshake_failed = False
+            if isinstance(self.request, ssl.SSLSocket):
+                self.request.settimeout(30)
+                try:
+                    self.request.do_handshake()
+                except OSError:  # cut off, or the client went away: nothing to answer
+                    self.handshake_failed = True
+                self.request.settimeout(None)
+            super().setup()
+
+        def handle(self) -> None:
+            if not self.handshake_failed:
+                super().handle()
+
         def log_message(self, *args: Any) -> None:
             pass
 
@@ -153,7 +170,9 @@ def outside_world(directory: Path, names: list[str]) -> Iterator[Outside]:
     https = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    https.socket = context.wrap_socket(https.socket, server_side=True)
+    https.socket = context.wrap_socket(
+        https.socket, server_side=True, do_handshake_on_connect=False
+    )
     plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (https, plain)]
     for thread in threads:

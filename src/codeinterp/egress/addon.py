@@ -561,6 +561,8 @@ class SessionConnection(asyncio.Protocol):
             return
         if self.connecting is not None:
             self.connecting.cancel()
+        if self.joined is not None:  # not started: its connection upstream would stay open
+            self.joined.abort()
         if self.idle is not None:
             self.idle.cancel()
         self.egress.release(self)
