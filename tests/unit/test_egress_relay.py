@@ -169,3 +169,38 @@ async def test_the_server_s_end_reaches_the_session_after_its_last_bytes() -> No
         assert await asyncio.wait_for(reader.read(), WAIT) == b"last words"
         writer.close()
         await asyncio.wait_for(made.ended.wait(), WAIT)
+
+
+async def test_a_first_write_that_fills_the_server_holds_the_session_until_it_drains() -> None:
+    """What the session sent before the relay began can be more than the server's buffer
+    takes at once: the session is then not read until the server has taken it."""
+    stalled = asyncio.Event()
+    taken = [0]
+
+    async def read_late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await stalled.wait()
+        while data := await reader.read(1 << 20):
+            taken[0] += len(data)
+        writer.close()
+
+    first = b"f" * (4 << 20)  # past what the kernel's buffers hold, so the relay keeps some
+    async with tunnel(read_late, first=first) as made:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", made.port)
+        sent = 0
+        chunk = b"s" * (256 << 10)
+        while sent < 64 << 20:
+            writer.write(chunk)
+            try:
+                await asyncio.wait_for(writer.drain(), 0.5)
+            except TimeoutError:
+                break  # the session is held: what it writes stays with it
+            sent += len(chunk)
+        (joined,) = made.relays
+        assert joined.started and joined.server.transport is not None
+        assert joined.server.transport.get_write_buffer_size() <= len(first) + (1 << 20)
+        assert sent < 32 << 20, sent
+        stalled.set()  # the server reads now: everything gets through
+        writer.write_eof()
+        await asyncio.wait_for(made.ended.wait(), 30)
+        assert taken[0] >= len(first) + sent
+        writer.close()

@@ -52,6 +52,7 @@ class _Side(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.ended = False  # it sent its end (EOF)
         self.lost = False
+        self.held = False  # not read: the other side has more to write than it should hold
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -77,10 +78,12 @@ class _Side(asyncio.Protocol):
         self.relay.lose(self)
 
     def pause_reading(self) -> None:
+        self.held = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        self.held = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
@@ -114,9 +117,11 @@ class Relay:
             self.lose(self.client)
             return
         if first:
-            server.write(first)
-        client.resume_reading()
-        self.server.resume_reading()
+            server.write(first)  # which may hold the client, if it fills the server's buffer
+        # Both were paused until now (the client by the proxy, the server by connection_made).
+        for side in (self.client, self.server):
+            if not side.held:
+                side.resume_reading()
 
     def peer(self, side: _Side) -> _Side:
         return self.server if side is self.client else self.client
