@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import re
+import select
 import socket
 import sys
 import threading
@@ -52,7 +53,9 @@ from typing import Any
 from mitmproxy import addonmanager, ctx, http, tls
 from mitmproxy.connection import Client
 from mitmproxy.net.http import http1, url
+from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers import tls as tls_layer
+from mitmproxy.proxy.layers.http._http1 import Http1Server
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 
 
@@ -84,11 +87,15 @@ NEEDED_ADDONS = frozenset(
 )  # fmt: skip
 MAX_COMMAND = 4 << 20  # bytes of one command line (a policy with every secret at its largest)
 MAX_EVENT_TEXT = 300  # characters of any one value in an event (the lines stay < PIPE_BUF)
-# A tunnel's start, and the most of its head and of its TLS ClientHello read before deciding.
+MAX_ESCAPED_TEXT = 40  # the same, for a line that is still longer (non-ASCII text)
+# A tunnel's start, and the most of a request head (any, here or in mitmproxy) and of a TLS
+# ClientHello that is read before it is refused.
 TUNNEL_START = b"CONNECT "
 HEAD_END = re.compile(rb"\n\r?\n")
-MAX_TUNNEL_HEAD = 64 << 10
+MAX_REQUEST_HEAD = 64 << 10
 MAX_CLIENT_HELLO = 64 << 10
+MAX_CLIENT_HELLO_RECORDS = 8  # clients send one (two past 16 KiB)
+NOT_TLS = "no TLS handshake"
 
 
 # The client a connection was handed over for, in the task that hands it to mitmproxy (whose
@@ -266,7 +273,11 @@ class Egress:
         return True
 
     def release(self, connection: "SessionConnection") -> None:
-        self.open.get(connection.client, set()).discard(connection)
+        live = self.open.get(connection.client)
+        if live is not None:
+            live.discard(connection)
+            if not live:
+                del self.open[connection.client]
 
     async def to_mitmproxy(
         self,
@@ -293,6 +304,9 @@ class Egress:
     def _emit(self, event: dict[str, Any]) -> None:
         # One write of at most PIPE_BUF bytes is atomic: a line is whole or not there.
         line = (json.dumps(event) + "\n").encode()
+        if len(line) > select.PIPE_BUF:  # text JSON escapes at up to 6 bytes a character
+            short = {k: v[:MAX_ESCAPED_TEXT] if isinstance(v, str) else v for k, v in event.items()}
+            line = (json.dumps(short) + "\n").encode()
         with self._write_lock:
             try:
                 os.write(self._events, line)
@@ -498,6 +512,27 @@ class Egress:
                 )
 
 
+def client_hello_progress(data: bytes | bytearray) -> tuple[bool, str | None]:
+    """Whether a tunnel's first bytes can hold a whole TLS ClientHello yet, and why they are
+    refused if they are. The parser walks the whole buffer at each call: it is called only
+    once the ClientHello can be all there (its length is in its first four bytes), and one cut
+    into more records than a client makes is refused, so bytes sent one at a time cost little."""
+    if not data:
+        return False, None
+    if data[0] != 0x16 or (len(data) >= 6 and data[5] != 1):
+        return False, NOT_TLS  # not a handshake record, or not one that starts a ClientHello
+    if len(data) < 9:
+        return False, None
+    if int.from_bytes(data[3:5], "big") < 4:
+        return False, "a TLS handshake cut too small"
+    needed = 9 + int.from_bytes(data[6:9], "big")
+    if needed > MAX_CLIENT_HELLO:
+        return False, f"a TLS handshake past {MAX_CLIENT_HELLO} bytes"
+    if len(data) > needed + 5 * MAX_CLIENT_HELLO_RECORDS:
+        return False, "a TLS handshake in too many records"
+    return len(data) >= needed, None
+
+
 def _sni_refusal(host: str, sni: str) -> str | None:
     """Why a tunnel to `host` whose TLS names `sni` is refused: it must name the same host."""
     if sni != host:
@@ -559,13 +594,17 @@ class SessionConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.handed_over:
             return
-        if self.connecting is not None:
-            self.connecting.cancel()
         if self.joined is not None:  # not started: its connection upstream would stay open
             self.joined.abort()
         if self.idle is not None:
             self.idle.cancel()
-        self.egress.release(self)
+        if self.connecting is not None and not self.connecting.done():
+            # A name being looked up goes on in its thread, whatever: it counts against the
+            # session's connections until it is done, so a session cannot pile them up.
+            self.connecting.cancel()
+            self.connecting.add_done_callback(lambda _: self.egress.release(self))
+        else:
+            self.egress.release(self)
 
     def abort(self) -> None:
         if self.joined is not None:  # the session's connection and the one made for it
@@ -590,7 +629,7 @@ class SessionConnection(asyncio.Protocol):
     def _head(self) -> None:
         end = HEAD_END.search(self.buffer)
         if end is None:
-            if len(self.buffer) > MAX_TUNNEL_HEAD:
+            if len(self.buffer) > MAX_REQUEST_HEAD:
                 self._to_mitmproxy()  # which refuses it as it refuses any such head
             return
         lines = [line.rstrip(b"\r") for line in bytes(self.buffer[: end.start()]).split(b"\n")]
@@ -624,14 +663,16 @@ class SessionConnection(asyncio.Protocol):
 
     def _hello(self) -> None:
         """The tunnel's first bytes: a TLS ClientHello that names the CONNECT's host."""
-        try:
-            hello = tls_layer.parse_client_hello(bytes(self.buffer))
-        except Exception:  # not TLS, or a ClientHello that does not parse (the parser's own)
-            self._refuse(f"no TLS handshake inside a tunnel to {self.host}", self.host)
+        ready, refusal = client_hello_progress(self.buffer)
+        if ready:
+            try:
+                hello = tls_layer.parse_client_hello(bytes(self.buffer))
+            except Exception:  # a ClientHello that does not parse (the parser raises its own)
+                refusal = NOT_TLS
+        if refusal is not None:
+            self._refuse(f"{refusal} inside a tunnel to {self.host}", self.host)
             return
-        if hello is None:
-            if len(self.buffer) > MAX_CLIENT_HELLO:
-                self._refuse(f"a TLS handshake past {MAX_CLIENT_HELLO} bytes", self.host)
+        if not ready or hello is None:  # more to come
             return
         sni = domains.normal(hello.sni or "")
         if self.client not in self.egress.policies:
@@ -660,8 +701,8 @@ class SessionConnection(asyncio.Protocol):
             await asyncio.get_running_loop().create_connection(
                 lambda: self.joined.server, self.host, self.port
             )
-        except OSError as e:
-            self.egress._attempt(self.client, "connect", self.host, self.port, str(e))
+        except Exception as e:  # OSError mostly; anything else must not leave a silent 200
+            self.egress._attempt(self.client, "connect", self.host, self.port, str(e) or repr(e))
             self.abort()
             return
         self.connected = True
@@ -701,6 +742,38 @@ def _replace_in_headers(message: http.Message, old: str, new: str) -> None:
             message.headers.set_all(name, [value.replace(old, new) for value in values])
 
 
+def _bounded_request_head(self: Http1Server, event: Any) -> Any:
+    """mitmproxy's own reading of a request head, with the bound it lacks (it holds any number
+    of bytes until a head is whole): past MAX_REQUEST_HEAD, the answer is 431 and the
+    connection is closed."""
+    yield from _read_request_head(self, event)
+    if self.state == self.read_headers and len(self.buf) > MAX_REQUEST_HEAD:
+        reason = f"a request head past {MAX_REQUEST_HEAD} bytes"
+        egress._attempt(self.conn.peername[0], "http", "", 0, reason)
+        answer = http.Response.make(431, f"codeinterp egress: {reason}\n", {"Connection": "close"})
+        answer.reason = "Request Header Fields Too Large"
+        yield commands.SendData(self.conn, http1.assemble_response(answer))
+        yield commands.CloseConnection(self.conn)
+        self.state = self.done
+
+
+def _bounded_client_hello(self: tls_layer.ClientTLSLayer, data: bytes) -> Any:
+    """mitmproxy's own reading of a ClientHello (for a domain with secrets), held to what the
+    tunnels served here are: no more than they take, and parsed only once it can be whole."""
+    if not self.client_hello_parsed:
+        ready, refusal = client_hello_progress(self.recv_buffer + data)
+        if refusal is not None:
+            return False, refusal
+        if not ready:
+            self.recv_buffer.extend(data)
+            return False, None
+    return (yield from _read_client_hello(self, data))
+
+
+_read_request_head = Http1Server.read_headers
+Http1Server.read_headers = _bounded_request_head
+_read_client_hello = tls_layer.ClientTLSLayer.receive_handshake_data
+tls_layer.ClientTLSLayer.receive_handshake_data = _bounded_client_hello
 _getaddrinfo = socket.getaddrinfo
 egress = Egress()
 # Every name this process connects to is resolved by the rules above: asyncio, which mitmproxy
