@@ -24,6 +24,27 @@ spec.loader.exec_module(addon)
 egress = addon.egress
 egress.resolve = {"pinned.test": "127.0.0.1"}
 
+def emitted_line():
+    # Text that JSON escapes at 6 bytes a character, in every field an attempt has.
+    egress._attempt("127.64.0.1", "https", "\u00e9" * 400, 443, "\u00e9" * 400,
+                    method="\u00e9" * 400, path="\u00e9" * 400)
+    return os.read(read, 1 << 16).decode()
+
+def hello_progress():
+    hello = bytes.fromhex("16030100c8010000c4") + bytes(0xc4)  # one record, whole
+    step = addon.client_hello_progress
+    tiny_record = bytes.fromhex("16030100010a")
+    return {
+        "whole": step(hello),
+        "partial": step(hello[:100]),
+        "header_only": step(hello[:9]),
+        "not_tls": step(b"GET / HTTP/1.1"),
+        "not_a_hello": step(bytes.fromhex("160301000402")),
+        "declared_huge": step(bytes.fromhex("1603014000") + bytes.fromhex("01ffffff")),
+        "header_cut": step(bytes.fromhex("160301000201c4") + bytes.fromhex("16030100020000")),
+        "many_records": step(bytes.fromhex("160301000401000010") + tiny_record * 20),
+    }
+
 def outcome(host, port=443):
     try:
         return sorted({entry[4][0] for entry in socket.getaddrinfo(host, port)})
@@ -48,6 +69,8 @@ print(json.dumps({
     "named_port_default": policy.refusal("ports.example", 443, "https"),
     "trailing": policy.refusal("trailing.example", 443, "https"),
     "ip": policy.refusal("93.184.215.14", 443, "https"),
+    "event_line": emitted_line(),
+    "hello_progress": hello_progress(),
 }))
 """
 
@@ -87,3 +110,22 @@ def _host(case: str) -> str:
         "wild_apex": "wild.example",
         "wild_lookalike": "evilwild.example",
     }[case]
+
+
+def test_an_event_is_one_whole_line_whatever_text_it_carries(checked: dict[str, object]) -> None:
+    line = str(checked["event_line"])
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert len(line.encode()) <= 4096  # PIPE_BUF: written at once, never interleaved
+    event = json.loads(line)
+    assert event["allowed"] is False and event["host"].startswith("\u00e9")
+
+
+def test_a_client_hello_is_parsed_only_once_it_can_be_whole(checked: dict[str, object]) -> None:
+    progress = checked["hello_progress"]
+    assert isinstance(progress, dict)
+    assert progress["whole"] == [True, None]
+    assert progress["partial"] == progress["header_only"] == [False, None]
+    assert progress["not_tls"] == progress["not_a_hello"] == [False, "no TLS handshake"]
+    assert progress["declared_huge"] == [False, "a TLS handshake past 65536 bytes"]
+    assert progress["header_cut"] == [False, "a TLS handshake cut too small"]
+    assert progress["many_records"] == [False, "a TLS handshake in too many records"]
