@@ -149,6 +149,8 @@ def test_an_allowed_domain_is_reached_and_everything_else_is_refused(
     assert seen["plain"][0] == 200 and json.loads(seen["plain"][1])["path"] == "/plain"
     for name in ("other", "raw_ip", "other_port"):
         assert seen[name][0] == "refused" and "403" in seen[name][1], (name, seen[name])
+    # The client shows the tunnel's status line only: the reason is in it.
+    assert "Forbidden (other.test is not in the allowed domains)" in seen["other"][1], seen
     assert seen["plain_other"][0] == 403, seen["plain_other"]
     assert "other.test is not in the allowed domains" in seen["plain_other"][1]
     paths = [r["path"] for r in outside.received]

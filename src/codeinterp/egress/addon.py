@@ -357,6 +357,8 @@ class Egress:
         self._attempt(flow.client_conn.peername[0], "https", host, port, refusal, method="CONNECT")
         if refusal is not None:
             flow.response = http.Response.make(403, f"codeinterp egress: {refusal}\n")
+            # A client that is refused a tunnel shows its status line, not its body.
+            flow.response.reason = status_phrase("Forbidden", refusal)
             return
         self.tunnels[flow.client_conn.id] = host
 
@@ -531,6 +533,12 @@ def client_hello_progress(data: bytes | bytearray) -> tuple[bool, str | None]:
     if len(data) > needed + 5 * MAX_CLIENT_HELLO_RECORDS:
         return False, "a TLS handshake in too many records"
     return len(data) >= needed, None
+
+
+def status_phrase(phrase: str, why: str) -> str:
+    """A status line's reason phrase that says why (printable ASCII, one line, clipped)."""
+    said = "".join(c if " " <= c <= "~" else "?" for c in why)[:MAX_EVENT_TEXT]
+    return f"{phrase} ({said})"
 
 
 def _sni_refusal(host: str, sni: str) -> str | None:
