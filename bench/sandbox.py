@@ -120,7 +120,7 @@ from unittest import mock
 from codeinterp.sandbox import Sandbox, SandboxConfig, Session
 from codeinterp.sandbox.session import KernelProcess
 from codeinterp.sandbox.workspace import Workspace
-from stats import percentile
+from stats import machine, percentile
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -1185,15 +1185,12 @@ def machine_info() -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as f:
         memory_kb = int(next(ln for ln in f if ln.startswith("MemTotal")).split()[1])
     return {
-        "cpu_count": os.cpu_count(),
+        **machine(),  # cores, kernel, Python, and the load at the end (other work skews results)
         "cpu_affinity": len(os.sched_getaffinity(0)),
         "cpu_model": model,
         "memory_total_mb": round(memory_kb * 1024 / 1e6),
-        "kernel": platform.release(),
         "machine": platform.machine(),
-        "python": platform.python_version(),
         "python_executable": PYTHON,
-        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],  # other work skews results
     }
 
 

@@ -237,9 +237,13 @@ json.dumps({{
 
 TUNNEL_CODE = """
 import json, ssl, time
-def tunnel(port, first=b"", host=b"allowed.test"):
+def tunnel(port, first=b"", host=b"allowed.test", trickled=False):
     s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
-    s.sendall(b"CONNECT %s:%d HTTP/1.1\\r\\nHost: %s\\r\\n\\r\\n" % (host, port, host) + first)
+    head = b"CONNECT %s:%d HTTP/1.1\\r\\nHost: %s\\r\\n\\r\\n" % (host, port, host)
+    for i in range(len(head) if trickled else 0):  # a byte at a time
+        s.sendall(head[i:i + 1])
+        time.sleep(0.001)
+    s.sendall((b"" if trickled else head) + first)
     return s
 def answer_then_end(s, data):
     head = b""
@@ -269,7 +273,7 @@ def client_hello(records=1):
 def by_hand(port, path, pipelined=False, trickled=False, records=1):
     # TLS over memory buffers, so the ClientHello can go with the CONNECT or a byte at a time.
     tls, incoming, outgoing, hello = client_hello(records)
-    s = tunnel(port, hello if pipelined else b"")
+    s = tunnel(port, hello if pipelined else b"", trickled=trickled)
     data = b""
     while b"\\r\\n\\r\\n" not in data:
         data += s.recv(4096)

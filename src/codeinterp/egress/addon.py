@@ -572,7 +572,7 @@ class SessionConnection(asyncio.Protocol):
         self.connecting: asyncio.Task[None] | None = None
         self.joined: Any = None  # relay.Relay, made with the connection upstream
         self.connected = False  # the connection upstream is made
-        self.handed_over = False
+        self.searched = 0  # bytes of the head already searched for its end
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -600,8 +600,7 @@ class SessionConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.handed_over:
-            return
+        # (Not called once the connection is mitmproxy's: its protocol is then another.)
         if self.joined is not None:  # not started: its connection upstream would stay open
             self.joined.abort()
         if self.idle is not None:
@@ -635,7 +634,10 @@ class SessionConnection(asyncio.Protocol):
             self._head()
 
     def _head(self) -> None:
-        end = HEAD_END.search(self.buffer)
+        # From where the last search stopped (less the end's own length): a head sent a byte
+        # at a time is searched once, not once per byte.
+        end = HEAD_END.search(self.buffer, max(0, self.searched - 3))
+        self.searched = len(self.buffer)
         if end is None:
             if len(self.buffer) > MAX_REQUEST_HEAD:
                 self._to_mitmproxy()  # which refuses it as it refuses any such head
@@ -727,7 +729,6 @@ class SessionConnection(asyncio.Protocol):
         """The connection, with what was read of it, to mitmproxy (`Egress.to_mitmproxy`)."""
         assert self.transport is not None
         self.step = self._ignore
-        self.handed_over = True
         self.idle.cancel()  # mitmproxy has its own
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(loop=loop)
